@@ -1,0 +1,343 @@
+//! The compose loader: files in, a normalized [`Project`] out.
+//!
+//! The pipeline, in order (the same phases as Compose's own loader):
+//!
+//! 1. **read**: find the files (`-f`, `COMPOSE_FILE`, or `compose.yaml` and its
+//!    override looked up from the working directory upward) and the `.env` files;
+//! 2. **parse** each file with `serde_yaml` (anchors, aliases and `<<` merge keys
+//!    resolved; `!reset`/`!override` kept as tags);
+//! 3. **interpolate** `${VAR}` forms in every string value;
+//! 4. **include** other projects, **canonicalize** short syntax into long syntax,
+//!    resolve **extends**;
+//! 5. **merge** the files in order, then drop duplicates;
+//! 6. **decode** the tree into the typed model (unknown keys and wrong types are
+//!    reported here), **validate** its references, **normalize** it (names,
+//!    default network, absolute paths, environment) and apply profiles.
+//!
+//! The loader reads files and nothing else: the process environment is passed
+//! in by the caller, so the same inputs always give the same project. Every
+//! problem it can find is collected into one [`LoadError`], each
+//! [`Diagnostic`] naming its file, line and service.
+
+pub mod canonical;
+pub mod diagnostic;
+pub mod dotenv;
+mod extends;
+mod files;
+pub mod interpolate;
+pub mod locate;
+pub mod merge;
+mod normalize;
+pub mod path;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_yaml::Value;
+
+pub use diagnostic::{Diagnostic, LoadError};
+pub use files::{normalize_project_name, valid_project_name};
+
+use crate::model::Project;
+use path::YamlPath;
+
+/// Where the compose files come from and how to read them.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Explicit files (`-f`), in order; `-` is standard input. Empty: look them up.
+    pub files: Vec<PathBuf>,
+    /// The content of standard input, for a `-` file.
+    pub stdin: Option<String>,
+    /// `--project-directory`.
+    pub project_directory: Option<PathBuf>,
+    /// `-p`; otherwise `COMPOSE_PROJECT_NAME`, the `name:` key, or the directory's name.
+    pub project_name: Option<String>,
+    /// `--env-file`, in order; empty means `.env` in the project directory.
+    pub env_files: Vec<PathBuf>,
+    /// The process environment.
+    pub environment: IndexMap<String, String>,
+    /// `--profile`; empty means `COMPOSE_PROFILES`.
+    pub profiles: Vec<String>,
+    /// Services named on the command line: enabled whatever their profiles.
+    pub services: Vec<String>,
+    /// The directory relative paths on the command line start from.
+    pub cwd: PathBuf,
+    /// Skip `${VAR}` interpolation (`--no-interpolate`).
+    pub no_interpolate: bool,
+    /// Skip normalization (`--no-normalize`).
+    pub no_normalize: bool,
+    /// Keep relative paths as written (`--no-path-resolution`).
+    pub no_path_resolution: bool,
+    /// Keep networks, volumes, secrets and configs that no service uses.
+    pub keep_unused_resources: bool,
+}
+
+/// A loaded project and the warnings met on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The normalized project.
+    pub project: Project,
+    /// Non-fatal remarks (unset variables, obsolete `version`), each once.
+    pub warnings: Vec<String>,
+    /// The environment used for interpolation (process environment over `.env`).
+    pub environment: IndexMap<String, String>,
+}
+
+/// The source text of one compose file.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceFile {
+    /// Absolute path (or `-` for standard input).
+    pub path: PathBuf,
+    /// The text.
+    pub text: String,
+}
+
+/// Mutable state shared by the phases of one load.
+pub(crate) struct Ctx<'a> {
+    pub options: &'a LoadOptions,
+    pub environment: IndexMap<String, String>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub warnings: Vec<String>,
+    pub sources: Vec<SourceFile>,
+    pub home: Option<String>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+
+    /// Records an error at `path` of `file`.
+    pub(crate) fn error_at(&mut self, file: &Path, path: YamlPath, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::at(Some(file.to_path_buf()), path, message));
+    }
+
+    /// Records an error about a whole file.
+    pub(crate) fn error(&mut self, file: Option<&Path>, message: impl Into<String>) {
+        self.diagnostics
+            .push(Diagnostic::file(file.map(Path::to_path_buf), message));
+    }
+
+    /// Fills in line and column of every diagnostic whose file and path are known,
+    /// and attributes path-only diagnostics to the last file that has that path.
+    fn locate_diagnostics(&mut self) {
+        for d in &mut self.diagnostics {
+            let Some(path) = d.path.clone() else { continue };
+            if d.file.is_none() || d.position.is_none() {
+                let candidates: Vec<&SourceFile> = match &d.file {
+                    Some(f) => self.sources.iter().filter(|s| &s.path == f).collect(),
+                    None => self.sources.iter().rev().collect(),
+                };
+                for src in candidates {
+                    if let Some(loc) = locate::locate(&src.text, &path) {
+                        d.file = Some(src.path.clone());
+                        d.position = Some((loc.line, loc.column));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Loads a project as `docker compose config` would.
+pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
+    let mut ctx = Ctx {
+        options,
+        environment: IndexMap::new(),
+        diagnostics: Vec::new(),
+        warnings: Vec::new(),
+        sources: Vec::new(),
+        home: options.environment.get("HOME").cloned(),
+    };
+    let result = load_in(&mut ctx);
+    ctx.locate_diagnostics();
+    match result {
+        Some(project) if ctx.diagnostics.is_empty() => Ok(Loaded {
+            project,
+            warnings: ctx.warnings,
+            environment: ctx.environment,
+        }),
+        _ => {
+            if ctx.diagnostics.is_empty() {
+                ctx.error(None, "the project could not be loaded");
+            }
+            Err(LoadError {
+                diagnostics: ctx.diagnostics,
+            })
+        }
+    }
+}
+
+fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
+    let plan = files::resolve(ctx)?;
+    let mut merged: Option<Value> = None;
+    for file in &plan.files {
+        let tree = load_file(ctx, file, &plan.working_dir, &mut Vec::new())?;
+        merged = Some(match merged {
+            None => merge::strip_tags(tree),
+            Some(base) => merge::merge_project(base, tree),
+        });
+    }
+    let mut tree = merged?;
+    merge::enforce_unicity(&mut tree);
+    if !ctx.diagnostics.is_empty() {
+        return None;
+    }
+    let Value::Mapping(top) = &mut tree else {
+        ctx.error(plan.files.first().map(|f| f.as_path()), "top-level object must be a mapping");
+        return None;
+    };
+    if top.is_empty() {
+        ctx.error(plan.files.first().map(|f| f.as_path()), "empty compose file");
+        return None;
+    }
+    if top.remove("version").is_some() {
+        for f in &plan.files {
+            let src = ctx.sources.iter().find(|s| &s.path == f);
+            if src.is_some_and(|s| s.text.contains("version")) {
+                ctx.warn(format!(
+                    "{}: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion",
+                    f.display()
+                ));
+            }
+        }
+    }
+    let name = files::project_name(ctx, &plan, top)?;
+    top.remove("name");
+    if !ctx.options.no_path_resolution {
+        normalize::resolve_relative_paths(&mut tree, &plan.working_dir, ctx.home.as_deref());
+    }
+    let mut project = normalize::decode(ctx, tree)?;
+    project.name = name;
+    project.working_dir = plan.working_dir.display().to_string();
+    project.config_files = plan.files.iter().map(|f| f.display().to_string()).collect();
+    normalize::apply_defaults(&mut project);
+    if !ctx.options.no_normalize {
+        normalize::normalize(ctx, &mut project);
+    }
+    validate::validate(ctx, &project);
+    if !ctx.diagnostics.is_empty() {
+        return None;
+    }
+    normalize::apply_profiles(ctx, &mut project);
+    if !ctx.diagnostics.is_empty() {
+        return None;
+    }
+    if !ctx.options.no_normalize {
+        normalize::resolve_environment(ctx, &mut project, &plan.working_dir);
+    }
+    if !ctx.options.keep_unused_resources {
+        normalize::drop_unused_resources(&mut project);
+    }
+    Some(project)
+}
+
+/// Reads, parses, interpolates, includes, canonicalizes and extends one file.
+/// `included` holds the files on the current include chain, to detect cycles.
+pub(crate) fn load_file(
+    ctx: &mut Ctx<'_>,
+    file: &Path,
+    working_dir: &Path,
+    included: &mut Vec<PathBuf>,
+) -> Option<Value> {
+    let text = files::read_source(ctx, file)?;
+    let mut tree = parse(ctx, file, &text)?;
+    ctx.sources.push(SourceFile {
+        path: file.to_path_buf(),
+        text,
+    });
+    if !matches!(tree, Value::Mapping(_)) {
+        ctx.error(Some(file), "top-level object must be a mapping");
+        return None;
+    }
+    interpolate_tree(ctx, file, &mut tree);
+    let mut errors = Vec::new();
+    canonical::canonicalize(&mut tree, &mut errors);
+    for e in errors {
+        ctx.error_at(file, e.path, e.message);
+    }
+    included.push(file.to_path_buf());
+    files::apply_include(ctx, file, working_dir, &mut tree, included);
+    included.pop();
+    extends::apply_extends(ctx, file, &mut tree);
+    Some(tree)
+}
+
+/// Parses YAML text into a tree with anchors, aliases and merge keys resolved.
+pub(crate) fn parse(ctx: &mut Ctx<'_>, file: &Path, text: &str) -> Option<Value> {
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(mut v) => {
+            if let Err(e) = v.apply_merge() {
+                ctx.error(Some(file), format!("invalid merge key: {e}"));
+                return None;
+            }
+            if matches!(v, Value::Null) {
+                v = Value::Mapping(Default::default());
+            }
+            Some(v)
+        }
+        Err(e) => {
+            let mut d = Diagnostic::file(Some(file.to_path_buf()), yaml_message(&e));
+            if let Some(loc) = e.location() {
+                d.position = Some((loc.line(), loc.column()));
+            }
+            ctx.diagnostics.push(d);
+            None
+        }
+    }
+}
+
+/// serde_yaml's message without its own " at line X column Y" suffix.
+fn yaml_message(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+fn interpolate_tree(ctx: &mut Ctx<'_>, file: &Path, tree: &mut Value) {
+    if ctx.options.no_interpolate {
+        return;
+    }
+    let env = ctx.environment.clone();
+    let missing = std::cell::RefCell::new(Vec::<String>::new());
+    let lookup = |name: &str| {
+        let v = env.get(name).cloned();
+        if v.is_none() {
+            missing.borrow_mut().push(name.to_string());
+        }
+        v
+    };
+    let mut errors = Vec::new();
+    interpolate::interpolate_value(tree, &lookup, &YamlPath::root(), &mut errors);
+    for (path, e) in errors {
+        ctx.error_at(file, path, e.to_string());
+    }
+    for name in missing.into_inner() {
+        ctx.warn(format!(
+            "The \"{name}\" variable is not set. Defaulting to a blank string."
+        ));
+    }
+}
+
+/// Extracts the `x-` keys of a mapping.
+pub(crate) fn take_extensions(m: &mut serde_yaml::Mapping) -> BTreeMap<String, Value> {
+    let keys: Vec<Value> = m
+        .keys()
+        .filter(|k| k.as_str().is_some_and(|k| k.starts_with("x-")))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let v = m.remove(&k)?;
+            Some((k.as_str()?.to_string(), v))
+        })
+        .collect()
+}

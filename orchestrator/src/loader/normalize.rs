@@ -1,0 +1,616 @@
+//! From the merged tree to the normalized [`Project`]: relative paths made
+//! absolute, typed decoding, defaults, implied dependencies, the default
+//! network, resource names, profiles and environment resolution.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_yaml::{Mapping, Value};
+
+use super::path::{Segment, YamlPath};
+use super::{dotenv, take_extensions, Ctx};
+use crate::model::{
+    BindOptions, Dependency, MappingWithEquals, Network, Project, Service,
+};
+
+/// Mappings whose keys are user data, where `x-` is an ordinary key.
+const FREE_FORM: [&str; 16] = [
+    "environment",
+    "labels",
+    "args",
+    "sysctls",
+    "driver_opts",
+    "options",
+    "annotations",
+    "aux_addresses",
+    "storage_opt",
+    "log_opt",
+    "additional_contexts",
+    "extra_hosts",
+    "depends_on",
+    "ulimits",
+    "networks",
+    "models",
+];
+
+/// Joins a relative path onto `base`, expanding `~` first; absolute paths are kept.
+fn abs_path(p: &str, base: &Path, home: Option<&str>) -> String {
+    let expanded = match (p.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) => {
+            super::canonical::clean_path(&format!("{home}/{rest}"))
+        }
+        _ => p.to_string(),
+    };
+    if expanded.starts_with('/') || expanded.is_empty() {
+        return expanded;
+    }
+    super::canonical::clean_path(&format!("{}/{expanded}", base.display()))
+}
+
+fn is_remote_context(v: &str) -> bool {
+    v.contains("://")
+        || v.starts_with("service:")
+        || ["https://", "http://", "git://", "ssh://", "github.com/", "git@"]
+            .iter()
+            .any(|p| v.starts_with(p))
+}
+
+fn rewrite_str(v: &mut Value, f: impl Fn(&str) -> String) {
+    if let Value::String(s) = v {
+        *s = f(s);
+    }
+}
+
+/// Makes every path of a tree that Compose resolves absolute against `base`.
+pub(crate) fn resolve_relative_paths(tree: &mut Value, base: &Path, home: Option<&str>) {
+    let abs = |p: &str| abs_path(p, base, home);
+    if let Some(Value::Mapping(services)) = tree.get_mut("services") {
+        for (_, svc) in services.iter_mut() {
+            let Value::Mapping(svc) = svc else { continue };
+            if let Some(Value::Mapping(build)) = svc.get_mut("build") {
+                if !build.contains_key("context") {
+                    build.insert("context".into(), ".".into());
+                }
+                if let Some(ctx) = build.get_mut("context") {
+                    rewrite_str(ctx, |c| if is_remote_context(c) { c.to_string() } else { abs(c) });
+                }
+                if let Some(Value::Mapping(extra)) = build.get_mut("additional_contexts") {
+                    for (_, c) in extra.iter_mut() {
+                        rewrite_str(c, |c| if is_remote_context(c) { c.to_string() } else { abs(c) });
+                    }
+                }
+                if let Some(Value::Sequence(ssh)) = build.get_mut("ssh") {
+                    for entry in ssh.iter_mut() {
+                        rewrite_str(entry, |e| match e.split_once('=') {
+                            Some((id, p)) => format!("{id}={}", abs(p)),
+                            None => e.to_string(),
+                        });
+                    }
+                }
+            }
+            if let Some(Value::Sequence(env_files)) = svc.get_mut("env_file") {
+                for f in env_files.iter_mut() {
+                    if let Some(p) = f.get_mut("path") {
+                        rewrite_str(p, abs);
+                    }
+                }
+            }
+            if let Some(Value::Sequence(files)) = svc.get_mut("label_file") {
+                for f in files.iter_mut() {
+                    rewrite_str(f, abs);
+                }
+            }
+            if let Some(Value::Sequence(volumes)) = svc.get_mut("volumes") {
+                for vol in volumes.iter_mut() {
+                    if vol.get("type").and_then(Value::as_str) == Some("bind") {
+                        if let Some(src) = vol.get_mut("source") {
+                            rewrite_str(src, abs);
+                        }
+                    }
+                }
+            }
+            if let Some(Value::Mapping(develop)) = svc.get_mut("develop") {
+                if let Some(Value::Sequence(watch)) = develop.get_mut("watch") {
+                    for w in watch.iter_mut() {
+                        if let Some(p) = w.get_mut("path") {
+                            rewrite_str(p, abs);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for kind in ["configs", "secrets"] {
+        if let Some(Value::Mapping(items)) = tree.get_mut(kind) {
+            for (_, item) in items.iter_mut() {
+                if let Some(f) = item.get_mut("file") {
+                    rewrite_str(f, abs);
+                }
+            }
+        }
+    }
+    if let Some(Value::Mapping(volumes)) = tree.get_mut("volumes") {
+        for (_, vol) in volumes.iter_mut() {
+            if vol.get("driver").and_then(Value::as_str) != Some("local") {
+                continue;
+            }
+            if let Some(Value::Mapping(opts)) = vol.get_mut("driver_opts") {
+                if opts.get("o").and_then(Value::as_str) == Some("bind") {
+                    if let Some(dev) = opts.get_mut("device") {
+                        rewrite_str(dev, abs);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Removes `x-` keys from every schema object below `v` (not from free-form maps).
+fn strip_nested_extensions(v: &mut Value, parent_key: Option<&str>) {
+    match v {
+        Value::Mapping(m) => {
+            let free = parent_key.is_some_and(|k| FREE_FORM.contains(&k));
+            if !free {
+                take_extensions(m);
+            }
+            for (k, child) in m.iter_mut() {
+                let key = k.as_str().map(str::to_string);
+                // Entries of a name-keyed map are schema objects again.
+                let child_parent = if free { None } else { key.as_deref() };
+                strip_nested_extensions(child, child_parent);
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                strip_nested_extensions(item, None);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn to_yaml_path(p: &serde_path_to_error::Path, prefix: &YamlPath) -> YamlPath {
+    let mut out = prefix.clone();
+    for seg in p.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => out = out.index(*index),
+            serde_path_to_error::Segment::Map { key } => out = out.key(key.clone()),
+            serde_path_to_error::Segment::Enum { variant } => out = out.key(variant.clone()),
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn decode_error_message(e: &serde_yaml::Error) -> String {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((field, _)) = rest.split_once('`') {
+            return format!("additional property {field:?} is not allowed");
+        }
+    }
+    msg
+}
+
+fn decode_one<T: serde::de::DeserializeOwned>(
+    ctx: &mut Ctx<'_>,
+    value: Value,
+    at: &YamlPath,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut path = to_yaml_path(e.path(), at);
+            let message = decode_error_message(e.inner());
+            // An unknown field's path ends at the field itself; keep it.
+            if message.starts_with("additional property") {
+                if let Some(Segment::Key(_)) = path.0.last() {
+                } else {
+                    path = at.clone();
+                }
+            }
+            ctx.diagnostics
+                .push(super::Diagnostic::at(None, path, message));
+            None
+        }
+    }
+}
+
+/// Decodes the merged tree into the typed model, one item at a time so that
+/// every broken service or resource is reported.
+pub(crate) fn decode(ctx: &mut Ctx<'_>, tree: Value) -> Option<Project> {
+    let Value::Mapping(mut top) = tree else {
+        return None;
+    };
+    let mut project = Project {
+        extensions: take_extensions(&mut top),
+        ..Project::default()
+    };
+    let root = YamlPath::root();
+    for (key, value) in top {
+        let Some(key) = key.as_str().map(str::to_string) else {
+            ctx.diagnostics.push(super::Diagnostic::at(None, root.clone(), "top-level keys must be strings"));
+            continue;
+        };
+        let at = root.key(key.clone());
+        let items = match value {
+            Value::Mapping(m) => m,
+            Value::Null => Mapping::new(),
+            _ if !["services", "networks", "volumes", "secrets", "configs", "models"]
+                .contains(&key.as_str()) =>
+            {
+                ctx.diagnostics.push(super::Diagnostic::at(
+                    None,
+                    at,
+                    format!("additional property {key:?} is not allowed"),
+                ));
+                continue;
+            }
+            _ => {
+                ctx.diagnostics
+                    .push(super::Diagnostic::at(None, at, "must be a mapping"));
+                continue;
+            }
+        };
+        for (name, item) in items {
+            let Some(name) = name.as_str().map(str::to_string) else {
+                ctx.diagnostics.push(super::Diagnostic::at(None, at.clone(), "names must be strings"));
+                continue;
+            };
+            let item_at = at.key(name.clone());
+            let mut item = match item {
+                Value::Null => Value::Mapping(Mapping::new()),
+                other => other,
+            };
+            let mut extensions = BTreeMap::new();
+            if let Value::Mapping(m) = &mut item {
+                extensions = take_extensions(m);
+            }
+            strip_nested_extensions(&mut item, None);
+            match key.as_str() {
+                "services" => {
+                    if !item.is_mapping() {
+                        ctx.diagnostics
+                            .push(super::Diagnostic::at(None, item_at, "must be a mapping"));
+                        continue;
+                    }
+                    if let Some(mut s) = decode_one::<Service>(ctx, item, &item_at) {
+                        s.extensions = extensions;
+                        project.services.insert(name, s);
+                    }
+                }
+                "networks" => {
+                    if let Some(n) = decode_one(ctx, item, &item_at) {
+                        project.networks.insert(name, n);
+                    }
+                }
+                "volumes" => {
+                    if let Some(v) = decode_one(ctx, item, &item_at) {
+                        project.volumes.insert(name, v);
+                    }
+                }
+                "secrets" => {
+                    if let Some(v) = decode_one(ctx, item, &item_at) {
+                        project.secrets.insert(name, v);
+                    }
+                }
+                "configs" => {
+                    if let Some(v) = decode_one(ctx, item, &item_at) {
+                        project.configs.insert(name, v);
+                    }
+                }
+                "models" => {
+                    project.models.insert(name, item);
+                }
+                _ => unreachable_key(ctx, &at, &key),
+            }
+        }
+    }
+    ctx.diagnostics.is_empty().then_some(project)
+}
+
+fn unreachable_key(ctx: &mut Ctx<'_>, at: &YamlPath, key: &str) {
+    ctx.diagnostics.push(super::Diagnostic::at(
+        None,
+        at.clone(),
+        format!("additional property {key:?} is not allowed"),
+    ));
+}
+
+/// Compose's default values for fields left out.
+pub(crate) fn apply_defaults(project: &mut Project) {
+    for service in project.services.values_mut() {
+        for secret in &mut service.secrets {
+            if secret.target.is_empty() {
+                secret.target = format!("/run/secrets/{}", secret.source);
+            }
+        }
+        for port in &mut service.ports {
+            if port.protocol.is_empty() {
+                port.protocol = "tcp".into();
+            }
+            if port.mode.is_empty() {
+                port.mode = "ingress".into();
+            }
+        }
+        for vol in &mut service.volumes {
+            if let Some(BindOptions {
+                create_host_path: c @ None,
+                ..
+            }) = &mut vol.bind
+            {
+                *c = Some(true);
+            }
+        }
+        if let Some(deploy) = &mut service.deploy {
+            if deploy.placement.is_null() {
+                deploy.placement = Value::Mapping(Mapping::new());
+            }
+        }
+    }
+}
+
+fn implied_dependency(deps: &mut BTreeMap<String, Dependency>, name: &str, restart: bool) {
+    deps.entry(name.to_string()).or_insert(Dependency {
+        condition: "service_started".into(),
+        restart,
+        required: true,
+    });
+}
+
+/// Compose's normalization: implied dependencies, cleaned mount targets,
+/// the default network and resource names.
+pub(crate) fn normalize(ctx: &mut Ctx<'_>, project: &mut Project) {
+    let env = ctx.environment.clone();
+    let mut uses_default_network = false;
+    for service in project.services.values_mut() {
+        if service.pull_policy == "if_not_present" {
+            service.pull_policy = "missing".into();
+        }
+        if let Some(build) = &mut service.build {
+            if build.context.is_empty() {
+                build.context = ".".into();
+            }
+            if build.dockerfile.is_empty() && build.dockerfile_inline.is_empty() {
+                build.dockerfile = "Dockerfile".into();
+            }
+            let args = std::mem::take(&mut build.args.0);
+            build.args = MappingWithEquals(
+                args.into_iter()
+                    .filter_map(|(k, v)| match v {
+                        Some(v) => Some((k, Some(v))),
+                        None => env.get(&k).map(|v| (k, Some(v.clone()))),
+                    })
+                    .collect(),
+            );
+        }
+        for (k, v) in service.environment.0.iter_mut() {
+            if v.is_none() {
+                *v = env.get(k).cloned();
+            }
+        }
+        for link in service.links.clone() {
+            let name = link.split(':').next().unwrap_or_default();
+            implied_dependency(&mut service.depends_on, name, true);
+        }
+        for ns in [
+            &service.network_mode,
+            &service.ipc,
+            &service.pid,
+            &service.uts,
+            &service.cgroup,
+        ] {
+            if let Some(shared) = ns.strip_prefix("service:") {
+                let shared = shared.to_string();
+                implied_dependency(&mut service.depends_on, &shared, true);
+            }
+        }
+        for vol in &mut service.volumes {
+            vol.target = super::canonical::clean_path(&vol.target);
+        }
+        for from in service.volumes_from.clone() {
+            if !from.starts_with("container:") {
+                let name = from.split(':').next().unwrap_or_default();
+                implied_dependency(&mut service.depends_on, name, false);
+            }
+        }
+        if service.provider.is_none() && service.network_mode.is_empty() {
+            if service.networks.is_empty() {
+                service.networks.insert("default".into(), None);
+            }
+            if service.networks.contains_key("default") {
+                uses_default_network = true;
+            }
+        }
+    }
+    if uses_default_network && !project.networks.contains_key("default") {
+        project.networks.insert("default".into(), Network::default());
+    }
+    let name = project.name.clone();
+    let resource_name = |key: &str, external: bool| {
+        if external {
+            key.to_string()
+        } else {
+            format!("{name}_{key}")
+        }
+    };
+    for (key, n) in project.networks.iter_mut() {
+        if n.name.is_empty() {
+            n.name = resource_name(key, n.external);
+        }
+    }
+    for (key, v) in project.volumes.iter_mut() {
+        if v.name.is_empty() {
+            v.name = resource_name(key, v.external);
+        }
+    }
+    for (key, s) in project.secrets.iter_mut().chain(project.configs.iter_mut()) {
+        if s.name.is_empty() {
+            s.name = resource_name(key, s.external);
+        }
+    }
+    for c in project.configs.values_mut() {
+        if !c.environment.is_empty() {
+            if let Some(v) = env.get(&c.environment) {
+                c.content = v.clone();
+            }
+        }
+    }
+}
+
+/// Keeps the services enabled by the active profiles (and those named on the
+/// command line with their dependencies); the others move to `disabled_services`.
+pub(crate) fn apply_profiles(ctx: &mut Ctx<'_>, project: &mut Project) {
+    let mut active: Vec<String> = ctx.options.profiles.clone();
+    if active.is_empty() {
+        if let Some(p) = ctx.environment.get("COMPOSE_PROFILES") {
+            active = p
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    let all = active.iter().any(|p| p == "*");
+    let mut enabled: BTreeSet<String> = project
+        .services
+        .iter()
+        .filter(|(_, s)| {
+            all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut queue: Vec<String> = Vec::new();
+    for name in &ctx.options.services {
+        if !project.services.contains_key(name) {
+            ctx.error(None, format!("no such service: {name}"));
+            continue;
+        }
+        queue.push(name.clone());
+    }
+    if !ctx.options.services.is_empty() {
+        // Named services and what they depend on, whatever their profiles.
+        let mut selected = BTreeSet::new();
+        while let Some(name) = queue.pop() {
+            if !selected.insert(name.clone()) {
+                continue;
+            }
+            if let Some(s) = project.services.get(&name) {
+                queue.extend(s.depends_on.keys().cloned());
+            }
+        }
+        enabled = selected;
+    }
+    let names: Vec<String> = project.services.keys().cloned().collect();
+    for name in names {
+        if !enabled.contains(&name) {
+            if let Some(s) = project.services.remove(&name) {
+                project.disabled_services.insert(name, s);
+            }
+        }
+    }
+    for (name, service) in &mut project.services {
+        let deps: Vec<(String, bool)> = service
+            .depends_on
+            .iter()
+            .map(|(d, dep)| (d.clone(), dep.required))
+            .collect();
+        for (dep, required) in deps {
+            if project.disabled_services.contains_key(&dep) {
+                if required {
+                    ctx.diagnostics.push(super::Diagnostic::at(
+                        None,
+                        YamlPath::root()
+                            .key("services")
+                            .key(name.clone())
+                            .key("depends_on")
+                            .key(dep.clone()),
+                        format!("service {name:?} depends on service {dep:?} which is disabled by its profiles"),
+                    ));
+                } else {
+                    service.depends_on.remove(&dep);
+                }
+            }
+        }
+    }
+}
+
+/// Folds `env_file` into `environment` (environment wins) and resolves
+/// variables given without a value from the project environment.
+pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir: &Path) {
+    let env = ctx.environment.clone();
+    for (name, service) in project.services.iter_mut() {
+        if service.env_file.is_empty() {
+            continue;
+        }
+        let mut merged: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (i, f) in std::mem::take(&mut service.env_file).into_iter().enumerate() {
+            let text = match std::fs::read_to_string(&f.path) {
+                Ok(t) => t,
+                Err(_) if !f.required => continue,
+                Err(e) => {
+                    ctx.diagnostics.push(super::Diagnostic::at(
+                        None,
+                        YamlPath::root()
+                            .key("services")
+                            .key(name.clone())
+                            .key("env_file")
+                            .index(i),
+                        format!("env file {} not found: {e}", f.path),
+                    ));
+                    continue;
+                }
+            };
+            let parsed = if f.format == "raw" {
+                dotenv::parse_raw(&text)
+            } else {
+                let lookup = |k: &str| {
+                    merged
+                        .get(k)
+                        .cloned()
+                        .flatten()
+                        .or_else(|| env.get(k).cloned())
+                };
+                dotenv::parse(&text, &lookup)
+            };
+            match parsed {
+                Ok(vars) => merged.extend(vars.into_iter().map(|(k, v)| (k, Some(v)))),
+                Err(e) => ctx.diagnostics.push(super::Diagnostic::file(
+                    Some(f.path.clone().into()),
+                    e.to_string(),
+                )),
+            }
+        }
+        for (k, v) in std::mem::take(&mut service.environment.0) {
+            let v = v.or_else(|| env.get(&k).cloned());
+            merged.insert(k, v);
+        }
+        service.environment = MappingWithEquals(merged);
+    }
+}
+
+/// Drops networks, volumes, secrets and configs that no enabled service uses.
+pub(crate) fn drop_unused_resources(project: &mut Project) {
+    let mut networks = BTreeSet::new();
+    let mut volumes = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    let mut configs = BTreeSet::new();
+    for s in project.services.values() {
+        networks.extend(s.networks.keys().cloned());
+        for v in &s.volumes {
+            if v.kind == "volume" && !v.source.is_empty() {
+                volumes.insert(v.source.clone());
+            }
+        }
+        secrets.extend(s.secrets.iter().map(|r| r.source.clone()));
+        if let Some(b) = &s.build {
+            secrets.extend(b.secrets.iter().map(|r| r.source.clone()));
+        }
+        configs.extend(s.configs.iter().map(|r| r.source.clone()));
+    }
+    project.networks.retain(|k, _| networks.contains(k));
+    project.volumes.retain(|k, _| volumes.contains(k));
+    project.secrets.retain(|k, _| secrets.contains(k));
+    project.configs.retain(|k, _| configs.contains(k));
+}

@@ -1,0 +1,181 @@
+//! The checks Compose makes across a loaded project: references between
+//! services and resources, dependency cycles, conflicting settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::path::YamlPath;
+use super::{Ctx, Diagnostic};
+use crate::model::Project;
+
+fn service_path(name: &str) -> YamlPath {
+    YamlPath::root().key("services").key(name)
+}
+
+/// Reports every inconsistency of `project` into `ctx`.
+pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &Project) {
+    let mut out = Vec::new();
+    for (name, s) in &project.services {
+        let at = service_path(name);
+        for (dep, d) in &s.depends_on {
+            if !project.services.contains_key(dep) && d.required {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("depends_on").key(dep.clone()),
+                    format!("service {name:?} depends on undefined service {dep:?}"),
+                ));
+            }
+            if !matches!(
+                d.condition.as_str(),
+                "service_started" | "service_healthy" | "service_completed_successfully"
+            ) {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("depends_on").key(dep.clone()).key("condition"),
+                    format!("invalid condition {:?}: must be one of service_started, service_healthy, service_completed_successfully", d.condition),
+                ));
+            }
+        }
+        for net in s.networks.keys() {
+            if !project.networks.contains_key(net) {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("networks").key(net.clone()),
+                    format!("service {name:?} refers to undefined network {net}"),
+                ));
+            }
+        }
+        if !s.network_mode.is_empty() && !s.networks.is_empty() {
+            out.push(Diagnostic::at(
+                None,
+                at.key("network_mode"),
+                "network_mode and networks cannot be combined",
+            ));
+        }
+        for (i, v) in s.volumes.iter().enumerate() {
+            if v.kind == "volume" && !v.source.is_empty() && !project.volumes.contains_key(&v.source) {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("volumes").index(i),
+                    format!("service {name:?} refers to undefined volume {}: invalid compose project", v.source),
+                ));
+            }
+            if v.target.is_empty() && v.kind != "npipe" {
+                out.push(Diagnostic::at(None, at.key("volumes").index(i), "target is required"));
+            }
+        }
+        for (i, r) in s.secrets.iter().enumerate() {
+            if !project.secrets.contains_key(&r.source) {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("secrets").index(i),
+                    format!("service {name:?} refers to undefined secret {}", r.source),
+                ));
+            }
+        }
+        for (i, r) in s.configs.iter().enumerate() {
+            if !project.configs.contains_key(&r.source) {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("configs").index(i),
+                    format!("service {name:?} refers to undefined config {}", r.source),
+                ));
+            }
+        }
+        if let Some(limits) = s.deploy.as_ref().and_then(|d| d.resources.limits.as_ref()) {
+            if let (Some(a), Some(b)) = (s.mem_limit, limits.memory) {
+                if a != b {
+                    out.push(Diagnostic::at(None, at.key("mem_limit"), "can't set distinct values on 'mem_limit' and 'deploy.resources.limits.memory'"));
+                }
+            }
+            if let Some(a) = s.cpus {
+                if Some(a) != limits.cpus {
+                    out.push(Diagnostic::at(None, at.key("cpus"), "can't set distinct values on 'cpus' and 'deploy.resources.limits.cpus'"));
+                }
+            }
+            if s.pids_limit != 0 && s.pids_limit != limits.pids {
+                out.push(Diagnostic::at(None, at.key("pids_limit"), "can't set distinct values on 'pids_limit' and 'deploy.resources.limits.pids'"));
+            }
+        }
+        if let (Some(scale), Some(replicas)) = (s.scale, s.deploy.as_ref().and_then(|d| d.replicas)) {
+            if scale != replicas {
+                out.push(Diagnostic::at(None, at.key("scale"), "can't set distinct values on 'scale' and 'deploy.replicas'"));
+            }
+        }
+        if s.image.is_empty() && s.build.is_none() && s.provider.is_none() {
+            out.push(Diagnostic::at(None, at.clone(), format!("service {name:?} has neither an image nor a build context specified")));
+        }
+        for (i, p) in s.ports.iter().enumerate() {
+            if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
+                out.push(Diagnostic::at(None, at.key("ports").index(i), format!("invalid protocol {:?}", p.protocol)));
+            }
+            if p.target == 0 || p.target > 65535 {
+                out.push(Diagnostic::at(None, at.key("ports").index(i), format!("invalid target port {}", p.target)));
+            }
+        }
+        if !s.restart.is_empty()
+            && !matches!(s.restart.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
+            && !s.restart.starts_with("on-failure:")
+        {
+            out.push(Diagnostic::at(None, at.key("restart"), format!("invalid restart policy {:?}", s.restart)));
+        }
+    }
+    if let Some(cycle) = find_cycle(project) {
+        out.push(Diagnostic::at(
+            None,
+            service_path(&cycle[0]).key("depends_on"),
+            format!("dependency cycle detected: {}", cycle.join(" -> ")),
+        ));
+    }
+    ctx.diagnostics.extend(out);
+}
+
+/// A dependency cycle among services, as the list of names around it.
+fn find_cycle(project: &Project) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        name: &str,
+        project: &Project,
+        marks: &mut BTreeMap<String, Mark>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match marks.get(name) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = stack.iter().position(|n| n == name).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(name.to_string(), Mark::Visiting);
+        stack.push(name.to_string());
+        let deps: BTreeSet<&String> = project
+            .services
+            .get(name)
+            .map(|s| s.depends_on.keys().collect())
+            .unwrap_or_default();
+        for dep in deps {
+            if project.services.contains_key(dep) {
+                if let Some(c) = visit(dep, project, marks, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        marks.insert(name.to_string(), Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for name in project.services.keys() {
+        let mut stack = Vec::new();
+        if let Some(c) = visit(name, project, &mut marks, &mut stack) {
+            return Some(c);
+        }
+    }
+    None
+}

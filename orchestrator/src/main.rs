@@ -1,0 +1,247 @@
+//! `rcompose`: the command line. It parses flags, gathers the process
+//! environment, calls the library and prints; it makes no decisions of its own.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use orchestrator::loader::{self, LoadOptions, Loaded};
+use orchestrator::output;
+
+/// Define and run multi-container applications, Compose-style.
+#[derive(Parser, Debug)]
+#[command(name = "rcompose", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags shared by every command, with Docker Compose's names.
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// Compose configuration files
+    #[arg(short = 'f', long = "file", global = true)]
+    file: Vec<PathBuf>,
+    /// Project name
+    #[arg(short = 'p', long = "project-name", global = true)]
+    project_name: Option<String>,
+    /// Specify an alternate working directory (default: the path of the first compose file)
+    #[arg(long = "project-directory", global = true)]
+    project_directory: Option<PathBuf>,
+    /// Specify an alternate environment file
+    #[arg(long = "env-file", global = true)]
+    env_file: Vec<PathBuf>,
+    /// Specify a profile to enable
+    #[arg(long = "profile", global = true)]
+    profile: Vec<String>,
+    /// Execute command in dry run mode
+    #[arg(long = "dry-run", global = true)]
+    dry_run: bool,
+    /// Set type of progress output (auto, tty, plain, json, quiet)
+    #[arg(long = "progress", global = true)]
+    progress: Option<String>,
+    /// Produce monochrome output
+    #[arg(long = "ansi", global = true)]
+    ansi: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse, resolve and render compose file in canonical format
+    Config(ConfigArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// Format the output. Values: [yaml | json]
+    #[arg(long, value_enum, default_value = "yaml")]
+    format: Format,
+    /// Only validate the configuration, don't print anything
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the service names, one per line
+    #[arg(long)]
+    services: bool,
+    /// Print the volume names, one per line
+    #[arg(long)]
+    volumes: bool,
+    /// Print the network names, one per line
+    #[arg(long)]
+    networks: bool,
+    /// Print the profile names, one per line
+    #[arg(long)]
+    profiles: bool,
+    /// Print the image names, one per line
+    #[arg(long)]
+    images: bool,
+    /// Print the model names, one per line
+    #[arg(long)]
+    models: bool,
+    /// Print the service config hash, one per line (`*` for all)
+    #[arg(long)]
+    hash: Option<String>,
+    /// Don't interpolate environment variables
+    #[arg(long = "no-interpolate")]
+    no_interpolate: bool,
+    /// Don't normalize compose model
+    #[arg(long = "no-normalize")]
+    no_normalize: bool,
+    /// Don't resolve file paths
+    #[arg(long = "no-path-resolution")]
+    no_path_resolution: bool,
+    /// Don't check model consistency (accepted for compatibility)
+    #[arg(long = "no-consistency")]
+    no_consistency: bool,
+    /// Print environment used for interpolation
+    #[arg(long)]
+    environment: bool,
+    /// Pin image tags to digests (needs a registry: refused)
+    #[arg(long = "resolve-image-digests")]
+    resolve_image_digests: bool,
+    /// Save to file (default to stdout)
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Services to keep (with their dependencies)
+    services_list: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Config(args) => config(&cli.global, args),
+    }
+}
+
+fn load_options(global: &GlobalArgs, services: &[String]) -> Result<LoadOptions> {
+    let mut stdin = None;
+    if global.file.iter().any(|f| f.as_os_str() == "-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the compose file from standard input")?;
+        stdin = Some(s);
+    }
+    let environment = std::env::vars().collect();
+    Ok(LoadOptions {
+        files: global.file.clone(),
+        stdin,
+        project_directory: global.project_directory.clone(),
+        project_name: global.project_name.clone(),
+        env_files: global.env_file.clone(),
+        environment,
+        profiles: global
+            .profile
+            .iter()
+            .flat_map(|p| p.split(','))
+            .map(str::to_string)
+            .collect(),
+        services: services.to_vec(),
+        cwd: std::env::current_dir().context("reading the current directory")?,
+        ..LoadOptions::default()
+    })
+}
+
+fn print_warnings(loaded: &Loaded) {
+    for w in &loaded.warnings {
+        eprintln!("WARN[0000] {w}");
+    }
+}
+
+fn config(global: &GlobalArgs, args: ConfigArgs) -> Result<ExitCode> {
+    if args.resolve_image_digests {
+        bail!("--resolve-image-digests needs a registry, which rcompose does not contact");
+    }
+    let mut options = load_options(global, &args.services_list)?;
+    options.no_interpolate = args.no_interpolate;
+    options.no_normalize = args.no_normalize;
+    options.no_path_resolution = args.no_path_resolution;
+    let loaded = loader::load(&options)?;
+    print_warnings(&loaded);
+    if args.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let project = &loaded.project;
+    let text = if args.services {
+        lines(project.services.keys())
+    } else if args.volumes {
+        lines(project.volumes.keys())
+    } else if args.networks {
+        lines(project.networks.keys())
+    } else if args.models {
+        lines(project.models.keys())
+    } else if args.profiles {
+        let mut all: Vec<&String> = project
+            .services
+            .values()
+            .chain(project.disabled_services.values())
+            .flat_map(|s| s.profiles.iter())
+            .collect();
+        all.sort();
+        all.dedup();
+        lines(all)
+    } else if args.images {
+        lines(
+            project
+                .services
+                .iter()
+                .map(|(name, s)| output::image_name(project, name, s)),
+        )
+    } else if args.environment {
+        lines(loaded.environment.iter().map(|(k, v)| format!("{k}={v}")))
+    } else if let Some(which) = &args.hash {
+        let wanted: Vec<&str> = which.split(',').map(str::trim).collect();
+        lines(
+            project
+                .services
+                .iter()
+                .filter(|(n, _)| wanted.contains(&"*") || wanted.contains(&n.as_str()))
+                .map(|(n, s)| format!("{n} {}", output::config_hash(s))),
+        )
+    } else {
+        match args.format {
+            Format::Json => output::to_json(project)?,
+            Format::Yaml => output::to_yaml(project)?,
+        }
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            if std::io::stdout().is_terminal() && !text.ends_with('\n') {
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lines<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    let mut s = String::new();
+    for i in items {
+        s.push_str(&i.to_string());
+        s.push('\n');
+    }
+    s
+}

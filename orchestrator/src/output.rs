@@ -1,0 +1,94 @@
+//! Rendering a project the way `docker compose config` prints it.
+
+use serde_json::{Map, Value as Json};
+
+use crate::model::{Project, Service};
+
+/// Errors while rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The model could not be turned into JSON.
+    #[error("rendering json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The model could not be turned into YAML.
+    #[error("rendering yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+}
+
+/// The project as a JSON tree with top-level extensions inlined and, when
+/// `with_service_extensions`, the services' `x-` keys too (Compose prints
+/// those in YAML only).
+fn tree(project: &Project, with_service_extensions: bool) -> Result<Json, RenderError> {
+    let mut v = serde_json::to_value(project)?;
+    if let Json::Object(top) = &mut v {
+        for (k, ext) in &project.extensions {
+            top.insert(k.clone(), serde_json::to_value(ext)?);
+        }
+        if with_service_extensions {
+            if let Some(Json::Object(services)) = top.get_mut("services") {
+                for (name, s) in &project.services {
+                    if let Some(Json::Object(svc)) = services.get_mut(name) {
+                        for (k, ext) in &s.extensions {
+                            svc.insert(k.clone(), serde_json::to_value(ext)?);
+                        }
+                    }
+                }
+            }
+        }
+        sort_object(top);
+    }
+    Ok(v)
+}
+
+/// Compose prints the top-level keys of its JSON in sorted order.
+fn sort_object(m: &mut Map<String, Json>) {
+    let mut entries: Vec<(String, Json)> = std::mem::take(m).into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    m.extend(entries);
+}
+
+/// `config --format json`.
+pub fn to_json(project: &Project) -> Result<String, RenderError> {
+    Ok(serde_json::to_string_pretty(&tree(project, false)?)?)
+}
+
+/// `config --format yaml`: name first, then services, networks, volumes,
+/// secrets, configs and extensions.
+pub fn to_yaml(project: &Project) -> Result<String, RenderError> {
+    let Json::Object(mut top) = tree(project, true)? else {
+        return Ok(String::new());
+    };
+    let mut ordered = Map::new();
+    for key in ["name", "services", "networks", "volumes", "secrets", "configs", "models"] {
+        if let Some(v) = top.remove(key) {
+            ordered.insert(key.to_string(), v);
+        }
+    }
+    ordered.extend(top);
+    Ok(serde_yaml::to_string(&Json::Object(ordered))?)
+}
+
+/// The image a service runs: its `image`, or `<project>-<service>` when it is built.
+pub fn image_name(project: &Project, name: &str, service: &Service) -> String {
+    if service.image.is_empty() {
+        format!("{}-{}", project.name, name)
+    } else {
+        service.image.clone()
+    }
+}
+
+/// A digest of a service's configuration: equal configurations give equal hashes,
+/// so a changed service can be told from an unchanged one.
+pub fn config_hash(service: &Service) -> String {
+    use sha2::{Digest, Sha256};
+    let mut s = service.clone();
+    // Scaling and dependency wiring do not change the containers themselves.
+    s.scale = None;
+    if let Some(d) = &mut s.deploy {
+        d.replicas = None;
+    }
+    s.depends_on.clear();
+    let json = serde_json::to_vec(&s).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
