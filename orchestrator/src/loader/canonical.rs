@@ -190,34 +190,21 @@ fn canonical_build(value: &mut Value) {
     }
 }
 
+/// Only the list form is rewritten here: defaults of the mapping form are
+/// filled after merging, so a later file does not override what it left out.
 fn canonical_depends_on(value: &mut Value) {
-    match value {
-        Value::Sequence(items) => {
-            let mut m = Mapping::new();
-            for item in items.iter() {
-                m.insert(
-                    item.clone(),
-                    map_of(&[
-                        ("condition", s("service_started")),
-                        ("required", Value::Bool(true)),
-                    ]),
-                );
-            }
-            *value = Value::Mapping(m);
+    if let Value::Sequence(items) = value {
+        let mut m = Mapping::new();
+        for item in items.iter() {
+            m.insert(
+                item.clone(),
+                map_of(&[
+                    ("condition", s("service_started")),
+                    ("required", Value::Bool(true)),
+                ]),
+            );
         }
-        Value::Mapping(m) => {
-            for (_, dep) in m.iter_mut() {
-                if let Value::Mapping(d) = dep {
-                    if !d.contains_key("condition") {
-                        d.insert(s("condition"), s("service_started"));
-                    }
-                    if !d.contains_key("required") {
-                        d.insert(s("required"), Value::Bool(true));
-                    }
-                }
-            }
-        }
-        _ => {}
+        *value = Value::Mapping(m);
     }
 }
 

@@ -139,7 +139,13 @@ fn resolve_service(
         }
     };
     chain.pop();
-    let mut merged = merge::merge_service(base, service);
+    let mut merged = match merge::try_merge_service(name, base, service) {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.error_at(file, at, e.to_string());
+            return None;
+        }
+    };
     if let Value::Mapping(m) = &mut merged {
         m.remove("extends");
     }

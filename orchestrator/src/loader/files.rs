@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde_yaml::{Mapping, Value};
 
+
 use super::path::YamlPath;
 use super::{dotenv, load_file, Ctx};
 
@@ -184,8 +185,14 @@ pub fn valid_project_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// The project name: `-p`, `COMPOSE_PROJECT_NAME`, `name:`, or the directory's name.
-pub(crate) fn project_name(ctx: &mut Ctx<'_>, plan: &Plan, top: &Mapping) -> Option<String> {
+/// The project name: `-p` or `COMPOSE_PROJECT_NAME` (which must be valid as
+/// written), else the last `name:` of the files (interpolated, then
+/// normalized), else the project directory's name (normalized).
+pub(crate) fn project_name(
+    ctx: &mut Ctx<'_>,
+    plan: &Plan,
+    parsed: &[(PathBuf, Value)],
+) -> Option<String> {
     let explicit = ctx
         .options
         .project_name
@@ -199,20 +206,36 @@ pub(crate) fn project_name(ctx: &mut Ctx<'_>, plan: &Plan, top: &Mapping) -> Opt
         }
         return Some(name);
     }
-    if let Some(name) = top.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-        if !valid_project_name(name) {
-            let file = plan.files.first().cloned().unwrap_or_default();
-            ctx.error_at(&file, YamlPath::root().key("name"), format!("invalid project name {name:?}: must consist only of lowercase alphanumeric characters, hyphens, and underscores as well as start with a letter or number"));
-            return None;
-        }
-        return Some(name.to_string());
+    let mut from_files = None;
+    for (file, tree) in parsed {
+        let Some(raw) = tree.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let name = if ctx.options.no_interpolate {
+            raw.to_string()
+        } else {
+            let env = &ctx.environment;
+            match super::interpolate::substitute(raw, &|k| env.get(k).cloned()) {
+                Ok(n) => n,
+                Err(e) => {
+                    ctx.error_at(file, YamlPath::root().key("name"), e.to_string());
+                    return None;
+                }
+            }
+        };
+        from_files = Some(name);
     }
-    let dir = plan
-        .working_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let name = normalize_project_name(&dir);
+    let name = match from_files {
+        Some(n) if ctx.options.no_normalize => n,
+        Some(n) => normalize_project_name(&n),
+        None => normalize_project_name(
+            &plan
+                .working_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        ),
+    };
     if name.is_empty() {
         ctx.error(None, "project name must not be empty");
         return None;
@@ -298,10 +321,10 @@ pub(crate) fn apply_include(
             let Some(sub) = load_file(ctx, p, &project_dir, included) else {
                 continue;
             };
-            merged = Some(match merged {
-                None => super::merge::strip_tags(sub),
-                Some(base) => super::merge::merge_project(base, sub),
-            });
+            merged = match merged {
+                None => Some(super::merge::strip_tags(sub)),
+                Some(base) => super::merge_or_report(ctx, p, base, sub),
+            };
         }
         ctx.environment = saved_env;
         let Some(mut sub) = merged else { continue };

@@ -176,16 +176,37 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
 
 fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
     let plan = files::resolve(ctx)?;
-    let mut merged: Option<Value> = None;
+    let mut parsed = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
-        let tree = load_file(ctx, file, &plan.working_dir, &mut Vec::new())?;
+        let text = files::read_source(ctx, file)?;
+        let tree = parse(ctx, file, &text)?;
+        ctx.sources.push(SourceFile {
+            path: file.clone(),
+            text,
+        });
+        parsed.push((file.clone(), tree));
+    }
+    let name = files::project_name(ctx, &plan, &parsed)?;
+    // Compose offers the project name to interpolation.
+    ctx.environment
+        .insert("COMPOSE_PROJECT_NAME".into(), name.clone());
+    let mut merged: Option<Value> = None;
+    for (file, tree) in parsed {
+        // Tags that `extends` consumes must still clear the earlier files.
+        let resets = merge::reset_paths(&tree);
+        let tree = process_file(ctx, &file, tree, &plan.working_dir, &mut Vec::new())?;
         merged = Some(match merged {
             None => merge::strip_tags(tree),
-            Some(base) => merge::merge_project(base, tree),
+            Some(mut base) => {
+                merge::apply_resets(&mut base, &resets);
+                merge_or_report(ctx, &file, base, tree)?
+            }
         });
     }
     let mut tree = merged?;
-    merge::enforce_unicity(&mut tree);
+    if let Err(e) = merge::try_enforce_unicity(&mut tree) {
+        ctx.error(None, e.to_string());
+    }
     if !ctx.diagnostics.is_empty() {
         return None;
     }
@@ -208,7 +229,6 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
             }
         }
     }
-    let name = files::project_name(ctx, &plan, top)?;
     top.remove("name");
     if !ctx.options.no_path_resolution {
         normalize::resolve_relative_paths(&mut tree, &plan.working_dir, ctx.home.as_deref());
@@ -221,11 +241,8 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
     if !ctx.options.no_normalize {
         normalize::normalize(ctx, &mut project);
     }
-    validate::validate(ctx, &project);
-    if !ctx.diagnostics.is_empty() {
-        return None;
-    }
     normalize::apply_profiles(ctx, &mut project);
+    validate::validate(ctx, &mut project);
     if !ctx.diagnostics.is_empty() {
         return None;
     }
@@ -238,6 +255,22 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
     Some(project)
 }
 
+/// Merges a later file onto the earlier ones, reporting what cannot be merged.
+pub(crate) fn merge_or_report(
+    ctx: &mut Ctx<'_>,
+    file: &Path,
+    base: Value,
+    tree: Value,
+) -> Option<Value> {
+    match merge::try_merge_project(base, tree) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            ctx.error(Some(file), e.to_string());
+            None
+        }
+    }
+}
+
 /// Reads, parses, interpolates, includes, canonicalizes and extends one file.
 /// `included` holds the files on the current include chain, to detect cycles.
 pub(crate) fn load_file(
@@ -247,11 +280,22 @@ pub(crate) fn load_file(
     included: &mut Vec<PathBuf>,
 ) -> Option<Value> {
     let text = files::read_source(ctx, file)?;
-    let mut tree = parse(ctx, file, &text)?;
+    let tree = parse(ctx, file, &text)?;
     ctx.sources.push(SourceFile {
         path: file.to_path_buf(),
         text,
     });
+    process_file(ctx, file, tree, working_dir, included)
+}
+
+/// Interpolates, includes, canonicalizes and extends one parsed file.
+fn process_file(
+    ctx: &mut Ctx<'_>,
+    file: &Path,
+    mut tree: Value,
+    working_dir: &Path,
+    included: &mut Vec<PathBuf>,
+) -> Option<Value> {
     if !matches!(tree, Value::Mapping(_)) {
         ctx.error(Some(file), "top-level object must be a mapping");
         return None;

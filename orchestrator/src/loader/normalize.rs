@@ -510,30 +510,6 @@ pub(crate) fn apply_profiles(ctx: &mut Ctx<'_>, project: &mut Project) {
             }
         }
     }
-    for (name, service) in &mut project.services {
-        let deps: Vec<(String, bool)> = service
-            .depends_on
-            .iter()
-            .map(|(d, dep)| (d.clone(), dep.required))
-            .collect();
-        for (dep, required) in deps {
-            if project.disabled_services.contains_key(&dep) {
-                if required {
-                    ctx.diagnostics.push(super::Diagnostic::at(
-                        None,
-                        YamlPath::root()
-                            .key("services")
-                            .key(name.clone())
-                            .key("depends_on")
-                            .key(dep.clone()),
-                        format!("service {name:?} depends on service {dep:?} which is disabled by its profiles"),
-                    ));
-                } else {
-                    service.depends_on.remove(&dep);
-                }
-            }
-        }
-    }
 }
 
 /// Folds `env_file` into `environment` (environment wins) and resolves

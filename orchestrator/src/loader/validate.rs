@@ -12,12 +12,65 @@ fn service_path(name: &str) -> YamlPath {
 }
 
 /// Reports every inconsistency of `project` into `ctx`.
-pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &Project) {
+pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
     let mut out = Vec::new();
+    for s in project.services.values_mut() {
+        // `scale` wins over `deploy.replicas` once they agree.
+        if let (Some(scale), Some(d)) = (s.scale, s.deploy.as_mut()) {
+            if d.replicas.is_none() {
+                d.replicas = Some(scale);
+            }
+        }
+    }
+    let project = &*project;
     for (name, s) in &project.services {
         let at = service_path(name);
+        if let Some(b) = &s.build {
+            if !b.dockerfile.is_empty() && !b.dockerfile_inline.is_empty() {
+                out.push(Diagnostic::at(None, at.key("build"), format!("service {name:?} declares mutually exclusive dockerfile and dockerfile_inline")));
+            }
+            for (i, r) in b.secrets.iter().enumerate() {
+                if !project.secrets.contains_key(&r.source) {
+                    out.push(Diagnostic::at(None, at.key("build").key("secrets").index(i), format!("service {name:?} refers to undefined build secret {}", r.source)));
+                }
+            }
+            if !b.platforms.is_empty() && !s.platform.is_empty() && !b.platforms.0.contains(&s.platform) {
+                out.push(Diagnostic::at(None, at.key("build").key("platforms"), format!("build.platforms must include service.platform {:?}", s.platform)));
+            }
+        }
+        if let Some(first) = s.healthcheck.as_ref().and_then(|h| h.test.first()) {
+            if !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE") {
+                out.push(Diagnostic::at(None, at.key("healthcheck").key("test"), r#"healthcheck.test must start either by "CMD", "CMD-SHELL" or "NONE""#));
+            }
+        }
+        if let Some(target) = s.network_mode.strip_prefix("service:") {
+            if !project.services.contains_key(target) {
+                out.push(Diagnostic::at(None, at.key("network_mode"), format!("service {target:?} not found for network_mode 'service:{target}'")));
+            }
+        }
+        let replicas = s.scale.or(s.deploy.as_ref().and_then(|d| d.replicas));
+        if replicas.is_some_and(|r| r < 0) {
+            out.push(Diagnostic::at(None, at.key("scale"), "must be greater than or equal to 0"));
+        }
+        if replicas.is_some_and(|r| r > 1) && !s.container_name.is_empty() {
+            out.push(Diagnostic::at(None, at.key("container_name"), "can't set container_name and scale as container name must be unique"));
+        }
+        let mut mounts: BTreeMap<String, String> = BTreeMap::new();
+        for (i, t) in s.tmpfs.0.iter().enumerate() {
+            let target = t.split(':').next().unwrap_or_default().to_string();
+            let loc = format!("tmpfs[{i}]");
+            if let Some(prev) = mounts.insert(target.clone(), loc) {
+                out.push(Diagnostic::at(None, at.key("tmpfs").index(i), format!("target {target} already mounted as {prev}")));
+            }
+        }
+        for (i, v) in s.volumes.iter().enumerate() {
+            if let Some(prev) = mounts.insert(v.target.clone(), format!("volumes[{i}]")) {
+                out.push(Diagnostic::at(None, at.key("volumes").index(i), format!("target {} already mounted as {prev}", v.target)));
+            }
+        }
         for (dep, d) in &s.depends_on {
-            if !project.services.contains_key(dep) && d.required {
+            let disabled = project.disabled_services.contains_key(dep);
+            if !project.services.contains_key(dep) && (d.required || !disabled) {
                 out.push(Diagnostic::at(
                     None,
                     at.key("depends_on").key(dep.clone()),
@@ -81,6 +134,14 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &Project) {
                 ));
             }
         }
+        if let (Some(a), Some(b)) = (
+            s.mem_reservation,
+            s.deploy.as_ref().and_then(|d| d.resources.reservations.as_ref()).and_then(|r| r.memory),
+        ) {
+            if a != b {
+                out.push(Diagnostic::at(None, at.key("mem_reservation"), "can't set distinct values on 'mem_reservation' and 'deploy.resources.reservations.memory'"));
+            }
+        }
         if let Some(limits) = s.deploy.as_ref().and_then(|d| d.resources.limits.as_ref()) {
             if let (Some(a), Some(b)) = (s.mem_limit, limits.memory) {
                 if a != b {
@@ -117,6 +178,11 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &Project) {
             && !s.restart.starts_with("on-failure:")
         {
             out.push(Diagnostic::at(None, at.key("restart"), format!("invalid restart policy {:?}", s.restart)));
+        }
+    }
+    for (name, secret) in &project.secrets {
+        if !secret.external && secret.file.is_empty() && secret.environment.is_empty() {
+            out.push(Diagnostic::at(None, YamlPath::root().key("secrets").key(name.clone()), format!("secret {name:?} must declare either `file` or `environment`")));
         }
     }
     if let Some(cycle) = find_cycle(project) {

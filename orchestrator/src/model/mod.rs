@@ -455,6 +455,7 @@ pub struct Build {
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     /// `service_started`, `service_healthy` or `service_completed_successfully`.
+    #[serde(default = "default_condition")]
     pub condition: String,
     /// Restart this service when the dependency is updated.
     #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
@@ -462,6 +463,10 @@ pub struct Dependency {
     /// Whether a missing dependency is an error.
     #[serde(default = "default_true", deserialize_with = "lenient_bool")]
     pub required: bool,
+}
+
+fn default_condition() -> String {
+    "service_started".into()
 }
 
 fn default_true() -> bool {
