@@ -336,7 +336,7 @@ pub(crate) fn apply_include(
 /// Adds the included project's resources, rejecting conflicting definitions.
 fn import_resources(ctx: &mut Ctx<'_>, file: &Path, top: &mut Mapping, sub: Value) {
     let Value::Mapping(mut sub) = sub else { return };
-    for kind in ["services", "volumes", "networks", "secrets", "configs"] {
+    for kind in ["services", "volumes", "networks", "secrets", "configs", "models"] {
         let Some(Value::Mapping(items)) = sub.remove(kind) else {
             continue;
         };
@@ -354,7 +354,7 @@ fn import_resources(ctx: &mut Ctx<'_>, file: &Path, top: &mut Mapping, sub: Valu
                     ctx.error_at(
                         file,
                         YamlPath::root().key(kind).key(n.clone()),
-                        format!("imported compose file defines conflicting {kind} {n:?}"),
+                        format!("{kind}.{n} conflicts with imported resource"),
                     );
                 }
                 Some(_) => {}

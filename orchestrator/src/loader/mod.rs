@@ -306,10 +306,11 @@ fn process_file(
     for e in errors {
         ctx.error_at(file, e.path, e.message);
     }
+    // Compose v2.40 resolves extends before include.
+    extends::apply_extends(ctx, file, &mut tree);
     included.push(file.to_path_buf());
     files::apply_include(ctx, file, working_dir, &mut tree, included);
     included.pop();
-    extends::apply_extends(ctx, file, &mut tree);
     Some(tree)
 }
 

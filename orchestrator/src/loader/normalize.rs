@@ -10,7 +10,7 @@ use serde_yaml::{Mapping, Value};
 use super::path::{Segment, YamlPath};
 use super::{dotenv, take_extensions, Ctx};
 use crate::model::{
-    BindOptions, Dependency, MappingWithEquals, Network, Project, Service,
+    Dependency, MappingWithEquals, Network, Project, Service,
 };
 
 /// Mappings whose keys are user data, where `x-` is an ordinary key.
@@ -331,15 +331,6 @@ pub(crate) fn apply_defaults(project: &mut Project) {
             }
             if port.mode.is_empty() {
                 port.mode = "ingress".into();
-            }
-        }
-        for vol in &mut service.volumes {
-            if let Some(BindOptions {
-                create_host_path: c @ None,
-                ..
-            }) = &mut vol.bind
-            {
-                *c = Some(true);
             }
         }
         if let Some(deploy) = &mut service.deploy {

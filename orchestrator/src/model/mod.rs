@@ -750,9 +750,9 @@ pub struct BindOptions {
     /// Mount propagation.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub propagation: String,
-    /// Create the host path when missing.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_bool")]
-    pub create_host_path: Option<bool>,
+    /// Create the host path when missing (set by the short syntax).
+    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    pub create_host_path: bool,
     /// Recursive read-only handling.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub recursive: String,
