@@ -145,6 +145,23 @@ impl Ctx<'_> {
     }
 }
 
+/// Loads a project from YAML text, as `-f -` does, with `dir` as the project
+/// directory and `environment` as the process environment.
+pub fn load_from_str(
+    text: &str,
+    dir: &Path,
+    environment: IndexMap<String, String>,
+) -> Result<Loaded, LoadError> {
+    load(&LoadOptions {
+        files: vec![PathBuf::from("-")],
+        stdin: Some(text.to_string()),
+        project_directory: Some(dir.to_path_buf()),
+        environment,
+        cwd: dir.to_path_buf(),
+        ..LoadOptions::default()
+    })
+}
+
 /// Loads a project as `docker compose config` would.
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut ctx = Ctx {

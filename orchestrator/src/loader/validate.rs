@@ -109,7 +109,7 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 out.push(Diagnostic::at(
                     None,
                     at.key("volumes").index(i),
-                    format!("service {name:?} refers to undefined volume {}: invalid compose project", v.source),
+                    format!("service {name:?} refers to undefined volume {}", v.source),
                 ));
             }
             if v.target.is_empty() && v.kind != "npipe" {

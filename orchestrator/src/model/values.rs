@@ -13,11 +13,51 @@ use serde_yaml::Value;
 pub(crate) fn scalar_to_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) => Some(match n.as_f64() {
+            Some(f) if n.is_f64() => go_float(f),
+            _ => n.to_string(),
+        }),
         Value::Bool(b) => Some(b.to_string()),
         Value::Null => None,
         Value::Tagged(t) => scalar_to_string(&t.value),
         _ => None,
+    }
+}
+
+/// Formats a float as Go's `fmt.Sprint` does (`1`, `1.5`, `100000`, `1e+06`,
+/// `1e-05`), which is how Compose turns YAML floats into strings.
+pub fn go_float(f: f64) -> String {
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "NaN".into()
+        } else if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    // Shortest round-trip digits and decimal exponent, as in `d.ddde±x`.
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let nd = digits.len() as i32;
+    let dp = exp + 1;
+    let mut eprec = 6;
+    if eprec > nd && nd >= dp {
+        eprec = nd;
+    }
+    let sign = if f < 0.0 { "-" } else { "" };
+    if exp < -4 || exp >= eprec {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
+    } else {
+        format!("{sign}{}", f.abs())
     }
 }
 
@@ -699,6 +739,24 @@ pub fn lenient_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_print_like_go() {
+        let cases = [
+            (1.0, "1"),
+            (1.5, "1.5"),
+            (100000.0, "100000"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-2.25, "-2.25"),
+            (123.456, "123.456"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(go_float(f), want, "{f}");
+        }
+    }
 
     #[test]
     fn durations_parse_and_print_like_go() {
