@@ -13,11 +13,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rcompose_tests::{reference_available, require, rcompose_bin, stderr, stdout, workspace};
+use rcompose_tests::{rcompose_bin, reference_available, require, stderr, stdout, workspace};
 
 fn cases(kind: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(workspace().join("tests").join(kind))
-        .map(|rd| rd.filter_map(|e| Some(e.ok()?.path())).filter(|p| p.is_dir()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.is_dir())
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     assert!(!dirs.is_empty(), "no cases under tests/{kind}");
@@ -26,7 +30,12 @@ fn cases(kind: &str) -> Vec<PathBuf> {
 
 fn read_lines(path: &Path) -> Vec<String> {
     fs::read_to_string(path)
-        .map(|s| s.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+        .map(|s| {
+            s.lines()
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -84,7 +93,10 @@ fn as_json(dir: &Path, out: &Output, who: &str) -> serde_json::Value {
 fn fixtures_match_their_snapshots() {
     let update = std::env::var_os("UPDATE_EXPECT").is_some();
     if update {
-        assert!(reference_available(), "UPDATE_EXPECT needs the reference docker compose");
+        assert!(
+            reference_available(),
+            "UPDATE_EXPECT needs the reference docker compose"
+        );
     }
     let mut failures = Vec::new();
     for dir in cases("fixtures") {
@@ -99,7 +111,11 @@ fn fixtures_match_their_snapshots() {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_else(|| panic!("missing or broken {}", expected_path.display()));
-        let got = as_json(&dir, &run_case(&dir, Command::new(rcompose_bin())), "rcompose");
+        let got = as_json(
+            &dir,
+            &run_case(&dir, Command::new(rcompose_bin())),
+            "rcompose",
+        );
         if got != expected {
             failures.push(format!(
                 "{}:\n--- expected\n{}\n--- got\n{}",
@@ -120,12 +136,19 @@ fn fixtures_match_the_reference_live() {
     let mut failures = Vec::new();
     for dir in cases("fixtures") {
         let want = as_json(&dir, &run_case(&dir, reference_cmd()), "docker compose");
-        let got = as_json(&dir, &run_case(&dir, Command::new(rcompose_bin())), "rcompose");
+        let got = as_json(
+            &dir,
+            &run_case(&dir, Command::new(rcompose_bin())),
+            "rcompose",
+        );
         if got != want {
             failures.push(dir.display().to_string());
         }
     }
-    assert!(failures.is_empty(), "differ from the reference: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "differ from the reference: {failures:?}"
+    );
 }
 
 #[test]
@@ -159,8 +182,10 @@ fn invalid_projects_are_rejected_with_their_location() {
 fn awesome_compose_corpus_is_at_parity() {
     let tool = workspace().join("../shared/tools/config-parity");
     let corpus = workspace().join("../shared/corpus/awesome-compose");
-    if !require(tool.exists() && corpus.exists(), "../shared (the parity tool and corpus)")
-        || !require(reference_available(), "the reference docker compose v2")
+    if !require(
+        tool.exists() && corpus.exists(),
+        "../shared (the parity tool and corpus)",
+    ) || !require(reference_available(), "the reference docker compose v2")
     {
         return;
     }
@@ -172,5 +197,9 @@ fn awesome_compose_corpus_is_at_parity() {
         .unwrap_or_else(|e| panic!("running config-parity: {e}"));
     let text = stdout(&out);
     println!("{text}");
-    assert!(out.status.success(), "corpus parity failed:\n{text}{}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "corpus parity failed:\n{text}{}",
+        stderr(&out)
+    );
 }

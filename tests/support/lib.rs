@@ -21,16 +21,17 @@ pub fn rcompose_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"));
-    let candidates = [target.join("release/rcompose"), target.join("debug/rcompose")];
+    let candidates = [
+        target.join("release/rcompose"),
+        target.join("debug/rcompose"),
+    ];
     let newest = candidates
         .iter()
         .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p.clone())))
         .max();
     match newest {
         Some((_, p)) => p,
-        None => panic!(
-            "no rcompose binary: run `cargo build --release` first or set RCOMPOSE_BIN"
-        ),
+        None => panic!("no rcompose binary: run `cargo build --release` first or set RCOMPOSE_BIN"),
     }
 }
 

@@ -283,10 +283,7 @@ pub fn parse_volume(spec: &str) -> Result<Value, String> {
             } else if c == '}' && depth > 0 {
                 depth -= 1;
                 buf.push(c);
-            } else if c == ':'
-                && buf.chars().count() == 1
-                && buf.chars().all(char::is_alphabetic)
-            {
+            } else if c == ':' && buf.chars().count() == 1 && buf.chars().all(char::is_alphabetic) {
                 buf.push(c);
             } else if c == ':' && depth == 0 {
                 fields.push(std::mem::take(&mut buf));
@@ -297,7 +294,9 @@ pub fn parse_volume(spec: &str) -> Result<Value, String> {
         }
         fields.push(buf);
         if fields.iter().any(String::is_empty) {
-            return Err(format!("invalid spec: {spec}: empty section between colons"));
+            return Err(format!(
+                "invalid spec: {spec}: empty section between colons"
+            ));
         }
         match fields.len() {
             1 => target = fields.remove(0),
@@ -399,7 +398,9 @@ pub fn clean_path(p: &str) -> String {
 }
 
 fn canonical_ports(value: &mut Value, path: &YamlPath, errors: &mut Vec<CanonicalError>) {
-    let Value::Sequence(items) = value else { return };
+    let Value::Sequence(items) = value else {
+        return;
+    };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let spec = match item {
@@ -539,7 +540,15 @@ mod tests {
             "8000-8010:80",
             "[{mode: ingress, target: 80, published: 8000-8010, protocol: tcp}]",
         );
-        for bad in ["x", "80:y", "1.2.3:80:80", "80/xyz", "81-80", "70000", "8000-8001:80-82"] {
+        for bad in [
+            "x",
+            "80:y",
+            "1.2.3:80:80",
+            "80/xyz",
+            "81-80",
+            "70000",
+            "8000-8001:80-82",
+        ] {
             assert!(parse_port(bad).is_err(), "{bad}");
         }
     }
@@ -570,7 +579,12 @@ mod tests {
 
     #[test]
     fn clean_paths() {
-        for (input, want) in [("/a/b/", "/a/b"), ("/a/../b", "/b"), ("a/./b", "a/b"), ("/..", "/")] {
+        for (input, want) in [
+            ("/a/b/", "/a/b"),
+            ("/a/../b", "/b"),
+            ("a/./b", "a/b"),
+            ("/..", "/"),
+        ] {
             assert_eq!(clean_path(input), want);
         }
     }

@@ -53,7 +53,10 @@ fn resolve_service(
         ctx.error_at(
             file,
             at,
-            format!("circular reference with extends: {} -> {name}", names.join(" -> ")),
+            format!(
+                "circular reference with extends: {} -> {name}",
+                names.join(" -> ")
+            ),
         );
         return None;
     }
@@ -89,7 +92,11 @@ fn resolve_service(
             let text = match std::fs::read_to_string(&other_path) {
                 Ok(t) => t,
                 Err(e) => {
-                    ctx.error_at(file, at, format!("cannot read {}: {e}", other_path.display()));
+                    ctx.error_at(
+                        file,
+                        at,
+                        format!("cannot read {}: {e}", other_path.display()),
+                    );
                     return None;
                 }
             };
@@ -108,7 +115,10 @@ fn resolve_service(
                 ctx.error_at(
                     file,
                     at,
-                    format!("cannot extend service {name:?}: no services section in {}", other_path.display()),
+                    format!(
+                        "cannot extend service {name:?}: no services section in {}",
+                        other_path.display()
+                    ),
                 );
                 return None;
             };

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde_yaml::{Mapping, Value};
 
-
 use super::path::YamlPath;
 use super::{dotenv, load_file, Ctx};
 
@@ -49,9 +48,17 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>) -> Option<Plan> {
     let opts = ctx.options;
     let cwd = opts.cwd.clone();
     // `.env` of the current directory may itself set COMPOSE_FILE and friends.
-    let mut files: Vec<PathBuf> = opts.files.iter().map(|f| {
-        if f.as_os_str() == "-" { f.clone() } else { clean(&absolute(&cwd, f)) }
-    }).collect();
+    let mut files: Vec<PathBuf> = opts
+        .files
+        .iter()
+        .map(|f| {
+            if f.as_os_str() == "-" {
+                f.clone()
+            } else {
+                clean(&absolute(&cwd, f))
+            }
+        })
+        .collect();
     let early_env_dir = opts
         .project_directory
         .as_ref()
@@ -68,12 +75,7 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>) -> Option<Plan> {
     for f in &env_files {
         match std::fs::read_to_string(f) {
             Ok(text) => {
-                let lookup = |k: &str| {
-                    opts.environment
-                        .get(k)
-                        .or_else(|| dot_env.get(k))
-                        .cloned()
-                };
+                let lookup = |k: &str| opts.environment.get(k).or_else(|| dot_env.get(k)).cloned();
                 match dotenv::parse(&text, &lookup) {
                     Ok(vars) => dot_env.extend(vars),
                     Err(e) => {
@@ -124,10 +126,7 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>) -> Option<Plan> {
             .unwrap_or_else(|| cwd.clone()),
     };
     ctx.environment = environment;
-    Some(Plan {
-        files,
-        working_dir,
-    })
+    Some(Plan { files, working_dir })
 }
 
 /// Looks for a compose file from `dir` upward, with its override beside it.
@@ -136,7 +135,11 @@ fn discover(dir: &Path) -> Option<Vec<PathBuf>> {
     while let Some(d) = dir {
         if let Some(main) = FILE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
             let mut files = vec![main];
-            if let Some(o) = OVERRIDE_NAMES.iter().map(|n| d.join(n)).find(|p| p.is_file()) {
+            if let Some(o) = OVERRIDE_NAMES
+                .iter()
+                .map(|n| d.join(n))
+                .find(|p| p.is_file())
+            {
                 files.push(o);
             }
             return Some(files);
@@ -208,7 +211,11 @@ pub(crate) fn project_name(
     }
     let mut from_files = None;
     for (file, tree) in parsed {
-        let Some(raw) = tree.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+        let Some(raw) = tree
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        else {
             continue;
         };
         let name = if ctx.options.no_interpolate {
@@ -257,7 +264,11 @@ pub(crate) fn apply_include(
         return;
     };
     let Value::Sequence(includes) = includes else {
-        ctx.error_at(file, YamlPath::root().key("include"), "`include` must be a list");
+        ctx.error_at(
+            file,
+            YamlPath::root().key("include"),
+            "`include` must be a list",
+        );
         return;
     };
     for (i, inc) in includes.into_iter().enumerate() {
@@ -278,14 +289,21 @@ pub(crate) fn apply_include(
                 continue;
             }
         };
-        let paths: Vec<PathBuf> = paths.iter().map(|p| clean(&absolute(working_dir, p))).collect();
+        let paths: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| clean(&absolute(working_dir, p)))
+            .collect();
         let Some(first) = paths.first() else { continue };
         if included.contains(first) {
             let chain: Vec<String> = included.iter().map(|p| p.display().to_string()).collect();
             ctx.error_at(
                 file,
                 at,
-                format!("include cycle detected: {} include {}", chain.join(" include "), first.display()),
+                format!(
+                    "include cycle detected: {} include {}",
+                    chain.join(" include "),
+                    first.display()
+                ),
             );
             continue;
         }
@@ -336,7 +354,9 @@ pub(crate) fn apply_include(
 /// Adds the included project's resources, rejecting conflicting definitions.
 fn import_resources(ctx: &mut Ctx<'_>, file: &Path, top: &mut Mapping, sub: Value) {
     let Value::Mapping(mut sub) = sub else { return };
-    for kind in ["services", "volumes", "networks", "secrets", "configs", "models"] {
+    for kind in [
+        "services", "volumes", "networks", "secrets", "configs", "models",
+    ] {
         let Some(Value::Mapping(items)) = sub.remove(kind) else {
             continue;
         };
@@ -346,7 +366,9 @@ fn import_resources(ctx: &mut Ctx<'_>, file: &Path, top: &mut Mapping, sub: Valu
         if matches!(target, Value::Null) {
             *target = Value::Mapping(Mapping::new());
         }
-        let Value::Mapping(target) = target else { continue };
+        let Value::Mapping(target) = target else {
+            continue;
+        };
         for (name, def) in items {
             match target.get(&name) {
                 Some(existing) if *existing != def => {

@@ -228,11 +228,17 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
         return None;
     }
     let Value::Mapping(top) = &mut tree else {
-        ctx.error(plan.files.first().map(|f| f.as_path()), "top-level object must be a mapping");
+        ctx.error(
+            plan.files.first().map(|f| f.as_path()),
+            "top-level object must be a mapping",
+        );
         return None;
     };
     if top.is_empty() {
-        ctx.error(plan.files.first().map(|f| f.as_path()), "empty compose file");
+        ctx.error(
+            plan.files.first().map(|f| f.as_path()),
+            "empty compose file",
+        );
         return None;
     }
     if top.remove("version").is_some() {

@@ -9,9 +9,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::path::{Segment, YamlPath};
 use super::{dotenv, take_extensions, Ctx};
-use crate::model::{
-    Dependency, MappingWithEquals, Network, Project, Service,
-};
+use crate::model::{Dependency, MappingWithEquals, Network, Project, Service};
 
 /// Mappings whose keys are user data, where `x-` is an ordinary key.
 const FREE_FORM: [&str; 16] = [
@@ -36,9 +34,7 @@ const FREE_FORM: [&str; 16] = [
 /// Joins a relative path onto `base`, expanding `~` first; absolute paths are kept.
 fn abs_path(p: &str, base: &Path, home: Option<&str>) -> String {
     let expanded = match (p.strip_prefix('~'), home) {
-        (Some(rest), Some(home)) => {
-            super::canonical::clean_path(&format!("{home}/{rest}"))
-        }
+        (Some(rest), Some(home)) => super::canonical::clean_path(&format!("{home}/{rest}")),
         _ => p.to_string(),
     };
     if expanded.starts_with('/') || expanded.is_empty() {
@@ -50,9 +46,16 @@ fn abs_path(p: &str, base: &Path, home: Option<&str>) -> String {
 fn is_remote_context(v: &str) -> bool {
     v.contains("://")
         || v.starts_with("service:")
-        || ["https://", "http://", "git://", "ssh://", "github.com/", "git@"]
-            .iter()
-            .any(|p| v.starts_with(p))
+        || [
+            "https://",
+            "http://",
+            "git://",
+            "ssh://",
+            "github.com/",
+            "git@",
+        ]
+        .iter()
+        .any(|p| v.starts_with(p))
 }
 
 fn rewrite_str(v: &mut Value, f: impl Fn(&str) -> String) {
@@ -72,11 +75,23 @@ pub(crate) fn resolve_relative_paths(tree: &mut Value, base: &Path, home: Option
                     build.insert("context".into(), ".".into());
                 }
                 if let Some(ctx) = build.get_mut("context") {
-                    rewrite_str(ctx, |c| if is_remote_context(c) { c.to_string() } else { abs(c) });
+                    rewrite_str(ctx, |c| {
+                        if is_remote_context(c) {
+                            c.to_string()
+                        } else {
+                            abs(c)
+                        }
+                    });
                 }
                 if let Some(Value::Mapping(extra)) = build.get_mut("additional_contexts") {
                     for (_, c) in extra.iter_mut() {
-                        rewrite_str(c, |c| if is_remote_context(c) { c.to_string() } else { abs(c) });
+                        rewrite_str(c, |c| {
+                            if is_remote_context(c) {
+                                c.to_string()
+                            } else {
+                                abs(c)
+                            }
+                        });
                     }
                 }
                 if let Some(Value::Sequence(ssh)) = build.get_mut("ssh") {
@@ -229,15 +244,21 @@ pub(crate) fn decode(ctx: &mut Ctx<'_>, tree: Value) -> Option<Project> {
     let root = YamlPath::root();
     for (key, value) in top {
         let Some(key) = key.as_str().map(str::to_string) else {
-            ctx.diagnostics.push(super::Diagnostic::at(None, root.clone(), "top-level keys must be strings"));
+            ctx.diagnostics.push(super::Diagnostic::at(
+                None,
+                root.clone(),
+                "top-level keys must be strings",
+            ));
             continue;
         };
         let at = root.key(key.clone());
         let items = match value {
             Value::Mapping(m) => m,
             Value::Null => Mapping::new(),
-            _ if !["services", "networks", "volumes", "secrets", "configs", "models"]
-                .contains(&key.as_str()) =>
+            _ if ![
+                "services", "networks", "volumes", "secrets", "configs", "models",
+            ]
+            .contains(&key.as_str()) =>
             {
                 ctx.diagnostics.push(super::Diagnostic::at(
                     None,
@@ -254,7 +275,11 @@ pub(crate) fn decode(ctx: &mut Ctx<'_>, tree: Value) -> Option<Project> {
         };
         for (name, item) in items {
             let Some(name) = name.as_str().map(str::to_string) else {
-                ctx.diagnostics.push(super::Diagnostic::at(None, at.clone(), "names must be strings"));
+                ctx.diagnostics.push(super::Diagnostic::at(
+                    None,
+                    at.clone(),
+                    "names must be strings",
+                ));
                 continue;
             };
             let item_at = at.key(name.clone());
@@ -270,8 +295,11 @@ pub(crate) fn decode(ctx: &mut Ctx<'_>, tree: Value) -> Option<Project> {
             match key.as_str() {
                 "services" => {
                     if !item.is_mapping() {
-                        ctx.diagnostics
-                            .push(super::Diagnostic::at(None, item_at, "must be a mapping"));
+                        ctx.diagnostics.push(super::Diagnostic::at(
+                            None,
+                            item_at,
+                            "must be a mapping",
+                        ));
                         continue;
                     }
                     if let Some(mut s) = decode_one::<Service>(ctx, item, &item_at) {
@@ -352,7 +380,9 @@ pub(crate) fn apply_defaults(project: &mut Project) {
 /// Device requests without `count` or `device_ids` ask for all devices;
 /// Compose writes "all" as -1.
 fn device_request_defaults(devices: &mut Value) {
-    let Value::Sequence(items) = devices else { return };
+    let Value::Sequence(items) = devices else {
+        return;
+    };
     for item in items {
         let Value::Mapping(m) = item else { continue };
         match m.get("count") {
@@ -446,7 +476,9 @@ pub(crate) fn normalize(ctx: &mut Ctx<'_>, project: &mut Project) {
         }
     }
     if uses_default_network && !project.networks.contains_key("default") {
-        project.networks.insert("default".into(), Network::default());
+        project
+            .networks
+            .insert("default".into(), Network::default());
     }
     let name = project.name.clone();
     let resource_name = |key: &str, external: bool| {
@@ -543,7 +575,10 @@ pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir
             continue;
         }
         let mut merged: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for (i, f) in std::mem::take(&mut service.env_file).into_iter().enumerate() {
+        for (i, f) in std::mem::take(&mut service.env_file)
+            .into_iter()
+            .enumerate()
+        {
             let text = match std::fs::read_to_string(&f.path) {
                 Ok(t) => t,
                 Err(_) if !f.required => continue,

@@ -31,41 +31,82 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
             }
             for (i, r) in b.secrets.iter().enumerate() {
                 if !project.secrets.contains_key(&r.source) {
-                    out.push(Diagnostic::at(None, at.key("build").key("secrets").index(i), format!("service {name:?} refers to undefined build secret {}", r.source)));
+                    out.push(Diagnostic::at(
+                        None,
+                        at.key("build").key("secrets").index(i),
+                        format!(
+                            "service {name:?} refers to undefined build secret {}",
+                            r.source
+                        ),
+                    ));
                 }
             }
-            if !b.platforms.is_empty() && !s.platform.is_empty() && !b.platforms.0.contains(&s.platform) {
-                out.push(Diagnostic::at(None, at.key("build").key("platforms"), format!("build.platforms must include service.platform {:?}", s.platform)));
+            if !b.platforms.is_empty()
+                && !s.platform.is_empty()
+                && !b.platforms.0.contains(&s.platform)
+            {
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("build").key("platforms"),
+                    format!(
+                        "build.platforms must include service.platform {:?}",
+                        s.platform
+                    ),
+                ));
             }
         }
         if let Some(first) = s.healthcheck.as_ref().and_then(|h| h.test.first()) {
             if !matches!(first.as_str(), "CMD" | "CMD-SHELL" | "NONE") {
-                out.push(Diagnostic::at(None, at.key("healthcheck").key("test"), r#"healthcheck.test must start either by "CMD", "CMD-SHELL" or "NONE""#));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("healthcheck").key("test"),
+                    r#"healthcheck.test must start either by "CMD", "CMD-SHELL" or "NONE""#,
+                ));
             }
         }
         if let Some(target) = s.network_mode.strip_prefix("service:") {
             if !project.services.contains_key(target) {
-                out.push(Diagnostic::at(None, at.key("network_mode"), format!("service {target:?} not found for network_mode 'service:{target}'")));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("network_mode"),
+                    format!("service {target:?} not found for network_mode 'service:{target}'"),
+                ));
             }
         }
         let replicas = s.scale.or(s.deploy.as_ref().and_then(|d| d.replicas));
         if replicas.is_some_and(|r| r < 0) {
-            out.push(Diagnostic::at(None, at.key("scale"), "must be greater than or equal to 0"));
+            out.push(Diagnostic::at(
+                None,
+                at.key("scale"),
+                "must be greater than or equal to 0",
+            ));
         }
         if replicas.is_some_and(|r| r > 1) && !s.container_name.is_empty() {
-            out.push(Diagnostic::at(None, at.key("container_name"), "can't set container_name and scale as container name must be unique"));
+            out.push(Diagnostic::at(
+                None,
+                at.key("container_name"),
+                "can't set container_name and scale as container name must be unique",
+            ));
         }
         let mut mounts: BTreeMap<String, String> = BTreeMap::new();
         for (i, t) in s.tmpfs.0.iter().enumerate() {
             let target = t.split(':').next().unwrap_or_default().to_string();
             let loc = format!("tmpfs[{i}]");
             if let Some(prev) = mounts.insert(target.clone(), loc) {
-                out.push(Diagnostic::at(None, at.key("tmpfs").index(i), format!("target {target} already mounted as {prev}")));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("tmpfs").index(i),
+                    format!("target {target} already mounted as {prev}"),
+                ));
             }
         }
         for (i, v) in s.volumes.iter().enumerate() {
             if let Some(prev) = mounts.insert(v.target.clone(), format!("volumes[{i}]")) {
-                out.push(Diagnostic::at(None, at.key("volumes").index(i), format!("target {} already mounted as {prev}", v.target)));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("volumes").index(i),
+                    format!("target {} already mounted as {prev}", v.target),
+                ));
             }
         }
         for (dep, d) in &s.depends_on {
@@ -105,7 +146,10 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
             ));
         }
         for (i, v) in s.volumes.iter().enumerate() {
-            if v.kind == "volume" && !v.source.is_empty() && !project.volumes.contains_key(&v.source) {
+            if v.kind == "volume"
+                && !v.source.is_empty()
+                && !project.volumes.contains_key(&v.source)
+            {
                 out.push(Diagnostic::at(
                     None,
                     at.key("volumes").index(i),
@@ -113,7 +157,11 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 ));
             }
             if v.target.is_empty() && v.kind != "npipe" {
-                out.push(Diagnostic::at(None, at.key("volumes").index(i), "target is required"));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("volumes").index(i),
+                    "target is required",
+                ));
             }
         }
         for (i, r) in s.secrets.iter().enumerate() {
@@ -136,7 +184,10 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
         }
         if let (Some(a), Some(b)) = (
             s.mem_reservation,
-            s.deploy.as_ref().and_then(|d| d.resources.reservations.as_ref()).and_then(|r| r.memory),
+            s.deploy
+                .as_ref()
+                .and_then(|d| d.resources.reservations.as_ref())
+                .and_then(|r| r.memory),
         ) {
             if a != b {
                 out.push(Diagnostic::at(None, at.key("mem_reservation"), "can't set distinct values on 'mem_reservation' and 'deploy.resources.reservations.memory'"));
@@ -150,39 +201,75 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
             }
             if let Some(a) = s.cpus {
                 if Some(a) != limits.cpus {
-                    out.push(Diagnostic::at(None, at.key("cpus"), "can't set distinct values on 'cpus' and 'deploy.resources.limits.cpus'"));
+                    out.push(Diagnostic::at(
+                        None,
+                        at.key("cpus"),
+                        "can't set distinct values on 'cpus' and 'deploy.resources.limits.cpus'",
+                    ));
                 }
             }
             if s.pids_limit != 0 && s.pids_limit != limits.pids {
-                out.push(Diagnostic::at(None, at.key("pids_limit"), "can't set distinct values on 'pids_limit' and 'deploy.resources.limits.pids'"));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("pids_limit"),
+                    "can't set distinct values on 'pids_limit' and 'deploy.resources.limits.pids'",
+                ));
             }
         }
-        if let (Some(scale), Some(replicas)) = (s.scale, s.deploy.as_ref().and_then(|d| d.replicas)) {
+        if let (Some(scale), Some(replicas)) = (s.scale, s.deploy.as_ref().and_then(|d| d.replicas))
+        {
             if scale != replicas {
-                out.push(Diagnostic::at(None, at.key("scale"), "can't set distinct values on 'scale' and 'deploy.replicas'"));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("scale"),
+                    "can't set distinct values on 'scale' and 'deploy.replicas'",
+                ));
             }
         }
         if s.image.is_empty() && s.build.is_none() && s.provider.is_none() {
-            out.push(Diagnostic::at(None, at.clone(), format!("service {name:?} has neither an image nor a build context specified")));
+            out.push(Diagnostic::at(
+                None,
+                at.clone(),
+                format!("service {name:?} has neither an image nor a build context specified"),
+            ));
         }
         for (i, p) in s.ports.iter().enumerate() {
             if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
-                out.push(Diagnostic::at(None, at.key("ports").index(i), format!("invalid protocol {:?}", p.protocol)));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("ports").index(i),
+                    format!("invalid protocol {:?}", p.protocol),
+                ));
             }
             if p.target == 0 || p.target > 65535 {
-                out.push(Diagnostic::at(None, at.key("ports").index(i), format!("invalid target port {}", p.target)));
+                out.push(Diagnostic::at(
+                    None,
+                    at.key("ports").index(i),
+                    format!("invalid target port {}", p.target),
+                ));
             }
         }
         if !s.restart.is_empty()
-            && !matches!(s.restart.as_str(), "no" | "always" | "unless-stopped" | "on-failure")
+            && !matches!(
+                s.restart.as_str(),
+                "no" | "always" | "unless-stopped" | "on-failure"
+            )
             && !s.restart.starts_with("on-failure:")
         {
-            out.push(Diagnostic::at(None, at.key("restart"), format!("invalid restart policy {:?}", s.restart)));
+            out.push(Diagnostic::at(
+                None,
+                at.key("restart"),
+                format!("invalid restart policy {:?}", s.restart),
+            ));
         }
     }
     for (name, secret) in &project.secrets {
         if !secret.external && secret.file.is_empty() && secret.environment.is_empty() {
-            out.push(Diagnostic::at(None, YamlPath::root().key("secrets").key(name.clone()), format!("secret {name:?} must declare either `file` or `environment`")));
+            out.push(Diagnostic::at(
+                None,
+                YamlPath::root().key("secrets").key(name.clone()),
+                format!("secret {name:?} must declare either `file` or `environment`"),
+            ));
         }
     }
     if let Some(cycle) = find_cycle(project) {

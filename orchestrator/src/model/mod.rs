@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-pub use values::{
-    Bytes, Duration, FileMode, HostsList, Mapping, MappingWithEquals, ShellCommand, StringList,
-    Ulimit,
-};
 use values::{
     lenient_bool, lenient_i64, lenient_opt_bool, lenient_opt_f32, lenient_opt_i64,
     lenient_opt_string, lenient_opt_u32, lenient_opt_u64, lenient_string, lenient_string_list,
     lenient_u32,
+};
+pub use values::{
+    Bytes, Duration, FileMode, HostsList, Mapping, MappingWithEquals, ShellCommand, StringList,
+    Ulimit,
 };
 
 fn is_false(b: &bool) -> bool {
@@ -80,7 +80,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub annotations: Mapping,
     /// Whether `up` attaches to this service's output.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_bool"
+    )]
     pub attach: Option<bool>,
     /// How to build the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,31 +108,63 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cgroup: String,
     /// Number of usable CPUs (Windows).
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub cpu_count: i64,
     /// Usable CPU percentage (Windows).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_f32")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_f32"
+    )]
     pub cpu_percent: Option<f32>,
     /// CFS period.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub cpu_period: i64,
     /// CFS quota.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub cpu_quota: i64,
     /// Real-time period.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub cpu_rt_period: i64,
     /// Real-time runtime.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub cpu_rt_runtime: i64,
     /// CPU limit.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_f32")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_f32"
+    )]
     pub cpus: Option<f32>,
     /// CPUs the service may run on.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpuset: String,
     /// Relative CPU weight.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub cpu_shares: i64,
     /// The command; `None` means the image's default (printed as `null`).
     #[serde(default)]
@@ -182,7 +218,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_file: Vec<EnvFile>,
     /// Exposed ports (container side only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient_string_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_string_list"
+    )]
     pub expose: Vec<String>,
     /// `extends`; resolved by the loader, so always `None` in a loaded project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,7 +234,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "HostsList::is_empty")]
     pub extra_hosts: HostsList,
     /// Additional groups.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient_string_list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_string_list"
+    )]
     pub group_add: Vec<String>,
     /// GPU requests, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,10 +250,18 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
     /// Image reference.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient_string"
+    )]
     pub image: String,
     /// Run an init process.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_bool"
+    )]
     pub init: Option<bool>,
     /// IPC namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -263,16 +315,28 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, Option<ServiceNetwork>>,
     /// Disable the OOM killer.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub oom_kill_disable: bool,
     /// OOM score adjustment.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub oom_score_adj: i64,
     /// PID namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pid: String,
     /// Process limit.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub pids_limit: i64,
     /// Target platform.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -281,13 +345,21 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     /// Privileged mode.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub privileged: bool,
     /// When to pull the image.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pull_policy: String,
     /// Read-only root filesystem.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub read_only: bool,
     /// Restart policy.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -296,7 +368,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub runtime: String,
     /// Number of replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_i64"
+    )]
     pub scale: Option<i64>,
     /// Secrets mounted into the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -308,7 +384,11 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<Bytes>,
     /// Keep stdin open.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub stdin_open: bool,
     /// Time to wait after the stop signal before killing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,16 +406,28 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
     pub tmpfs: StringList,
     /// Allocate a TTY.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub tty: bool,
     /// Resource limits.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ulimits: BTreeMap<String, Ulimit>,
     /// Mount the engine's API socket.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub use_api_socket: bool,
     /// User to run as.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient_string"
+    )]
     pub user: String,
     /// User namespace mode.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -389,10 +481,18 @@ pub struct Build {
     #[serde(default, skip_serializing_if = "MappingWithEquals::is_empty")]
     pub args: MappingWithEquals,
     /// Provenance attestation.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_string"
+    )]
     pub provenance: Option<String>,
     /// SBOM attestation.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_string"
+    )]
     pub sbom: Option<String>,
     /// SSH agent sockets or keys, as `id=path` (`default` alone allowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -407,7 +507,11 @@ pub struct Build {
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
     pub cache_to: StringList,
     /// Disable the cache.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub no_cache: bool,
     /// Stages not to cache.
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
@@ -416,7 +520,11 @@ pub struct Build {
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub additional_contexts: Mapping,
     /// Always pull base images.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub pull: bool,
     /// Extra hosts during the build.
     #[serde(default, skip_serializing_if = "HostsList::is_empty")]
@@ -446,7 +554,11 @@ pub struct Build {
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
     pub platforms: StringList,
     /// Privileged build.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub privileged: bool,
 }
 
@@ -458,7 +570,11 @@ pub struct Dependency {
     #[serde(default = "default_condition")]
     pub condition: String,
     /// Restart this service when the dependency is updated.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub restart: bool,
     /// Whether a missing dependency is an error.
     #[serde(default = "default_true", deserialize_with = "lenient_bool")]
@@ -481,7 +597,11 @@ pub struct Deploy {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mode: String,
     /// Number of replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_i64"
+    )]
     pub replicas: Option<i64>,
     /// Service labels.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
@@ -523,13 +643,21 @@ pub struct Resources {
 #[serde(deny_unknown_fields)]
 pub struct Resource {
     /// CPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_f32")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_f32"
+    )]
     pub cpus: Option<f32>,
     /// Memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Bytes>,
     /// Processes.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub pids: i64,
     /// Device requests, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -550,7 +678,11 @@ pub struct RestartPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Duration>,
     /// Maximum attempts.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_u64"
+    )]
     pub max_attempts: Option<u64>,
     /// Window to decide success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -602,7 +734,11 @@ pub struct Extends {
 #[serde(deny_unknown_fields)]
 pub struct Healthcheck {
     /// The test: `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "..."]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "healthcheck_test")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "healthcheck_test"
+    )]
     pub test: Vec<String>,
     /// Time allowed for one check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -611,7 +747,11 @@ pub struct Healthcheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
     /// Consecutive failures before unhealthy.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_u64"
+    )]
     pub retries: Option<u64>,
     /// Grace period after start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -620,7 +760,11 @@ pub struct Healthcheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_interval: Option<Duration>,
     /// Disable the image's health check.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub disable: bool,
 }
 
@@ -658,7 +802,11 @@ pub struct ServiceNetwork {
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub driver_opts: Mapping,
     /// Gateway priority.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub gw_priority: i64,
     /// Interface name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -676,7 +824,11 @@ pub struct ServiceNetwork {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mac_address: String,
     /// Connection order priority.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub priority: i64,
 }
 
@@ -697,7 +849,11 @@ pub struct Port {
     #[serde(default, deserialize_with = "lenient_u32")]
     pub target: u32,
     /// Host port or range; empty for a random one.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient_string"
+    )]
     pub published: String,
     /// `tcp` or `udp`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -721,7 +877,11 @@ pub struct VolumeMount {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
     /// Mount read-only.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub read_only: bool,
     /// Consistency (macOS).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -751,7 +911,11 @@ pub struct BindOptions {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub propagation: String,
     /// Create the host path when missing (set by the short syntax).
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub create_host_path: bool,
     /// Recursive read-only handling.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -766,7 +930,11 @@ pub struct VolumeOptions {
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub labels: Mapping,
     /// Do not copy the image's data into a new volume.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub nocopy: bool,
     /// Mount a sub-path of the volume.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -781,7 +949,11 @@ pub struct TmpfsOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Bytes>,
     /// File mode.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_u32")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_u32"
+    )]
     pub mode: Option<u32>,
 }
 
@@ -796,10 +968,18 @@ pub struct FileReference {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target: String,
     /// Owner user id.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient_string"
+    )]
     pub uid: String,
     /// Owner group id.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient_string"
+    )]
     pub gid: String,
     /// File mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -823,22 +1003,42 @@ pub struct Network {
     #[serde(default)]
     pub ipam: Ipam,
     /// Created outside the project.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub external: bool,
     /// No outside connectivity.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub internal: bool,
     /// Standalone containers may attach.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub attachable: bool,
     /// Labels.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub labels: Mapping,
     /// Enable IPv4.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_bool"
+    )]
     pub enable_ipv4: Option<bool>,
     /// Enable IPv6.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_bool"
+    )]
     pub enable_ipv6: Option<bool>,
 }
 
@@ -889,7 +1089,11 @@ pub struct Volume {
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub driver_opts: Mapping,
     /// Created outside the project.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub external: bool,
     /// Labels.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
@@ -913,7 +1117,11 @@ pub struct FileObject {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content: String,
     /// Created outside the project.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub external: bool,
     /// Labels.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]

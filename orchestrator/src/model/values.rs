@@ -37,7 +37,11 @@ pub fn go_float(f: f64) -> String {
         };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // Shortest round-trip digits and decimal exponent, as in `d.ddde±x`.
     let sci = format!("{:e}", f.abs());
@@ -53,7 +57,11 @@ pub fn go_float(f: f64) -> String {
     let sign = if f < 0.0 { "-" } else { "" };
     if exp < -4 || exp >= eprec {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
     } else {
@@ -509,12 +517,14 @@ impl<'de> Deserialize<'de> for HostsList {
             Value::Sequence(items) => {
                 for item in items {
                     let s = scalar_to_string(item).ok_or_else(|| expected("a string", item))?;
-                    let (host, ip) = s
-                        .split_once('=')
-                        .or_else(|| s.split_once(':'))
-                        .ok_or_else(|| {
-                            de::Error::custom(format!("invalid additional host, missing IP: {s}"))
-                        })?;
+                    let (host, ip) =
+                        s.split_once('=')
+                            .or_else(|| s.split_once(':'))
+                            .ok_or_else(|| {
+                                de::Error::custom(format!(
+                                    "invalid additional host, missing IP: {s}"
+                                ))
+                            })?;
                     out.entry(host.to_string())
                         .or_default()
                         .extend(ip.split(',').map(str::to_string));
@@ -814,7 +824,16 @@ mod tests {
             (r#""" x"#, &["", "x"]),
         ];
         for (input, want) in cases {
-            assert_eq!(shell_split(input).as_deref(), Some(want.iter().map(|s| s.to_string()).collect::<Vec<_>>().as_slice()), "{input}");
+            assert_eq!(
+                shell_split(input).as_deref(),
+                Some(
+                    want.iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .as_slice()
+                ),
+                "{input}"
+            );
         }
         assert_eq!(shell_split("a 'b"), None);
     }

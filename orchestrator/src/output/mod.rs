@@ -1,5 +1,7 @@
 //! Rendering a project the way `docker compose config` prints it.
 
+mod yaml;
+
 use serde_json::{Map, Value as Json};
 
 use crate::model::{Project, Service};
@@ -10,9 +12,6 @@ pub enum RenderError {
     /// The model could not be turned into JSON.
     #[error("rendering json: {0}")]
     Json(#[from] serde_json::Error),
-    /// The model could not be turned into YAML.
-    #[error("rendering yaml: {0}")]
-    Yaml(#[from] serde_yaml::Error),
 }
 
 /// The project as a JSON tree with top-level extensions inlined and, when
@@ -59,13 +58,38 @@ pub fn to_yaml(project: &Project) -> Result<String, RenderError> {
         return Ok(String::new());
     };
     let mut ordered = Map::new();
-    for key in ["name", "services", "networks", "volumes", "secrets", "configs", "models"] {
+    for key in [
+        "name", "services", "networks", "volumes", "secrets", "configs", "models",
+    ] {
         if let Some(v) = top.remove(key) {
             ordered.insert(key.to_string(), v);
         }
     }
     ordered.extend(top);
-    Ok(serde_yaml::to_string(&Json::Object(ordered))?)
+    // YAML leaves out what JSON prints as null or as an empty object: a
+    // command or entrypoint left to the image, empty placement and ipam.
+    if let Some(Json::Object(services)) = ordered.get_mut("services") {
+        for svc in services.values_mut() {
+            if let Json::Object(svc) = svc {
+                svc.retain(|k, v| !(matches!(k.as_str(), "command" | "entrypoint") && v.is_null()));
+                if let Some(Json::Object(deploy)) = svc.get_mut("deploy") {
+                    deploy.retain(|k, v| !(k == "placement" && is_empty_object(v)));
+                }
+            }
+        }
+    }
+    if let Some(Json::Object(networks)) = ordered.get_mut("networks") {
+        for net in networks.values_mut() {
+            if let Json::Object(net) = net {
+                net.retain(|k, v| !(k == "ipam" && is_empty_object(v)));
+            }
+        }
+    }
+    Ok(yaml::to_string(&Json::Object(ordered)))
+}
+
+fn is_empty_object(v: &Json) -> bool {
+    matches!(v, Json::Object(m) if m.is_empty())
 }
 
 /// The image a service runs: its `image`, or `<project>-<service>` when it is built.
