@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     env.insert("TAG".to_string(), "1.0".to_string());
     if let Ok(loaded) = orchestrator::loader::load_from_str(text, &dir, env) {
         // Rendering must not fail either.
-        let _ = orchestrator::output::to_json(&loaded.project);
-        let _ = orchestrator::output::to_yaml(&loaded.project);
+        let options = orchestrator::output::RenderOptions {
+            escape_dollars: true,
+        };
+        let _ = orchestrator::output::to_json(&loaded.project, options);
+        let _ = orchestrator::output::to_yaml(&loaded.project, options);
     }
 });

@@ -218,9 +218,12 @@ fn config(global: &GlobalArgs, args: ConfigArgs) -> Result<ExitCode> {
                 .map(|(n, s)| format!("{n} {}", output::config_hash(s))),
         )
     } else {
+        let render = output::RenderOptions {
+            escape_dollars: !args.no_interpolate,
+        };
         match args.format {
-            Format::Json => output::to_json(project)?,
-            Format::Yaml => output::to_yaml(project)?,
+            Format::Json => output::to_json(project, render)?,
+            Format::Yaml => output::to_yaml(project, render)?,
         }
     };
     match &args.output {

@@ -374,21 +374,21 @@ fn interpolate_tree(ctx: &mut Ctx<'_>, file: &Path, tree: &mut Value) {
     if ctx.options.no_interpolate {
         return;
     }
-    let env = ctx.environment.clone();
-    let missing = std::cell::RefCell::new(Vec::<String>::new());
-    let lookup = |name: &str| {
-        let v = env.get(name).cloned();
-        if v.is_none() {
-            missing.borrow_mut().push(name.to_string());
-        }
-        v
-    };
+    let env = &ctx.environment;
+    let lookup = |name: &str| env.get(name).cloned();
     let mut errors = Vec::new();
-    interpolate::interpolate_value(tree, &lookup, &YamlPath::root(), &mut errors);
+    let mut unset = Vec::new();
+    interpolate::interpolate_value_with(
+        tree,
+        &lookup,
+        &YamlPath::root(),
+        &mut errors,
+        &mut |_, name| unset.push(name.to_string()),
+    );
     for (path, e) in errors {
         ctx.error_at(file, path, e.to_string());
     }
-    for name in missing.into_inner() {
+    for name in unset {
         ctx.warn(format!(
             "The \"{name}\" variable is not set. Defaulting to a blank string."
         ));

@@ -566,60 +566,86 @@ pub(crate) fn apply_profiles(ctx: &mut Ctx<'_>, project: &mut Project) {
     }
 }
 
-/// Folds `env_file` into `environment` (environment wins) and resolves
-/// variables given without a value from the project environment.
+/// Folds `env_file` into `environment` (environment wins; variables in the
+/// files are looked up in the project environment first, then in the
+/// service's environment) and `label_file` into `labels` (labels win).
 pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir: &Path) {
     let env = ctx.environment.clone();
+    let mut unset = Vec::new();
     for (name, service) in project.services.iter_mut() {
-        if service.env_file.is_empty() {
-            continue;
-        }
-        let mut merged: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for (i, f) in std::mem::take(&mut service.env_file)
-            .into_iter()
-            .enumerate()
-        {
-            let text = match std::fs::read_to_string(&f.path) {
-                Ok(t) => t,
-                Err(_) if !f.required => continue,
-                Err(e) => {
-                    ctx.diagnostics.push(super::Diagnostic::at(
-                        None,
-                        YamlPath::root()
-                            .key("services")
-                            .key(name.clone())
-                            .key("env_file")
-                            .index(i),
-                        format!("env file {} not found: {e}", f.path),
-                    ));
-                    continue;
-                }
+        let at = YamlPath::root().key("services").key(name.clone());
+        if !service.env_file.is_empty() {
+            let declared = service.environment.0.clone();
+            let mut merged: indexmap::IndexMap<String, String> = declared
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect();
+            let lookup = |k: &str| {
+                env.get(k)
+                    .cloned()
+                    .or_else(|| declared.get(k).cloned().flatten())
             };
-            let parsed = if f.format == "raw" {
-                dotenv::parse_raw(&text)
-            } else {
-                let lookup = |k: &str| {
-                    merged
-                        .get(k)
-                        .cloned()
-                        .flatten()
-                        .or_else(|| env.get(k).cloned())
+            for (i, f) in std::mem::take(&mut service.env_file).into_iter().enumerate() {
+                let text = match std::fs::read_to_string(&f.path) {
+                    Ok(t) => t,
+                    Err(_) if !f.required => continue,
+                    Err(e) => {
+                        ctx.diagnostics.push(super::Diagnostic::at(
+                            None,
+                            at.key("env_file").index(i),
+                            format!("env file {} not found: {e}", f.path),
+                        ));
+                        continue;
+                    }
                 };
-                dotenv::parse(&text, &lookup)
-            };
-            match parsed {
-                Ok(vars) => merged.extend(vars.into_iter().map(|(k, v)| (k, Some(v)))),
-                Err(e) => ctx.diagnostics.push(super::Diagnostic::file(
-                    Some(f.path.clone().into()),
-                    e.to_string(),
-                )),
+                let parsed = if f.format == "raw" {
+                    dotenv::parse_raw_with_lookup(&text, &lookup).map(|vars| merged.extend(vars))
+                } else {
+                    dotenv::parse_into(&text, &lookup, &mut merged, &mut |v: &str| {
+                        unset.push(v.to_string())
+                    })
+                };
+                if let Err(e) = parsed {
+                    ctx.diagnostics.push(super::Diagnostic::file(
+                        Some(f.path.clone().into()),
+                        e.to_string(),
+                    ));
+                }
+            }
+            let mut out: BTreeMap<String, Option<String>> =
+                merged.into_iter().map(|(k, v)| (k, Some(v))).collect();
+            out.extend(declared);
+            service.environment = MappingWithEquals(out);
+        }
+        if !service.label_file.is_empty() {
+            let mut labels: indexmap::IndexMap<String, String> = indexmap::IndexMap::new();
+            for (i, f) in std::mem::take(&mut service.label_file.0).into_iter().enumerate() {
+                let text = match std::fs::read_to_string(&f) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        ctx.diagnostics.push(super::Diagnostic::at(
+                            None,
+                            at.key("label_file").index(i),
+                            format!("label file {f} not found: {e}"),
+                        ));
+                        continue;
+                    }
+                };
+                let known = labels.clone();
+                if let Err(e) = dotenv::parse_into(&text, &|k| known.get(k).cloned(), &mut labels, &mut |_| {}) {
+                    ctx.diagnostics
+                        .push(super::Diagnostic::file(Some(f.clone().into()), e.to_string()));
+                }
+            }
+            for (k, v) in labels {
+                service.labels.0.entry(k).or_insert(v);
             }
         }
-        for (k, v) in std::mem::take(&mut service.environment.0) {
-            let v = v.or_else(|| env.get(&k).cloned());
-            merged.insert(k, v);
-        }
-        service.environment = MappingWithEquals(merged);
+    }
+    for name in unset {
+        ctx.warn(format!(
+            "The \"{name}\" variable is not set. Defaulting to a blank string."
+        ));
     }
 }
 

@@ -46,15 +46,47 @@ fn sort_object(m: &mut Map<String, Json>) {
     m.extend(entries);
 }
 
+/// How to render a project.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOptions {
+    /// Write every literal `$` as `$$`, so that the output reads back as the
+    /// same project (Compose does this unless interpolation was skipped).
+    pub escape_dollars: bool,
+}
+
+/// Doubles every `$` of every key and string of a tree.
+fn escape_dollars(v: &mut Json) {
+    match v {
+        Json::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        Json::Array(items) => items.iter_mut().for_each(escape_dollars),
+        Json::Object(m) => {
+            let entries: Vec<(String, Json)> = std::mem::take(m).into_iter().collect();
+            for (k, mut child) in entries {
+                escape_dollars(&mut child);
+                m.insert(k.replace('$', "$$"), child);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// `config --format json`.
-pub fn to_json(project: &Project) -> Result<String, RenderError> {
-    Ok(serde_json::to_string_pretty(&tree(project, false)?)?)
+pub fn to_json(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
+    let mut v = tree(project, false)?;
+    if options.escape_dollars {
+        escape_dollars(&mut v);
+    }
+    Ok(serde_json::to_string_pretty(&v)?)
 }
 
 /// `config --format yaml`: name first, then services, networks, volumes,
 /// secrets, configs and extensions.
-pub fn to_yaml(project: &Project) -> Result<String, RenderError> {
-    let Json::Object(mut top) = tree(project, true)? else {
+pub fn to_yaml(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
+    let mut v = tree(project, true)?;
+    if options.escape_dollars {
+        escape_dollars(&mut v);
+    }
+    let Json::Object(mut top) = v else {
         return Ok(String::new());
     };
     let mut ordered = Map::new();
