@@ -214,10 +214,8 @@ fn canonical_env_file(value: &mut Value) {
     }
     each_item(value, |_, item| match item {
         Value::String(p) => *item = map_of(&[("path", s(p)), ("required", Value::Bool(true))]),
-        Value::Mapping(m) => {
-            if !m.contains_key("required") {
-                m.insert(s("required"), Value::Bool(true));
-            }
+        Value::Mapping(m) if !m.contains_key("required") => {
+            m.insert(s("required"), Value::Bool(true));
         }
         _ => {}
     });

@@ -585,7 +585,10 @@ pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir
                     .cloned()
                     .or_else(|| declared.get(k).cloned().flatten())
             };
-            for (i, f) in std::mem::take(&mut service.env_file).into_iter().enumerate() {
+            for (i, f) in std::mem::take(&mut service.env_file)
+                .into_iter()
+                .enumerate()
+            {
                 let text = match std::fs::read_to_string(&f.path) {
                     Ok(t) => t,
                     Err(_) if !f.required => continue,
@@ -619,7 +622,10 @@ pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir
         }
         if !service.label_file.is_empty() {
             let mut labels: indexmap::IndexMap<String, String> = indexmap::IndexMap::new();
-            for (i, f) in std::mem::take(&mut service.label_file.0).into_iter().enumerate() {
+            for (i, f) in std::mem::take(&mut service.label_file.0)
+                .into_iter()
+                .enumerate()
+            {
                 let text = match std::fs::read_to_string(&f) {
                     Ok(t) => t,
                     Err(e) => {
@@ -632,9 +638,13 @@ pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir
                     }
                 };
                 let known = labels.clone();
-                if let Err(e) = dotenv::parse_into(&text, &|k| known.get(k).cloned(), &mut labels, &mut |_| {}) {
-                    ctx.diagnostics
-                        .push(super::Diagnostic::file(Some(f.clone().into()), e.to_string()));
+                if let Err(e) =
+                    dotenv::parse_into(&text, &|k| known.get(k).cloned(), &mut labels, &mut |_| {})
+                {
+                    ctx.diagnostics.push(super::Diagnostic::file(
+                        Some(f.clone().into()),
+                        e.to_string(),
+                    ));
                 }
             }
             for (k, v) in labels {
