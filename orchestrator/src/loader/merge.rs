@@ -178,7 +178,20 @@ pub fn try_enforce_unicity(project: &mut Value) -> Result<(), MergeError> {
 /// nested in an `!override` value are unwrapped without effect, and any other
 /// tag is unwrapped, as compose does.
 pub fn strip_tags(value: Value) -> Value {
+    if !contains_tags(&value) {
+        return value;
+    }
     resolve_tags(value).unwrap_or(Value::Null)
+}
+
+/// Whether a tag appears anywhere in the tree (most files have none).
+fn contains_tags(v: &Value) -> bool {
+    match v {
+        Value::Tagged(_) => true,
+        Value::Mapping(m) => m.iter().any(|(k, v)| contains_tags(k) || contains_tags(v)),
+        Value::Sequence(s) => s.iter().any(contains_tags),
+        _ => false,
+    }
 }
 
 /// The paths of the `!reset` and `!override` values of a compose file, which
@@ -416,6 +429,9 @@ const UNIQUE_RULES: &[(&str, Indexer)] = &[
     ("services.*.volumes", Indexer::Volume),
     ("services.*.devices", Indexer::Device),
 ];
+
+/// The largest number of keys of a [`UNIQUE_RULES`] pattern.
+const UNIQUE_DEPTH: usize = 5;
 
 /// Whether `path` matches a dotted `pattern` where `*` stands for any key.
 fn matches(path: &[Segment], pattern: &str) -> bool {
@@ -791,7 +807,16 @@ impl Ctx {
     fn unicity(&mut self, value: &mut Value) {
         match value {
             Value::Mapping(m) => {
+                // No rule reaches deeper than five keys, and all of them start
+                // under `services` or `networks`: skip what none can match.
+                if self.path.len() >= UNIQUE_DEPTH {
+                    return;
+                }
                 for (k, v) in m.iter_mut() {
+                    if self.path.is_empty() && !matches!(k.as_str(), Some("services" | "networks"))
+                    {
+                        continue;
+                    }
                     self.path.push(Segment::Key(key_string(k)));
                     self.unicity(v);
                     self.path.pop();

@@ -59,13 +59,14 @@ fn escape_dollars(v: &mut Json) {
     match v {
         Json::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
         Json::Array(items) => items.iter_mut().for_each(escape_dollars),
-        Json::Object(m) => {
+        Json::Object(m) if m.keys().any(|k| k.contains('$')) => {
             let entries: Vec<(String, Json)> = std::mem::take(m).into_iter().collect();
             for (k, mut child) in entries {
                 escape_dollars(&mut child);
                 m.insert(k.replace('$', "$$"), child);
             }
         }
+        Json::Object(m) => m.values_mut().for_each(escape_dollars),
         _ => {}
     }
 }
