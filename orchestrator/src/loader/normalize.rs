@@ -503,13 +503,6 @@ pub(crate) fn normalize(ctx: &mut Ctx<'_>, project: &mut Project) {
             s.name = resource_name(key, s.external);
         }
     }
-    for c in project.configs.values_mut() {
-        if !c.environment.is_empty() {
-            if let Some(v) = env.get(&c.environment) {
-                c.content = v.clone();
-            }
-        }
-    }
 }
 
 /// Keeps the services enabled by the active profiles (and those named on the

@@ -89,12 +89,12 @@ pub struct Service {
     /// How to build the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,
-    /// `develop` (watch rules), kept as written.
+    /// `develop`: the watch rules of `rcompose watch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub develop: Option<Value>,
-    /// Block IO limits, kept as written.
+    pub develop: Option<Develop>,
+    /// Block IO limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blkio_config: Option<Value>,
+    pub blkio_config: Option<Blkio>,
     /// Added kernel capabilities.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
@@ -447,15 +447,15 @@ pub struct Service {
     /// Working directory inside the container.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub working_dir: String,
-    /// Lifecycle hooks, kept as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_start: Option<Value>,
-    /// Lifecycle hooks, kept as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub post_start: Option<Value>,
-    /// Lifecycle hooks, kept as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_stop: Option<Value>,
+    /// Commands run in the container before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_start: Vec<Hook>,
+    /// Commands run in the container after it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_start: Vec<Hook>,
+    /// Commands run in the container before it stops.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_stop: Vec<Hook>,
     /// The service's `x-` extensions, kept as written.
     #[serde(skip)]
     pub extensions: BTreeMap<String, Value>,
@@ -589,6 +589,109 @@ fn default_true() -> bool {
     true
 }
 
+/// A lifecycle hook: a command run inside the container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// The command (always printed, `null` when unset).
+    #[serde(default)]
+    pub command: Option<ShellCommand>,
+    /// User to run as.
+    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    pub user: String,
+    /// Run privileged.
+    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    pub privileged: bool,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub working_dir: String,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "MappingWithEquals::is_empty")]
+    pub environment: MappingWithEquals,
+}
+
+/// `develop`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Develop {
+    /// Watch rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchRule>,
+}
+
+/// One `develop.watch` rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRule {
+    /// Watched path (absolute).
+    pub path: String,
+    /// `sync`, `rebuild`, `restart`, `sync+restart`, `sync+exec`.
+    pub action: String,
+    /// Destination in the container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    /// Command for `sync+exec` (Compose always prints it).
+    #[serde(default)]
+    pub exec: Hook,
+    /// Patterns to include.
+    #[serde(default, skip_serializing_if = "StringList::is_empty")]
+    pub include: StringList,
+    /// Patterns to ignore.
+    #[serde(default, skip_serializing_if = "StringList::is_empty")]
+    pub ignore: StringList,
+    /// Sync everything when starting.
+    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    pub initial_sync: bool,
+}
+
+/// `blkio_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blkio {
+    /// Relative weight.
+    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    pub weight: i64,
+    /// Per-device weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_device: Vec<WeightDevice>,
+    /// Read rate limits, bytes per second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_read_bps: Vec<ThrottleDevice>,
+    /// Read rate limits, operations per second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_read_iops: Vec<ThrottleDevice>,
+    /// Write rate limits, bytes per second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_write_bps: Vec<ThrottleDevice>,
+    /// Write rate limits, operations per second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_write_iops: Vec<ThrottleDevice>,
+}
+
+/// A device weight (Compose prints these fields capitalized).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightDevice {
+    /// Device path.
+    #[serde(rename(serialize = "Path"))]
+    pub path: String,
+    /// Weight.
+    #[serde(rename(serialize = "Weight"), deserialize_with = "lenient_i64")]
+    pub weight: i64,
+}
+
+/// A device rate limit (Compose prints these fields capitalized).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleDevice {
+    /// Device path.
+    #[serde(rename(serialize = "Path"))]
+    pub path: String,
+    /// Rate.
+    #[serde(rename(serialize = "Rate"))]
+    pub rate: Bytes,
+}
+
 /// `deploy`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -606,12 +709,12 @@ pub struct Deploy {
     /// Service labels.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub labels: Mapping,
-    /// Update settings, kept as written.
+    /// Update settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub update_config: Option<Value>,
-    /// Rollback settings, kept as written.
+    pub update_config: Option<UpdateConfig>,
+    /// Rollback settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback_config: Option<Value>,
+    pub rollback_config: Option<UpdateConfig>,
     /// Resource limits and reservations.
     #[serde(default)]
     pub resources: Resources,
@@ -624,6 +727,30 @@ pub struct Deploy {
     /// `vip` or `dnsrr`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endpoint_mode: String,
+}
+
+/// `deploy.update_config` and `deploy.rollback_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Containers updated at once.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_u64")]
+    pub parallelism: Option<u64>,
+    /// Wait between batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<Duration>,
+    /// `continue`, `rollback` or `pause`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub failure_action: String,
+    /// Time to watch for failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Duration>,
+    /// Tolerated failure rate.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_f32")]
+    pub max_failure_ratio: Option<f32>,
+    /// `stop-first` or `start-first`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub order: String,
 }
 
 /// `deploy.resources`.
