@@ -175,6 +175,30 @@ fn config(global: &GlobalArgs, args: ConfigArgs) -> Result<ExitCode> {
     options.no_interpolate = args.no_interpolate;
     options.no_normalize = args.no_normalize;
     options.no_path_resolution = args.no_path_resolution;
+    if args.no_interpolate
+        && !(args.services
+            || args.volumes
+            || args.networks
+            || args.profiles
+            || args.images
+            || args.models
+            || args.environment
+            || args.hash.is_some())
+    {
+        // Compose prints the untyped model in this mode.
+        let (model, warnings) = loader::load_model(&options)?;
+        for w in &warnings {
+            eprintln!("WARN[0000] {w}");
+        }
+        if args.quiet {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let text = match args.format {
+            Format::Json => serde_json::to_string_pretty(&model)?,
+            Format::Yaml => output::model_to_yaml(&model),
+        };
+        return write_output(&args, &text);
+    }
     let loaded = loader::load(&options)?;
     print_warnings(&loaded);
     if args.quiet {
@@ -226,6 +250,10 @@ fn config(global: &GlobalArgs, args: ConfigArgs) -> Result<ExitCode> {
             Format::Yaml => output::to_yaml(project, render)?,
         }
     };
+    write_output(&args, &text)
+}
+
+fn write_output(args: &ConfigArgs, text: &str) -> Result<ExitCode> {
     match &args.output {
         Some(path) => std::fs::write(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?,

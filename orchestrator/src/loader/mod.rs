@@ -191,7 +191,9 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     }
 }
 
-fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
+/// The front half of loading: files found, parsed, interpolated, extended,
+/// included and merged into one tree with absolute paths.
+fn merged_tree(ctx: &mut Ctx<'_>) -> Option<(files::Plan, String, Value)> {
     let plan = files::resolve(ctx)?;
     let mut parsed = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
@@ -201,6 +203,12 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
             path: file.clone(),
             text,
         });
+        if tree.get("version").is_some() {
+            ctx.warn(format!(
+                "{}: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion",
+                file.display()
+            ));
+        }
         parsed.push((file.clone(), tree));
     }
     let name = files::project_name(ctx, &plan, &parsed)?;
@@ -227,35 +235,78 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
     if !ctx.diagnostics.is_empty() {
         return None;
     }
+    let first = plan.files.first().cloned();
     let Value::Mapping(top) = &mut tree else {
-        ctx.error(
-            plan.files.first().map(|f| f.as_path()),
-            "top-level object must be a mapping",
-        );
+        ctx.error(first.as_deref(), "top-level object must be a mapping");
         return None;
     };
     if top.is_empty() {
-        ctx.error(
-            plan.files.first().map(|f| f.as_path()),
-            "empty compose file",
-        );
+        ctx.error(first.as_deref(), "empty compose file");
         return None;
     }
-    if top.remove("version").is_some() {
-        for f in &plan.files {
-            let src = ctx.sources.iter().find(|s| &s.path == f);
-            if src.is_some_and(|s| s.text.contains("version")) {
-                ctx.warn(format!(
-                    "{}: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion",
-                    f.display()
-                ));
-            }
-        }
-    }
+    top.remove("version");
     top.remove("name");
     if !ctx.options.no_path_resolution {
         normalize::resolve_relative_paths(&mut tree, &plan.working_dir, ctx.home.as_deref());
     }
+    Some((plan, name, tree))
+}
+
+/// Loads the project model as a plain tree, without interpolation, typing,
+/// profiles or environment resolution: what `config --no-interpolate` prints.
+pub fn load_model(options: &LoadOptions) -> Result<(serde_json::Value, Vec<String>), LoadError> {
+    let mut ctx = Ctx {
+        options,
+        environment: IndexMap::new(),
+        diagnostics: Vec::new(),
+        warnings: Vec::new(),
+        sources: Vec::new(),
+        home: options.environment.get("HOME").cloned(),
+    };
+    let result = merged_tree(&mut ctx).and_then(|(_, name, mut tree)| {
+        if !options.no_normalize {
+            normalize::normalize_tree(&ctx, &mut tree, &name);
+        }
+        let mut json = serde_json::to_value(&tree).ok()?;
+        if let serde_json::Value::Object(m) = &mut json {
+            m.insert("name".into(), serde_json::Value::String(name));
+        }
+        sort_keys(&mut json);
+        Some(json)
+    });
+    ctx.locate_diagnostics();
+    match result {
+        Some(model) if ctx.diagnostics.is_empty() => Ok((model, ctx.warnings)),
+        _ => {
+            if ctx.diagnostics.is_empty() {
+                ctx.error(None, "the project could not be loaded");
+            }
+            Err(LoadError {
+                diagnostics: ctx.diagnostics,
+            })
+        }
+    }
+}
+
+/// Sorts every object's keys, as Go prints its maps.
+fn sort_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(String, serde_json::Value)> =
+                std::mem::take(m).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, mut child) in entries {
+                sort_keys(&mut child);
+                m.insert(k, child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        _ => {}
+    }
+}
+
+fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
+    let (plan, name, tree) = merged_tree(ctx)?;
     let mut project = normalize::decode(ctx, tree)?;
     project.name = name;
     project.working_dir = plan.working_dir.display().to_string();
@@ -266,6 +317,10 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
     }
     normalize::apply_profiles(ctx, &mut project);
     validate::validate(ctx, &mut project);
+    if !ctx.diagnostics.is_empty() {
+        return None;
+    }
+    normalize::select_services(ctx, &mut project);
     if !ctx.diagnostics.is_empty() {
         return None;
     }

@@ -505,56 +505,83 @@ pub(crate) fn normalize(ctx: &mut Ctx<'_>, project: &mut Project) {
     }
 }
 
-/// Keeps the services enabled by the active profiles (and those named on the
-/// command line with their dependencies); the others move to `disabled_services`.
-pub(crate) fn apply_profiles(ctx: &mut Ctx<'_>, project: &mut Project) {
-    let mut active: Vec<String> = ctx.options.profiles.clone();
-    if active.is_empty() {
-        if let Some(p) = ctx.environment.get("COMPOSE_PROFILES") {
-            active = p
-                .split(',')
+fn active_profiles(ctx: &Ctx<'_>) -> Vec<String> {
+    if !ctx.options.profiles.is_empty() {
+        return ctx.options.profiles.clone();
+    }
+    ctx.environment
+        .get("COMPOSE_PROFILES")
+        .map(|p| {
+            p.split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
                 .map(str::to_string)
-                .collect();
-        }
-    }
-    let all = active.iter().any(|p| p == "*");
-    let mut enabled: BTreeSet<String> = project
-        .services
-        .iter()
-        .filter(|(_, s)| {
-            all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p))
+                .collect()
         })
-        .map(|(n, _)| n.clone())
-        .collect();
-    let mut queue: Vec<String> = Vec::new();
-    for name in &ctx.options.services {
-        if !project.services.contains_key(name) {
-            ctx.error(None, format!("no such service: {name}"));
-            continue;
+        .unwrap_or_default()
+}
+
+/// Enables exactly the services whose profiles are active (or that have
+/// none); the others move to `disabled_services`.
+fn enable_profiles(project: &mut Project, active: &[String]) {
+    let all = active.iter().any(|p| p == "*");
+    let enabled =
+        |s: &Service| all || s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p));
+    let mut services = std::mem::take(&mut project.services);
+    services.append(&mut project.disabled_services);
+    for (name, s) in services {
+        if enabled(&s) {
+            project.services.insert(name, s);
+        } else {
+            project.disabled_services.insert(name, s);
         }
-        queue.push(name.clone());
     }
-    if !ctx.options.services.is_empty() {
-        // Named services and what they depend on, whatever their profiles.
-        let mut selected = BTreeSet::new();
-        while let Some(name) = queue.pop() {
-            if !selected.insert(name.clone()) {
-                continue;
-            }
-            if let Some(s) = project.services.get(&name) {
-                queue.extend(s.depends_on.keys().cloned());
-            }
-        }
-        enabled = selected;
+}
+
+/// Keeps the services enabled by the active profiles (`--profile`, else
+/// `COMPOSE_PROFILES`); the others move to `disabled_services`.
+pub(crate) fn apply_profiles(ctx: &mut Ctx<'_>, project: &mut Project) {
+    let active = active_profiles(ctx);
+    enable_profiles(project, &active);
+}
+
+/// Services named on the command line: their profiles are enabled too, then
+/// only they and what they depend on are kept, and dependencies on services
+/// left out are dropped.
+pub(crate) fn select_services(ctx: &mut Ctx<'_>, project: &mut Project) {
+    let names = &ctx.options.services;
+    if names.is_empty() {
+        return;
     }
-    let names: Vec<String> = project.services.keys().cloned().collect();
+    let mut active = active_profiles(ctx);
     for name in names {
-        if !enabled.contains(&name) {
-            if let Some(s) = project.services.remove(&name) {
-                project.disabled_services.insert(name, s);
-            }
+        match (
+            project.services.get(name),
+            project.disabled_services.get(name),
+        ) {
+            (Some(_), _) => {}
+            (None, Some(s)) => active.extend(s.profiles.iter().cloned()),
+            (None, None) => ctx.error(None, format!("no such service: {name}")),
+        }
+    }
+    enable_profiles(project, &active);
+    let mut selected = BTreeSet::new();
+    let mut queue: Vec<String> = names.clone();
+    while let Some(name) = queue.pop() {
+        let Some(s) = project.services.get(&name) else {
+            continue;
+        };
+        if selected.insert(name) {
+            queue.extend(s.depends_on.keys().cloned());
+        }
+    }
+    let services = std::mem::take(&mut project.services);
+    for (name, mut s) in services {
+        if selected.contains(&name) {
+            s.depends_on.retain(|d, _| selected.contains(d));
+            project.services.insert(name, s);
+        } else {
+            project.disabled_services.insert(name, s);
         }
     }
 }
@@ -658,7 +685,11 @@ pub(crate) fn drop_unused_resources(project: &mut Project) {
     let mut volumes = BTreeSet::new();
     let mut secrets = BTreeSet::new();
     let mut configs = BTreeSet::new();
+    let mut models = BTreeSet::new();
     for s in project.services.values() {
+        if let Some(Value::Mapping(m)) = &s.models {
+            models.extend(m.keys().filter_map(|k| k.as_str().map(str::to_string)));
+        }
         networks.extend(s.networks.keys().cloned());
         for v in &s.volumes {
             if v.kind == "volume" && !v.source.is_empty() {
@@ -675,4 +706,168 @@ pub(crate) fn drop_unused_resources(project: &mut Project) {
     project.volumes.retain(|k, _| volumes.contains(k));
     project.secrets.retain(|k, _| secrets.contains(k));
     project.configs.retain(|k, _| configs.contains(k));
+    project.models.retain(|k, _| models.contains(k));
+}
+
+fn dependency_entry(restart: bool) -> Value {
+    let mut m = Mapping::new();
+    m.insert("condition".into(), "service_started".into());
+    m.insert("restart".into(), Value::Bool(restart));
+    m.insert("required".into(), Value::Bool(true));
+    Value::Mapping(m)
+}
+
+/// Compose's defaults and normalization applied to the plain tree, for
+/// `config --no-interpolate`, which prints the model before it is typed.
+pub(crate) fn normalize_tree(ctx: &Ctx<'_>, tree: &mut Value, project: &str) {
+    let env = &ctx.environment;
+    let Value::Mapping(top) = tree else { return };
+    let mut uses_default = false;
+    if let Some(Value::Mapping(services)) = top.get_mut("services") {
+        for (_, svc) in services.iter_mut() {
+            let Value::Mapping(svc) = svc else { continue };
+            if svc.get("pull_policy").and_then(Value::as_str) == Some("if_not_present") {
+                svc.insert("pull_policy".into(), "missing".into());
+            }
+            if let Some(Value::Sequence(ports)) = svc.get_mut("ports") {
+                for p in ports.iter_mut().filter_map(Value::as_mapping_mut) {
+                    if !p.contains_key("protocol") {
+                        p.insert("protocol".into(), "tcp".into());
+                    }
+                    if !p.contains_key("mode") {
+                        p.insert("mode".into(), "ingress".into());
+                    }
+                }
+            }
+            if let Some(Value::Sequence(secrets)) = svc.get_mut("secrets") {
+                for r in secrets.iter_mut().filter_map(Value::as_mapping_mut) {
+                    if !r.contains_key("target") {
+                        let src = r.get("source").and_then(Value::as_str).unwrap_or_default();
+                        let target = format!("/run/secrets/{src}");
+                        r.insert("target".into(), target.into());
+                    }
+                }
+            }
+            if let Some(Value::Mapping(build)) = svc.get_mut("build") {
+                if !build.contains_key("dockerfile") && !build.contains_key("dockerfile_inline") {
+                    build.insert("dockerfile".into(), "Dockerfile".into());
+                }
+            }
+            if let Some(Value::Sequence(items)) = svc.get_mut("environment") {
+                for item in items.iter_mut() {
+                    if let Value::String(e) = item {
+                        if !e.contains('=') {
+                            if let Some(v) = env.get(e.as_str()) {
+                                *e = format!("{e}={v}");
+                            }
+                        }
+                    }
+                }
+            }
+            let mut deps = match svc.remove("depends_on") {
+                Some(Value::Mapping(m)) => m,
+                _ => Mapping::new(),
+            };
+            for (_, d) in deps.iter_mut() {
+                if let Value::Mapping(d) = d {
+                    if !d.contains_key("condition") {
+                        d.insert("condition".into(), "service_started".into());
+                    }
+                    if !d.contains_key("required") {
+                        d.insert("required".into(), Value::Bool(true));
+                    }
+                }
+            }
+            if let Some(Value::Sequence(links)) = svc.get("links") {
+                for l in links.iter().filter_map(Value::as_str) {
+                    let name = l.split(':').next().unwrap_or_default();
+                    if !deps.contains_key(name) {
+                        deps.insert(name.into(), dependency_entry(true));
+                    }
+                }
+            }
+            for ns in ["network_mode", "ipc", "pid", "uts", "cgroup"] {
+                if let Some(shared) = svc
+                    .get(ns)
+                    .and_then(Value::as_str)
+                    .and_then(|v| v.strip_prefix("service:"))
+                {
+                    if !deps.contains_key(shared) {
+                        deps.insert(shared.into(), dependency_entry(true));
+                    }
+                }
+            }
+            if let Some(Value::Sequence(from)) = svc.get("volumes_from") {
+                for f in from.iter().filter_map(Value::as_str) {
+                    if !f.starts_with("container:") {
+                        let name = f.split(':').next().unwrap_or_default();
+                        if !deps.contains_key(name) {
+                            deps.insert(name.into(), dependency_entry(false));
+                        }
+                    }
+                }
+            }
+            if !deps.is_empty() {
+                svc.insert("depends_on".into(), Value::Mapping(deps));
+            }
+            if let Some(Value::Sequence(vols)) = svc.get_mut("volumes") {
+                for v in vols.iter_mut().filter_map(Value::as_mapping_mut) {
+                    if let Some(Value::String(t)) = v.get_mut("target") {
+                        *t = super::canonical::clean_path(t);
+                    }
+                }
+            }
+            if svc.contains_key("provider") || svc.contains_key("network_mode") {
+                continue;
+            }
+            let empty = match svc.get("networks") {
+                None | Some(Value::Null) => true,
+                Some(Value::Mapping(m)) => m.is_empty(),
+                _ => false,
+            };
+            if empty {
+                let mut m = Mapping::new();
+                m.insert("default".into(), Value::Null);
+                svc.insert("networks".into(), Value::Mapping(m));
+                uses_default = true;
+            } else if svc
+                .get("networks")
+                .and_then(Value::as_mapping)
+                .is_some_and(|m| m.contains_key("default"))
+            {
+                uses_default = true;
+            }
+        }
+    }
+    if uses_default {
+        let networks = top
+            .entry("networks".into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if let Value::Mapping(n) = networks {
+            if !n.contains_key("default") {
+                n.insert("default".into(), Value::Null);
+            }
+        }
+    }
+    for kind in ["networks", "volumes", "configs", "secrets"] {
+        let Some(Value::Mapping(items)) = top.get_mut(kind) else {
+            continue;
+        };
+        for (key, item) in items.iter_mut() {
+            if item.is_null() {
+                *item = Value::Mapping(Mapping::new());
+            }
+            let Value::Mapping(m) = item else { continue };
+            if m.get("name").is_none_or(Value::is_null) {
+                let key = key.as_str().unwrap_or_default();
+                let external = m.get("external").is_some_and(|e| e.as_bool() == Some(true));
+                let name = if external {
+                    key.to_string()
+                } else {
+                    format!("{project}_{key}")
+                };
+                m.insert("name".into(), name.into());
+            }
+        }
+    }
 }

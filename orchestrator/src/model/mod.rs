@@ -597,10 +597,18 @@ pub struct Hook {
     #[serde(default)]
     pub command: Option<ShellCommand>,
     /// User to run as.
-    #[serde(default, skip_serializing_if = "String::is_empty", deserialize_with = "lenient_string")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "lenient_string"
+    )]
     pub user: String,
     /// Run privileged.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub privileged: bool,
     /// Working directory.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -640,7 +648,11 @@ pub struct WatchRule {
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
     pub ignore: StringList,
     /// Sync everything when starting.
-    #[serde(default, skip_serializing_if = "is_false", deserialize_with = "lenient_bool")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_false",
+        deserialize_with = "lenient_bool"
+    )]
     pub initial_sync: bool,
 }
 
@@ -649,7 +661,11 @@ pub struct WatchRule {
 #[serde(deny_unknown_fields)]
 pub struct Blkio {
     /// Relative weight.
-    #[serde(default, skip_serializing_if = "is_zero_i64", deserialize_with = "lenient_i64")]
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
     pub weight: i64,
     /// Per-device weights.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -734,7 +750,11 @@ pub struct Deploy {
 #[serde(deny_unknown_fields)]
 pub struct UpdateConfig {
     /// Containers updated at once.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_u64")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_u64"
+    )]
     pub parallelism: Option<u64>,
     /// Wait between batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -746,7 +766,11 @@ pub struct UpdateConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Duration>,
     /// Tolerated failure rate.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_opt_f32")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_opt_f32"
+    )]
     pub max_failure_ratio: Option<f32>,
     /// `stop-first` or `start-first`.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -121,6 +121,23 @@ pub fn to_yaml(project: &Project, options: RenderOptions) -> Result<String, Rend
     Ok(yaml::to_string(&Json::Object(ordered)))
 }
 
+/// A plain model tree (`config --no-interpolate`) as YAML, name first.
+pub fn model_to_yaml(model: &Json) -> String {
+    let Json::Object(top) = model else {
+        return yaml::to_string(model);
+    };
+    let mut ordered = Map::new();
+    if let Some(name) = top.get("name") {
+        ordered.insert("name".into(), name.clone());
+    }
+    for (k, v) in top {
+        if k != "name" {
+            ordered.insert(k.clone(), v.clone());
+        }
+    }
+    yaml::to_string(&Json::Object(ordered))
+}
+
 fn is_empty_object(v: &Json) -> bool {
     matches!(v, Json::Object(m) if m.is_empty())
 }
