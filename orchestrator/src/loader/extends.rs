@@ -100,7 +100,8 @@ fn resolve_service(
                     return None;
                 }
             };
-            let mut tree = parse(ctx, &other_path, &text)?;
+            // Only the first document of an extended file is read.
+            let mut tree = parse(ctx, &other_path, &text)?.into_iter().next()?;
             ctx.sources.push(super::SourceFile {
                 path: other_path.clone(),
                 text,

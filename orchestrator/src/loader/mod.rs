@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use serde::Deserialize;
 use serde_yaml::Value;
 
 pub use diagnostic::{Diagnostic, LoadError};
@@ -198,18 +199,19 @@ fn merged_tree(ctx: &mut Ctx<'_>) -> Option<(files::Plan, String, Value)> {
     let mut parsed = Vec::with_capacity(plan.files.len());
     for file in &plan.files {
         let text = files::read_source(ctx, file)?;
-        let tree = parse(ctx, file, &text)?;
+        let docs = parse(ctx, file, &text)?;
         ctx.sources.push(SourceFile {
             path: file.clone(),
             text,
         });
-        if tree.get("version").is_some() {
+        if docs.iter().any(|d| d.get("version").is_some()) {
             ctx.warn(format!(
                 "{}: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion",
                 file.display()
             ));
         }
-        parsed.push((file.clone(), tree));
+        // Each document of a file is merged like a file of its own.
+        parsed.extend(docs.into_iter().map(|d| (file.clone(), d)));
     }
     let name = files::project_name(ctx, &plan, &parsed)?;
     // Compose offers the project name to interpolation.
@@ -358,12 +360,24 @@ pub(crate) fn load_file(
     included: &mut Vec<PathBuf>,
 ) -> Option<Value> {
     let text = files::read_source(ctx, file)?;
-    let tree = parse(ctx, file, &text)?;
+    let docs = parse(ctx, file, &text)?;
     ctx.sources.push(SourceFile {
         path: file.to_path_buf(),
         text,
     });
-    process_file(ctx, file, tree, working_dir, included)
+    let mut merged: Option<Value> = None;
+    for doc in docs {
+        let resets = merge::reset_paths(&doc);
+        let tree = process_file(ctx, file, doc, working_dir, included)?;
+        merged = Some(match merged {
+            None => merge::strip_tags(tree),
+            Some(mut base) => {
+                merge::apply_resets(&mut base, &resets);
+                merge_or_report(ctx, file, base, tree)?
+            }
+        });
+    }
+    merged
 }
 
 /// Interpolates, includes, canonicalizes and extends one parsed file.
@@ -392,28 +406,36 @@ fn process_file(
     Some(tree)
 }
 
-/// Parses YAML text into a tree with anchors, aliases and merge keys resolved.
-pub(crate) fn parse(ctx: &mut Ctx<'_>, file: &Path, text: &str) -> Option<Value> {
-    match serde_yaml::from_str::<Value>(text) {
-        Ok(mut v) => {
-            if let Err(e) = v.apply_merge() {
-                ctx.error(Some(file), format!("invalid merge key: {e}"));
+/// Parses YAML text into one tree per document, with anchors, aliases and
+/// merge keys resolved. An empty file is one empty mapping.
+pub(crate) fn parse(ctx: &mut Ctx<'_>, file: &Path, text: &str) -> Option<Vec<Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        match Value::deserialize(doc) {
+            Ok(mut v) => {
+                if let Err(e) = v.apply_merge() {
+                    ctx.error(Some(file), format!("invalid merge key: {e}"));
+                    return None;
+                }
+                if matches!(v, Value::Null) {
+                    v = Value::Mapping(Default::default());
+                }
+                docs.push(v);
+            }
+            Err(e) => {
+                let mut d = Diagnostic::file(Some(file.to_path_buf()), yaml_message(&e));
+                if let Some(loc) = e.location() {
+                    d.position = Some((loc.line(), loc.column()));
+                }
+                ctx.diagnostics.push(d);
                 return None;
             }
-            if matches!(v, Value::Null) {
-                v = Value::Mapping(Default::default());
-            }
-            Some(v)
-        }
-        Err(e) => {
-            let mut d = Diagnostic::file(Some(file.to_path_buf()), yaml_message(&e));
-            if let Some(loc) = e.location() {
-                d.position = Some((loc.line(), loc.column()));
-            }
-            ctx.diagnostics.push(d);
-            None
         }
     }
+    if docs.is_empty() {
+        docs.push(Value::Mapping(Default::default()));
+    }
+    Some(docs)
 }
 
 /// serde_yaml's message without its own " at line X column Y" suffix.
