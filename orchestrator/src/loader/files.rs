@@ -43,11 +43,46 @@ fn clean(p: &Path) -> PathBuf {
     PathBuf::from(super::canonical::clean_path(&p.to_string_lossy()))
 }
 
+/// Reads `.env`-style files in order, later files overriding earlier ones;
+/// variables in them are looked up in `base` first. Missing files are errors
+/// only when `must_exist`.
+fn read_env_files(
+    ctx: &mut Ctx<'_>,
+    files: &[PathBuf],
+    base: &IndexMap<String, String>,
+    must_exist: bool,
+) -> Option<IndexMap<String, String>> {
+    let mut vars = IndexMap::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => {
+                let lookup = |k: &str| base.get(k).or_else(|| vars.get(k)).cloned();
+                match dotenv::parse(&text, &lookup) {
+                    Ok(v) => vars.extend(v),
+                    Err(e) => {
+                        ctx.error(Some(f), e.to_string());
+                        return None;
+                    }
+                }
+            }
+            Err(e) if must_exist => {
+                ctx.error(Some(f), format!("couldn't read env file: {e}"));
+                return None;
+            }
+            Err(_) => {}
+        }
+    }
+    Some(vars)
+}
+
 /// Decides the files, the project directory and the interpolation environment.
 pub(crate) fn resolve(ctx: &mut Ctx<'_>) -> Option<Plan> {
     let opts = ctx.options;
     let cwd = opts.cwd.clone();
-    // `.env` of the current directory may itself set COMPOSE_FILE and friends.
+    let project_dir = opts
+        .project_directory
+        .as_ref()
+        .map(|d| clean(&absolute(&cwd, d)));
     let mut files: Vec<PathBuf> = opts
         .files
         .iter()
@@ -59,56 +94,28 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>) -> Option<Plan> {
             }
         })
         .collect();
-    let early_env_dir = opts
-        .project_directory
-        .as_ref()
-        .map(|d| clean(&absolute(&cwd, d)))
-        .unwrap_or_else(|| cwd.clone());
-    let mut environment = opts.environment.clone();
-    let env_files: Vec<PathBuf> = if opts.env_files.is_empty() {
-        vec![early_env_dir.join(".env")]
-    } else {
-        opts.env_files.iter().map(|f| absolute(&cwd, f)).collect()
-    };
-    let explicit_env_files = !opts.env_files.is_empty();
-    let mut dot_env = IndexMap::new();
-    for f in &env_files {
-        match std::fs::read_to_string(f) {
-            Ok(text) => {
-                let lookup = |k: &str| opts.environment.get(k).or_else(|| dot_env.get(k)).cloned();
-                match dotenv::parse(&text, &lookup) {
-                    Ok(vars) => dot_env.extend(vars),
-                    Err(e) => {
-                        ctx.error(Some(f), e.to_string());
-                        return None;
-                    }
-                }
-            }
-            Err(e) if explicit_env_files => {
-                ctx.error(Some(f), format!("couldn't read env file: {e}"));
-                return None;
-            }
-            Err(_) => {}
-        }
-    }
-    for (k, v) in dot_env {
-        environment.entry(k).or_insert(v);
-    }
+    let search_dir = project_dir.clone().unwrap_or_else(|| cwd.clone());
     if files.is_empty() {
-        if let Some(list) = environment.get("COMPOSE_FILE").filter(|l| !l.is_empty()) {
-            let sep = environment
-                .get("COMPOSE_PATH_SEPARATOR")
-                .cloned()
-                .unwrap_or_else(|| ":".into());
+        // COMPOSE_FILE may come from the environment or from the `.env`
+        // file where the search starts.
+        let mut compose_file = opts.environment.get("COMPOSE_FILE").cloned();
+        let mut sep = opts.environment.get("COMPOSE_PATH_SEPARATOR").cloned();
+        if compose_file.is_none() && opts.env_files.is_empty() {
+            let early = read_env_files(ctx, &[search_dir.join(".env")], &opts.environment, false)?;
+            compose_file = early.get("COMPOSE_FILE").cloned();
+            sep = sep.or_else(|| early.get("COMPOSE_PATH_SEPARATOR").cloned());
+        }
+        if let Some(list) = compose_file.filter(|l| !l.is_empty()) {
+            let sep = sep.unwrap_or_else(|| ":".into());
             files = list
                 .split(sep.as_str())
                 .filter(|f| !f.is_empty())
-                .map(|f| clean(&absolute(&early_env_dir, Path::new(f))))
+                .map(|f| clean(&absolute(&search_dir, Path::new(f))))
                 .collect();
         }
     }
     if files.is_empty() {
-        files = discover(&cwd).unwrap_or_default();
+        files = discover(&search_dir).unwrap_or_default();
         if files.is_empty() {
             ctx.error(
                 None,
@@ -117,14 +124,27 @@ pub(crate) fn resolve(ctx: &mut Ctx<'_>) -> Option<Plan> {
             return None;
         }
     }
-    let working_dir = match &opts.project_directory {
-        Some(d) => clean(&absolute(&cwd, d)),
+    let working_dir = match project_dir {
+        Some(d) => d,
         None => files
             .iter()
             .find(|f| f.as_os_str() != "-")
             .and_then(|f| f.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| cwd.clone()),
     };
+    let (env_files, explicit) = if opts.env_files.is_empty() {
+        (vec![working_dir.join(".env")], false)
+    } else {
+        (
+            opts.env_files.iter().map(|f| absolute(&cwd, f)).collect(),
+            true,
+        )
+    };
+    let dot_env = read_env_files(ctx, &env_files, &opts.environment, explicit)?;
+    let mut environment = opts.environment.clone();
+    for (k, v) in dot_env {
+        environment.entry(k).or_insert(v);
+    }
     ctx.environment = environment;
     Some(Plan { files, working_dir })
 }
