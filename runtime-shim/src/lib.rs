@@ -1,5 +1,118 @@
 //! The container runtime seam of rcompose.
 //!
-//! A narrow `Runtime` trait in rcompose's own terms, with the Docker Engine
-//! implementation and a recording fake. It is built under issue 3; until then
-//! this crate only reserves its place in the workspace.
+//! [`Runtime`] is a narrow trait in rcompose's own terms: containers, images,
+//! networks, volumes, logs and events. Nothing of the engine behind it leaks
+//! out: the Docker implementation ([`docker::DockerRuntime`]) converts to and
+//! from the engine's API types inside its module, and the recording fake
+//! ([`fake::FakeRuntime`]) lets the planner and executor be tested without an
+//! engine. A native, daemonless runtime will be a third implementation.
+
+pub mod docker;
+pub mod fake;
+mod types;
+
+use std::pin::Pin;
+
+use futures_core::Stream;
+
+pub use types::*;
+
+/// Why a runtime call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine cannot be reached.
+    #[error("cannot connect to the container engine: {0}")]
+    Unavailable(String),
+    /// The object does not exist.
+    #[error("{kind} {name} not found")]
+    NotFound {
+        /// What kind of object (container, image, network, volume).
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// The object exists already.
+    #[error("{kind} {name} already exists")]
+    Conflict {
+        /// What kind of object.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// The engine refused the call; the message is the engine's reason.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Result of a runtime call.
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// A stream of items from the engine (log lines, events, build output).
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
+
+/// A container engine, as rcompose sees it.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// The engine's name and version, e.g. `docker 20.10.24 (api 1.41)`.
+    async fn version(&self) -> Result<String>;
+
+    /// Containers carrying every label of `filter` (`key` or `key=value`);
+    /// stopped ones too when `all`.
+    async fn list_containers(&self, filter: &[String], all: bool) -> Result<Vec<Container>>;
+    /// Details of one container (state, health, exit code).
+    async fn inspect_container(&self, id: &str) -> Result<ContainerDetails>;
+    /// Creates a container; returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
+    /// Starts a created or stopped container.
+    async fn start_container(&self, id: &str) -> Result<()>;
+    /// Stops a container: its stop signal, then SIGKILL after `timeout_secs`.
+    async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()>;
+    /// Restarts a container.
+    async fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()>;
+    /// Sends a signal to a running container.
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()>;
+    /// Pauses a running container.
+    async fn pause_container(&self, id: &str) -> Result<()>;
+    /// Resumes a paused container.
+    async fn unpause_container(&self, id: &str) -> Result<()>;
+    /// Removes a container (`force` kills a running one; `volumes` removes its anonymous volumes).
+    async fn remove_container(&self, id: &str, force: bool, volumes: bool) -> Result<()>;
+    /// Renames a container.
+    async fn rename_container(&self, id: &str, name: &str) -> Result<()>;
+    /// Waits for a container to stop; returns its exit code.
+    async fn wait_container(&self, id: &str) -> Result<i64>;
+    /// Connects a container to a network.
+    async fn connect_network(&self, network: &str, container: &str, attachment: &NetworkAttachment) -> Result<()>;
+    /// The container's output.
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>>;
+    /// Processes running in a container (`ps` columns and rows).
+    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)>;
+
+    /// Networks carrying every label of `filter`.
+    async fn list_networks(&self, filter: &[String]) -> Result<Vec<Network>>;
+    /// One network by name, if it exists.
+    async fn inspect_network(&self, name: &str) -> Result<Option<Network>>;
+    /// Creates a network; returns its id.
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String>;
+    /// Removes a network.
+    async fn remove_network(&self, name: &str) -> Result<()>;
+
+    /// Volumes carrying every label of `filter`.
+    async fn list_volumes(&self, filter: &[String]) -> Result<Vec<Volume>>;
+    /// One volume by name, if it exists.
+    async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>>;
+    /// Creates a volume.
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<()>;
+    /// Removes a volume.
+    async fn remove_volume(&self, name: &str) -> Result<()>;
+
+    /// One image by reference, if it is present.
+    async fn inspect_image(&self, reference: &str) -> Result<Option<Image>>;
+    /// Builds an image; the stream carries the build's output lines.
+    async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>>;
+    /// Removes an image.
+    async fn remove_image(&self, reference: &str, force: bool) -> Result<()>;
+
+    /// Engine events about containers carrying every label of `filter`.
+    async fn events(&self, filter: &[String]) -> Result<BoxStream<Event>>;
+}

@@ -1,0 +1,1 @@
+//! The Docker Engine implementation of [`crate::Runtime`] (being written).
