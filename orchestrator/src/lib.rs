@@ -1,8 +1,13 @@
-//! rcompose's orchestration library: the compose loader and the project model.
+//! rcompose's orchestration library: the compose loader and model, and the
+//! observe -> plan -> execute loop that converges an engine to a project.
 //!
 //! The binary (`src/main.rs`) is a thin layer over this library: it parses
 //! flags, gathers the process environment and prints results.
 
+pub mod convert;
+pub mod execute;
 pub mod loader;
 pub mod model;
+pub mod observe;
 pub mod output;
+pub mod plan;

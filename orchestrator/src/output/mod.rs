@@ -151,18 +151,43 @@ pub fn image_name(project: &Project, name: &str, service: &Service) -> String {
     }
 }
 
-/// A digest of a service's configuration: equal configurations give equal hashes,
-/// so a changed service can be told from an unchanged one.
+/// A digest of a service's configuration, computed as Docker Compose computes
+/// its `com.docker.compose.config-hash` label (so that either tool sees the
+/// other's containers as up to date): SHA-256 of the service's JSON without
+/// the fields that do not change its containers, with Go's HTML escaping.
 pub fn config_hash(service: &Service) -> String {
     use sha2::{Digest, Sha256};
     let mut s = service.clone();
-    // Scaling and dependency wiring do not change the containers themselves.
+    s.build = None;
+    s.pull_policy.clear();
     s.scale = None;
     if let Some(d) = &mut s.deploy {
         d.replicas = None;
     }
     s.depends_on.clear();
-    let json = serde_json::to_vec(&s).unwrap_or_default();
-    let digest = Sha256::digest(&json);
+    s.profiles.clear();
+    let json = serde_json::to_string(&s).unwrap_or_default();
+    let json = go_json_escape(&json);
+    let digest = Sha256::digest(json.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Go's `encoding/json` writes `<`, `>`, `&`, U+2028 and U+2029 as escapes;
+/// they can only occur inside strings, so replacing them is safe.
+fn go_json_escape(json: &str) -> String {
+    if !json.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        return json.to_string();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -1,0 +1,240 @@
+//! Running a [`Plan`]: every operation whose prerequisites succeeded, in
+//! parallel; an operation whose prerequisite failed is skipped, the rest go
+//! on. The executor makes no decisions: everything it does is in the plan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use runtime_shim::{ContainerState, Health, Runtime, RuntimeError};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+
+use crate::plan::{Action, Plan};
+
+/// What happens to the operations of a plan, for the progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Operation `i` began.
+    Started(usize),
+    /// Operation `i` succeeded.
+    Done(usize),
+    /// Operation `i` failed, with the engine's reason.
+    Failed(usize, String),
+    /// Operation `i` was not run because a prerequisite failed.
+    Skipped(usize),
+    /// A line of output of operation `i` (a build's).
+    Output(usize, String),
+}
+
+/// How a plan ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Failed operations and why.
+    pub failures: Vec<(usize, String)>,
+    /// Operations skipped because a prerequisite failed.
+    pub skipped: Vec<usize>,
+}
+
+impl Outcome {
+    /// Whether every operation succeeded.
+    pub fn success(&self) -> bool {
+        self.failures.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// Limits of the waits in a plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecuteOptions {
+    /// How long a wait for health or completion may last.
+    pub wait_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// Runs `plan` on `runtime`, reporting progress on `events`.
+pub async fn execute(
+    runtime: Arc<dyn Runtime>,
+    plan: &Plan,
+    options: ExecuteOptions,
+    events: UnboundedSender<Progress>,
+) -> Outcome {
+    let n = plan.ops.len();
+    let mut state = vec![State::Pending; n];
+    let mut outcome = Outcome::default();
+    let mut running: JoinSet<(usize, Result<(), String>)> = JoinSet::new();
+    loop {
+        // Launch what is ready; skip what can no longer run.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for i in 0..n {
+                if state[i] != State::Pending {
+                    continue;
+                }
+                let after = &plan.ops[i].after;
+                if after
+                    .iter()
+                    .any(|&a| matches!(state.get(a), Some(State::Failed | State::Skipped)))
+                {
+                    state[i] = State::Skipped;
+                    outcome.skipped.push(i);
+                    let _ = events.send(Progress::Skipped(i));
+                    changed = true;
+                } else if after.iter().all(|&a| state.get(a) == Some(&State::Done)) {
+                    state[i] = State::Running;
+                    let _ = events.send(Progress::Started(i));
+                    let action = plan.ops[i].action.clone();
+                    let rt = runtime.clone();
+                    let tx = events.clone();
+                    running.spawn(async move { (i, run(rt.as_ref(), &action, i, options, &tx).await) });
+                }
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok((i, Ok(()))) => {
+                state[i] = State::Done;
+                let _ = events.send(Progress::Done(i));
+            }
+            Ok((i, Err(e))) => {
+                state[i] = State::Failed;
+                outcome.failures.push((i, e.clone()));
+                let _ = events.send(Progress::Failed(i, e));
+            }
+            Err(e) => {
+                // A panicked task: mark whatever was running as failed.
+                for (i, s) in state.iter_mut().enumerate() {
+                    if *s == State::Running {
+                        *s = State::Failed;
+                        outcome.failures.push((i, format!("internal error: {e}")));
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn run(
+    rt: &dyn Runtime,
+    action: &Action,
+    index: usize,
+    options: ExecuteOptions,
+    events: &UnboundedSender<Progress>,
+) -> Result<(), String> {
+    let r: Result<(), RuntimeError> = match action {
+        Action::CreateNetwork(spec) => match rt.create_network(spec).await {
+            // Created concurrently by someone else: it exists, which is what we wanted.
+            Err(RuntimeError::Conflict { .. }) => Ok(()),
+            other => other.map(|_| ()),
+        },
+        Action::RemoveNetwork(name) => match rt.remove_network(name).await {
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+        Action::CreateVolume(spec) => rt.create_volume(spec).await,
+        Action::RemoveVolume(name) => match rt.remove_volume(name).await {
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+        Action::Build { spec, .. } => match rt.build_image(spec).await {
+            Ok(mut stream) => {
+                let mut result = Ok(());
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(line) => {
+                            let _ = events.send(Progress::Output(index, line));
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                result
+            }
+            Err(e) => Err(e),
+        },
+        Action::RemoveImage(image) => match rt.remove_image(image, false).await {
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+        Action::CreateContainer { spec, .. } => rt.create_container(spec).await.map(|_| ()),
+        Action::ConnectNetwork {
+            container,
+            attachment,
+        } => rt.connect_network(&attachment.network, container, attachment).await,
+        Action::Start { container, .. } => rt.start_container(container).await,
+        Action::Stop {
+            container, timeout, ..
+        } => match rt.stop_container(container, *timeout).await {
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+        Action::Restart {
+            container, timeout, ..
+        } => rt.restart_container(container, *timeout).await,
+        Action::Kill {
+            container, signal, ..
+        } => rt.kill_container(container, signal).await,
+        Action::Pause { container, .. } => rt.pause_container(container).await,
+        Action::Unpause { container, .. } => rt.unpause_container(container).await,
+        Action::Remove {
+            container, volumes, ..
+        } => match rt.remove_container(container, true, *volumes).await {
+            Err(RuntimeError::NotFound { .. }) => Ok(()),
+            other => other,
+        },
+        Action::WaitHealthy { container, .. } => wait_healthy(rt, container, options).await,
+        Action::WaitCompleted { container, .. } => match rt.wait_container(container).await {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(RuntimeError::Engine(format!(
+                "container {container} exited with code {code}"
+            ))),
+            Err(e) => Err(e),
+        },
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Polls a container until it is healthy (or running, without a health check).
+async fn wait_healthy(rt: &dyn Runtime, container: &str, options: ExecuteOptions) -> Result<(), RuntimeError> {
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let d = rt.inspect_container(container).await?;
+        match (d.container.state, d.health) {
+            (_, Health::Healthy) => return Ok(()),
+            (ContainerState::Running, Health::None) => return Ok(()),
+            (_, Health::Unhealthy) => {
+                return Err(RuntimeError::Engine(format!("container {container} is unhealthy")))
+            }
+            (ContainerState::Exited | ContainerState::Dead, _) => {
+                return Err(RuntimeError::Engine(format!(
+                    "container {container} exited ({})",
+                    d.exit_code
+                )))
+            }
+            _ => {}
+        }
+        if let Some(limit) = options.wait_timeout {
+            if start.elapsed() > limit {
+                return Err(RuntimeError::Engine(format!(
+                    "timeout waiting for container {container} to be healthy"
+                )));
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}

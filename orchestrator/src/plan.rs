@@ -1,0 +1,1048 @@
+//! Planning: a pure function from (project, observed state, options) to the
+//! operations that converge the engine to the project.
+//!
+//! Each [`Op`] is one runtime call and records why it exists; [`Plan`]'s text
+//! form is both the test snapshot and the `--dry-run` output. The executor
+//! runs a plan and decides nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use runtime_shim::{
+    BuildSpec, Container, ContainerSpec, ContainerState, NetworkAttachment, NetworkSpec,
+    VolumeSpec,
+};
+
+use crate::convert::{self, labels, ContainerContext};
+use crate::model::{Project, Service};
+use crate::observe::{container_number, Observed};
+use crate::output::config_hash;
+
+/// What one operation does: exactly one runtime call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create a network.
+    CreateNetwork(NetworkSpec),
+    /// Remove a network.
+    RemoveNetwork(String),
+    /// Create a volume.
+    CreateVolume(VolumeSpec),
+    /// Remove a volume.
+    RemoveVolume(String),
+    /// Build a service's image.
+    Build {
+        /// The service.
+        service: String,
+        /// The build.
+        spec: BuildSpec,
+    },
+    /// Remove an image.
+    RemoveImage(String),
+    /// Create a container.
+    CreateContainer {
+        /// Its service.
+        service: String,
+        /// The container.
+        spec: Box<ContainerSpec>,
+    },
+    /// Attach a created container to one more network.
+    ConnectNetwork {
+        /// The container.
+        container: String,
+        /// The attachment.
+        attachment: NetworkAttachment,
+    },
+    /// Start a container.
+    Start {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+    },
+    /// Stop a container.
+    Stop {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// Seconds before SIGKILL.
+        timeout: Option<i64>,
+    },
+    /// Restart a container.
+    Restart {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// Seconds before SIGKILL.
+        timeout: Option<i64>,
+    },
+    /// Send a signal to a container.
+    Kill {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// The signal.
+        signal: String,
+    },
+    /// Pause a container.
+    Pause {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+    },
+    /// Resume a container.
+    Unpause {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+    },
+    /// Remove a container.
+    Remove {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// Remove its anonymous volumes too.
+        volumes: bool,
+    },
+    /// Wait until a container is healthy (or running, without a health check).
+    WaitHealthy {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+    },
+    /// Wait until a container has exited with status 0.
+    WaitCompleted {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+    },
+}
+
+impl Action {
+    /// The resource the action is about, as the progress display names it.
+    pub fn subject(&self) -> String {
+        match self {
+            Action::CreateNetwork(n) => format!("Network {}", n.name),
+            Action::RemoveNetwork(n) => format!("Network {n}"),
+            Action::CreateVolume(v) => format!("Volume {}", v.name),
+            Action::RemoveVolume(v) => format!("Volume {v}"),
+            Action::Build { service, .. } => format!("Service {service}"),
+            Action::RemoveImage(i) => format!("Image {i}"),
+            Action::CreateContainer { spec, .. } => format!("Container {}", spec.name),
+            Action::ConnectNetwork { container, .. }
+            | Action::Start { container, .. }
+            | Action::Stop { container, .. }
+            | Action::Restart { container, .. }
+            | Action::Kill { container, .. }
+            | Action::Pause { container, .. }
+            | Action::Unpause { container, .. }
+            | Action::Remove { container, .. }
+            | Action::WaitHealthy { container, .. }
+            | Action::WaitCompleted { container, .. } => format!("Container {container}"),
+        }
+    }
+
+    /// The words the progress display shows while the action runs and once it is done.
+    pub fn verbs(&self) -> (&'static str, &'static str) {
+        match self {
+            Action::CreateNetwork(_) | Action::CreateVolume(_) | Action::CreateContainer { .. } => {
+                ("Creating", "Created")
+            }
+            Action::RemoveNetwork(_)
+            | Action::RemoveVolume(_)
+            | Action::RemoveImage(_)
+            | Action::Remove { .. } => ("Removing", "Removed"),
+            Action::Build { .. } => ("Building", "Built"),
+            Action::ConnectNetwork { .. } => ("Connecting", "Connected"),
+            Action::Start { .. } => ("Starting", "Started"),
+            Action::Stop { .. } => ("Stopping", "Stopped"),
+            Action::Restart { .. } => ("Restarting", "Restarted"),
+            Action::Kill { .. } => ("Killing", "Killed"),
+            Action::Pause { .. } => ("Pausing", "Paused"),
+            Action::Unpause { .. } => ("Unpausing", "Unpaused"),
+            Action::WaitHealthy { .. } => ("Waiting", "Healthy"),
+            Action::WaitCompleted { .. } => ("Waiting", "Exited"),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateNetwork(n) => write!(f, "create network {}", n.name),
+            Action::RemoveNetwork(n) => write!(f, "remove network {n}"),
+            Action::CreateVolume(v) => write!(f, "create volume {}", v.name),
+            Action::RemoveVolume(v) => write!(f, "remove volume {v}"),
+            Action::Build { spec, .. } => {
+                write!(f, "build image {}", spec.tags.first().map(String::as_str).unwrap_or(""))
+            }
+            Action::RemoveImage(i) => write!(f, "remove image {i}"),
+            Action::CreateContainer { spec, .. } => write!(f, "create container {}", spec.name),
+            Action::ConnectNetwork {
+                container,
+                attachment,
+            } => write!(f, "connect container {container} to network {}", attachment.network),
+            Action::Start { container, .. } => write!(f, "start container {container}"),
+            Action::Stop { container, .. } => write!(f, "stop container {container}"),
+            Action::Restart { container, .. } => write!(f, "restart container {container}"),
+            Action::Kill {
+                container, signal, ..
+            } => write!(f, "kill container {container} with {signal}"),
+            Action::Pause { container, .. } => write!(f, "pause container {container}"),
+            Action::Unpause { container, .. } => write!(f, "unpause container {container}"),
+            Action::Remove { container, .. } => write!(f, "remove container {container}"),
+            Action::WaitHealthy { container, .. } => write!(f, "wait for container {container} to be healthy"),
+            Action::WaitCompleted { container, .. } => {
+                write!(f, "wait for container {container} to complete")
+            }
+        }
+    }
+}
+
+/// One operation of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Op {
+    /// What to do.
+    pub action: Action,
+    /// Why.
+    pub reason: String,
+    /// Operations (indexes into the plan) that must succeed first.
+    pub after: Vec<usize>,
+}
+
+/// Operations in an order that respects their `after` edges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The operations.
+    pub ops: Vec<Op>,
+    /// Things the user should know that change nothing (orphans, kept containers).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    fn push(&mut self, action: Action, reason: impl Into<String>, after: Vec<usize>) -> usize {
+        let mut after = after;
+        after.sort_unstable();
+        after.dedup();
+        self.ops.push(Op {
+            action,
+            reason: reason.into(),
+            after,
+        });
+        self.ops.len() - 1
+    }
+
+    /// Whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    /// One line per operation: `#3 start container demo-web-1 (new replica) after #1, #2`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, op) in self.ops.iter().enumerate() {
+            write!(f, "#{} {} ({})", i + 1, op.action, op.reason)?;
+            if !op.after.is_empty() {
+                let after: Vec<String> = op.after.iter().map(|a| format!("#{}", a + 1)).collect();
+                write!(f, " after {}", after.join(", "))?;
+            }
+            writeln!(f)?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// When to recreate containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Recreate {
+    /// When their configuration or image changed.
+    #[default]
+    Diverged,
+    /// Always (`--force-recreate`).
+    Force,
+    /// Never (`--no-recreate`).
+    Never,
+}
+
+/// Options of `up` and `create`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Services to converge (with their dependencies unless `no_deps`); empty for all.
+    pub services: Vec<String>,
+    /// Do not converge dependencies of the named services.
+    pub no_deps: bool,
+    /// When to recreate.
+    pub recreate: Recreate,
+    /// Replicas per service, overriding the project (`--scale`).
+    pub scale: BTreeMap<String, u32>,
+    /// Remove containers of services no longer in the project.
+    pub remove_orphans: bool,
+    /// Create containers without starting them (`create`).
+    pub no_start: bool,
+    /// Seconds to wait when stopping.
+    pub timeout: Option<i64>,
+    /// `--env-file` paths, recorded in a label.
+    pub env_files: Vec<String>,
+}
+
+/// Options of `build` and of the image phase of `up`.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Services to build; empty for all.
+    pub services: Vec<String>,
+    /// Build even when the image is present (`--build`, `build`).
+    pub always: bool,
+    /// Never build (`--no-build`).
+    pub never: bool,
+    /// Do not use the build cache.
+    pub no_cache: bool,
+}
+
+/// Services named plus, transitively, what they depend on (all when none named).
+pub fn selected_services(project: &Project, names: &[String], with_deps: bool) -> BTreeSet<String> {
+    if names.is_empty() {
+        return project.services.keys().cloned().collect();
+    }
+    let mut out = BTreeSet::new();
+    let mut queue: Vec<String> = names.to_vec();
+    while let Some(n) = queue.pop() {
+        if !project.services.contains_key(&n) || !out.insert(n.clone()) {
+            continue;
+        }
+        if with_deps {
+            if let Some(s) = project.services.get(&n) {
+                queue.extend(s.depends_on.keys().cloned());
+                queue.extend(s.links.iter().map(|l| l.split(':').next().unwrap_or_default().to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Services in dependency order (dependencies first), ties by name.
+pub fn dependency_order(project: &Project) -> Vec<String> {
+    let mut order = Vec::new();
+    let mut done = BTreeSet::new();
+    fn visit(p: &Project, n: &str, done: &mut BTreeSet<String>, order: &mut Vec<String>, depth: usize) {
+        if done.contains(n) || depth > p.services.len() {
+            return;
+        }
+        if let Some(s) = p.services.get(n) {
+            for d in s.depends_on.keys() {
+                visit(p, d, done, order, depth + 1);
+            }
+        }
+        if done.insert(n.to_string()) && p.services.contains_key(n) {
+            order.push(n.to_string());
+        }
+    }
+    for n in project.services.keys() {
+        visit(project, n, &mut done, &mut order, 0);
+    }
+    order
+}
+
+/// Builds needed before `up` can create containers.
+pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions) -> Plan {
+    let mut plan = Plan::default();
+    if options.never {
+        return plan;
+    }
+    let selected = selected_services(project, &options.services, false);
+    for (name, s) in &project.services {
+        if !selected.contains(name) {
+            continue;
+        }
+        let Some(spec) = convert::build_spec(project, name, s, options.no_cache) else {
+            continue;
+        };
+        let image = convert::image_name(project, name, s);
+        let present = observed.images.contains_key(&image);
+        if present && !options.always {
+            continue;
+        }
+        let reason = if present { "build requested" } else { "image is missing" };
+        plan.push(
+            Action::Build {
+                service: name.clone(),
+                spec,
+            },
+            format!("service {name}: {reason}"),
+            vec![],
+        );
+    }
+    plan
+}
+
+/// Why a container must be recreated, if it must.
+fn must_recreate(
+    service: &Service,
+    c: &Container,
+    image_id: &str,
+    policy: Recreate,
+) -> Option<&'static str> {
+    match policy {
+        Recreate::Never => None,
+        Recreate::Force => Some("recreate forced"),
+        Recreate::Diverged => {
+            if c.labels.get(labels::CONFIG_HASH) != Some(&config_hash(service)) {
+                Some("configuration changed")
+            } else if !image_id.is_empty()
+                && c.labels.get(labels::IMAGE).map(String::as_str) != Some(image_id)
+            {
+                Some("image changed")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// State shared while planning the services of an `up`.
+struct UpPlanner<'a> {
+    project: &'a Project,
+    observed: &'a Observed,
+    options: &'a UpOptions,
+    plan: Plan,
+    /// Ops that must precede container creation (networks, volumes).
+    infra: Vec<usize>,
+    /// Per service: ops after which its containers count as started.
+    started: BTreeMap<String, Vec<usize>>,
+    /// Per service: ops after which it is healthy.
+    healthy: BTreeMap<String, Vec<usize>>,
+    /// Per service: ops after which it has completed.
+    completed: BTreeMap<String, Vec<usize>>,
+    /// Per service: its container names after the plan, by number.
+    names: BTreeMap<String, Vec<String>>,
+}
+
+/// Plans `up` (and `create` with `no_start`): networks, volumes, then the
+/// containers of each service in dependency order.
+pub fn plan_up(project: &Project, observed: &Observed, options: &UpOptions) -> Plan {
+    let mut p = UpPlanner {
+        project,
+        observed,
+        options,
+        plan: Plan::default(),
+        infra: Vec::new(),
+        started: BTreeMap::new(),
+        healthy: BTreeMap::new(),
+        completed: BTreeMap::new(),
+        names: BTreeMap::new(),
+    };
+    p.plan_infra();
+    p.plan_orphans();
+    let selected = selected_services(project, &options.services, !options.no_deps);
+    for name in dependency_order(project) {
+        if selected.contains(&name) {
+            p.plan_service(&name);
+        } else {
+            p.keep_service(&name);
+        }
+    }
+    p.plan
+}
+
+impl UpPlanner<'_> {
+    fn plan_infra(&mut self) {
+        for (key, n) in &self.project.networks {
+            if n.external || self.observed.networks.contains_key(&n.name) {
+                continue;
+            }
+            if let Some(spec) = convert::network_spec(self.project, key) {
+                let op = self.plan.push(
+                    Action::CreateNetwork(spec),
+                    format!("network {key} is missing"),
+                    vec![],
+                );
+                self.infra.push(op);
+            }
+        }
+        for (key, v) in &self.project.volumes {
+            if v.external || self.observed.volumes.contains_key(&v.name) {
+                continue;
+            }
+            if let Some(spec) = convert::volume_spec(self.project, key) {
+                let op = self.plan.push(
+                    Action::CreateVolume(spec),
+                    format!("volume {key} is missing"),
+                    vec![],
+                );
+                self.infra.push(op);
+            }
+        }
+    }
+
+    fn plan_orphans(&mut self) {
+        let known = |s: &str| {
+            self.project.services.contains_key(s) || self.project.disabled_services.contains_key(s)
+        };
+        let mut orphans: Vec<&Container> = self
+            .observed
+            .containers
+            .iter()
+            .filter(|c| c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+            .filter(|c| !known(c.labels.get(labels::SERVICE).map(String::as_str).unwrap_or("")))
+            .collect();
+        orphans.sort_by(|a, b| a.name.cmp(&b.name));
+        if orphans.is_empty() {
+            return;
+        }
+        if !self.options.remove_orphans {
+            let names: Vec<&str> = orphans.iter().map(|c| c.name.as_str()).collect();
+            self.plan.notes.push(format!(
+                "Found orphan containers ({}) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
+                names.join(", ")
+            ));
+            return;
+        }
+        for c in orphans {
+            let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+            let mut after = vec![];
+            if c.state == ContainerState::Running || c.state == ContainerState::Paused {
+                after.push(self.plan.push(
+                    Action::Stop {
+                        service: service.clone(),
+                        container: c.name.clone(),
+                        timeout: self.options.timeout,
+                    },
+                    "orphan container",
+                    vec![],
+                ));
+            }
+            self.plan.push(
+                Action::Remove {
+                    service,
+                    container: c.name.clone(),
+                    volumes: false,
+                },
+                "orphan container",
+                after,
+            );
+        }
+    }
+
+    /// A service left alone: its current containers still count for the
+    /// services that depend on it.
+    fn keep_service(&mut self, name: &str) {
+        let names = self
+            .observed
+            .service_containers(name)
+            .map(|c| c.name.clone())
+            .collect();
+        self.names.insert(name.to_string(), names);
+    }
+
+    /// What a container of `service` must wait for before it starts (the
+    /// waits are planned once, when a first start needs them).
+    fn start_prerequisites(&mut self, service: &Service) -> Vec<usize> {
+        let mut after = Vec::new();
+        for (dep, d) in &service.depends_on {
+            if !self.project.services.contains_key(dep) {
+                continue;
+            }
+            let ops = match d.condition.as_str() {
+                "service_healthy" => self.wait_for(dep, true),
+                "service_completed_successfully" => self.wait_for(dep, false),
+                _ => self.started.get(dep).cloned().unwrap_or_default(),
+            };
+            after.extend(ops);
+        }
+        after
+    }
+
+    /// One wait op per container of `dep`, planned once per condition.
+    fn wait_for(&mut self, dep: &str, healthy: bool) -> Vec<usize> {
+        let cache = if healthy { &self.healthy } else { &self.completed };
+        if let Some(ops) = cache.get(dep) {
+            return ops.clone();
+        }
+        let started = self.started.get(dep).cloned().unwrap_or_default();
+        let names = self.names.get(dep).cloned().unwrap_or_default();
+        let mut ops = Vec::new();
+        for container in names {
+            let action = if healthy {
+                Action::WaitHealthy {
+                    service: dep.to_string(),
+                    container,
+                }
+            } else {
+                Action::WaitCompleted {
+                    service: dep.to_string(),
+                    container,
+                }
+            };
+            let reason = if healthy {
+                format!("a dependant needs {dep} healthy")
+            } else {
+                format!("a dependant needs {dep} completed")
+            };
+            ops.push(self.plan.push(action, reason, started.clone()));
+        }
+        let cache = if healthy { &mut self.healthy } else { &mut self.completed };
+        cache.insert(dep.to_string(), ops.clone());
+        ops
+    }
+
+    fn plan_service(&mut self, name: &str) {
+        let Some(service) = self.project.services.get(name) else {
+            return;
+        };
+        let desired = self
+            .options
+            .scale
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| convert::replicas(service));
+        let image = convert::image_name(self.project, name, service);
+        let image_id = self
+            .observed
+            .images
+            .get(&image)
+            .map(|i| i.id.clone())
+            .unwrap_or_default();
+        let mut existing: Vec<&Container> = self.observed.service_containers(name).collect();
+        // Obsolete containers first, then the highest numbers: they go first when scaling down.
+        existing.sort_by_key(|c| {
+            let obsolete = must_recreate(service, c, &image_id, self.options.recreate).is_some();
+            (!obsolete, std::cmp::Reverse(container_number(c).unwrap_or(0)))
+        });
+        existing.reverse();
+        let mut started = Vec::new();
+        let mut names: Vec<(u32, String)> = Vec::new();
+        let desired_usize = desired as usize;
+        let next = existing.iter().filter_map(|c| container_number(c)).max().unwrap_or(0) + 1;
+        let kept = existing.len().min(desired_usize);
+        for (i, c) in existing.iter().enumerate() {
+            let number = container_number(c).unwrap_or(0);
+            if i >= desired_usize {
+                let stop = self.plan.push(
+                    Action::Stop {
+                        service: name.into(),
+                        container: c.name.clone(),
+                        timeout: self.options.timeout,
+                    },
+                    format!("service {name}: scale to {desired}"),
+                    vec![],
+                );
+                self.plan.push(
+                    Action::Remove {
+                        service: name.into(),
+                        container: c.name.clone(),
+                        volumes: false,
+                    },
+                    format!("service {name}: scale to {desired}"),
+                    vec![stop],
+                );
+                continue;
+            }
+            names.push((number, c.name.clone()));
+            if let Some(why) = must_recreate(service, c, &image_id, self.options.recreate) {
+                let stop = self.plan.push(
+                    Action::Stop {
+                        service: name.into(),
+                        container: c.name.clone(),
+                        timeout: self.options.timeout,
+                    },
+                    format!("service {name}: {why}"),
+                    vec![],
+                );
+                let remove = self.plan.push(
+                    Action::Remove {
+                        service: name.into(),
+                        container: c.name.clone(),
+                        volumes: false,
+                    },
+                    format!("service {name}: {why}"),
+                    vec![stop],
+                );
+                if let Some(s) = self.create(name, service, number, &image_id, vec![remove], why) {
+                    started.push(s);
+                }
+                continue;
+            }
+            if !self.options.no_start
+                && !matches!(c.state, ContainerState::Running | ContainerState::Restarting)
+            {
+                let op = if c.state == ContainerState::Paused {
+                    Action::Unpause {
+                        service: name.into(),
+                        container: c.name.clone(),
+                    }
+                } else {
+                    Action::Start {
+                        service: name.into(),
+                        container: c.name.clone(),
+                    }
+                };
+                let prerequisites = self.start_prerequisites(service);
+                started.push(self.plan.push(
+                    op,
+                    format!("service {name}: container is {}", c.state.as_str()),
+                    prerequisites,
+                ));
+            } else if self.options.recreate != Recreate::Never || self.options.no_start {
+                self.plan.notes.push(format!("container {} is up to date", c.name));
+            }
+        }
+        for i in 0..desired_usize.saturating_sub(kept) {
+            let number = next + i as u32;
+            names.push((number, convert::container_name(&self.project.name, name, service, number)));
+            let infra = self.infra.clone();
+            if let Some(s) = self.create(name, service, number, &image_id, infra, "new replica") {
+                started.push(s);
+            }
+        }
+        names.sort();
+        self.names
+            .insert(name.to_string(), names.into_iter().map(|(_, n)| n).collect());
+        self.started.insert(name.to_string(), started);
+    }
+
+    /// Plans create (+ connect, + start) of one container; returns the op
+    /// after which it counts as started.
+    fn create(
+        &mut self,
+        name: &str,
+        service: &Service,
+        number: u32,
+        image_id: &str,
+        after: Vec<usize>,
+        why: &str,
+    ) -> Option<usize> {
+        let ctx = ContainerContext {
+            image_id: image_id.to_string(),
+            links: self.links(service),
+            service_containers: self
+                .names
+                .iter()
+                .filter_map(|(s, n)| Some((s.clone(), n.first()?.clone())))
+                .collect(),
+            env_files: self.options.env_files.clone(),
+        };
+        let mut spec = convert::container_spec(self.project, name, service, number, &ctx);
+        let extra: Vec<NetworkAttachment> = if spec.networks.len() > 1 {
+            spec.networks.split_off(1)
+        } else {
+            Vec::new()
+        };
+        let container = spec.name.clone();
+        let mut after = after;
+        after.extend(self.infra.iter().copied());
+        // A container sharing another's namespaces or volumes needs it created first.
+        for dep in service.depends_on.keys() {
+            if let Some(ops) = self.started.get(dep) {
+                if service.network_mode.starts_with("service:") || !service.volumes_from.is_empty() {
+                    after.extend(ops.iter().copied());
+                }
+            }
+        }
+        let reason = format!("service {name}: {why}");
+        let created = self.plan.push(
+            Action::CreateContainer {
+                service: name.into(),
+                spec: Box::new(spec),
+            },
+            reason.clone(),
+            after,
+        );
+        let mut last = created;
+        for attachment in extra {
+            last = self.plan.push(
+                Action::ConnectNetwork {
+                    container: container.clone(),
+                    attachment,
+                },
+                reason.clone(),
+                vec![last],
+            );
+        }
+        if self.options.no_start {
+            return Some(last);
+        }
+        let mut start_after = vec![last];
+        start_after.extend(self.start_prerequisites(service));
+        Some(self.plan.push(
+            Action::Start {
+                service: name.into(),
+                container,
+            },
+            reason,
+            start_after,
+        ))
+    }
+
+    /// Legacy links of a service, `container:alias`, to the containers its
+    /// linked services will have.
+    fn links(&self, service: &Service) -> Vec<String> {
+        let mut out = Vec::new();
+        for link in &service.links {
+            let (svc, alias) = link.split_once(':').unwrap_or((link, link));
+            for (i, c) in self.names.get(svc).into_iter().flatten().enumerate() {
+                out.push(format!("{c}:{alias}"));
+                out.push(format!("{c}:{svc}-{}", i + 1));
+                out.push(format!("{c}:{}-{svc}-{}", self.project.name, i + 1));
+            }
+        }
+        for link in &service.external_links {
+            let (c, alias) = link.split_once(':').unwrap_or((link, link));
+            out.push(format!("{c}:{alias}"));
+        }
+        out
+    }
+}
+
+/// Options of `down`.
+#[derive(Debug, Clone, Default)]
+pub struct DownOptions {
+    /// Remove named volumes and anonymous volumes (`-v`).
+    pub volumes: bool,
+    /// Remove images: `local` (built ones without a custom tag) or `all`.
+    pub rmi: Option<String>,
+    /// Remove containers of services no longer in the project.
+    pub remove_orphans: bool,
+    /// Seconds to wait when stopping.
+    pub timeout: Option<i64>,
+}
+
+/// Plans `down`: containers stopped and removed (dependants first), then
+/// networks, volumes and images.
+pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) -> Plan {
+    let mut plan = Plan::default();
+    let known = |s: &str| project.services.contains_key(s) || project.disabled_services.contains_key(s);
+    let mut removed = Vec::new();
+    let mut order = dependency_order(project);
+    order.reverse();
+    // Dependants before their dependencies: stops wait on the dependants' stops.
+    let mut stops: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut containers: Vec<&Container> = observed.containers.iter().collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    let rank = |c: &Container| {
+        let svc = c.labels.get(labels::SERVICE).map(String::as_str).unwrap_or("");
+        order.iter().position(|n| n == svc).unwrap_or(0)
+    };
+    containers.sort_by_key(|c| rank(c));
+    for c in containers {
+        let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        let oneoff = c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True");
+        if !known(&service) && !oneoff && !options.remove_orphans {
+            plan.notes.push(format!("orphan container {} left in place", c.name));
+            continue;
+        }
+        let mut after: Vec<usize> = Vec::new();
+        if let Some(s) = project.services.get(&service) {
+            let _ = s;
+        }
+        for (other, ops) in &stops {
+            let depends = project
+                .services
+                .get(other)
+                .is_some_and(|s| s.depends_on.contains_key(&service));
+            if depends {
+                after.extend(ops.iter().copied());
+            }
+        }
+        let reason = if known(&service) || oneoff {
+            "project is going down".to_string()
+        } else {
+            "orphan container".to_string()
+        };
+        let mut rm_after = Vec::new();
+        if matches!(c.state, ContainerState::Running | ContainerState::Paused | ContainerState::Restarting) {
+            let stop = plan.push(
+                Action::Stop {
+                    service: service.clone(),
+                    container: c.name.clone(),
+                    timeout: options.timeout,
+                },
+                reason.clone(),
+                after,
+            );
+            stops.entry(service.clone()).or_default().push(stop);
+            rm_after.push(stop);
+        }
+        removed.push(plan.push(
+            Action::Remove {
+                service,
+                container: c.name.clone(),
+                volumes: options.volumes,
+            },
+            reason,
+            rm_after,
+        ));
+    }
+    for (key, n) in &project.networks {
+        if n.external || !observed.networks.contains_key(&n.name) {
+            continue;
+        }
+        plan.push(
+            Action::RemoveNetwork(n.name.clone()),
+            format!("network {key} of the project"),
+            removed.clone(),
+        );
+    }
+    if options.volumes {
+        for (key, v) in &project.volumes {
+            if v.external || !observed.volumes.contains_key(&v.name) {
+                continue;
+            }
+            plan.push(
+                Action::RemoveVolume(v.name.clone()),
+                format!("volume {key} of the project"),
+                removed.clone(),
+            );
+        }
+    }
+    if let Some(rmi) = &options.rmi {
+        let mut images = BTreeSet::new();
+        for (name, s) in &project.services {
+            let local = s.build.is_some() && s.image.is_empty();
+            if rmi == "all" || local {
+                let image = convert::image_name(project, name, s);
+                if observed.images.contains_key(&image) {
+                    images.insert(image);
+                }
+            }
+        }
+        for image in images {
+            plan.push(Action::RemoveImage(image), format!("--rmi {rmi}"), removed.clone());
+        }
+    }
+    plan
+}
+
+/// Which containers a lifecycle command acts on.
+pub fn target_containers<'a>(
+    observed: &'a Observed,
+    services: &[String],
+) -> Vec<&'a Container> {
+    let mut out: Vec<&Container> = observed
+        .containers
+        .iter()
+        .filter(|c| c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+        .filter(|c| {
+            services.is_empty()
+                || c.labels
+                    .get(labels::SERVICE)
+                    .is_some_and(|s| services.contains(s))
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// A lifecycle command applied to containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// `start`.
+    Start,
+    /// `stop`.
+    Stop(Option<i64>),
+    /// `restart`.
+    Restart(Option<i64>),
+    /// `kill -s SIGNAL`.
+    Kill(String),
+    /// `pause`.
+    Pause,
+    /// `unpause`.
+    Unpause,
+    /// `rm` (with `-s` to stop first, `-v` for anonymous volumes).
+    Remove {
+        /// Stop running containers first.
+        stop: bool,
+        /// Remove anonymous volumes.
+        volumes: bool,
+    },
+}
+
+/// Plans a lifecycle command over the containers of `services` (all when empty),
+/// skipping containers already in the wanted state. Starts follow dependency
+/// order; stops go dependants first.
+pub fn plan_lifecycle(project: &Project, observed: &Observed, services: &[String], command: &Lifecycle) -> Plan {
+    let mut plan = Plan::default();
+    let mut order = dependency_order(project);
+    if matches!(command, Lifecycle::Stop(_) | Lifecycle::Remove { .. } | Lifecycle::Kill(_)) {
+        order.reverse();
+    }
+    let mut targets = target_containers(observed, services);
+    let rank = |c: &Container| {
+        let svc = c.labels.get(labels::SERVICE).map(String::as_str).unwrap_or("");
+        order.iter().position(|n| n == svc).unwrap_or(usize::MAX)
+    };
+    targets.sort_by_key(|c| rank(c));
+    let mut previous_service: Option<String> = None;
+    let mut previous_ops: Vec<usize> = Vec::new();
+    let mut current_ops: Vec<usize> = Vec::new();
+    for c in targets {
+        let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        if previous_service.as_deref() != Some(service.as_str()) {
+            previous_ops = std::mem::take(&mut current_ops);
+            previous_service = Some(service.clone());
+        }
+        let running = matches!(c.state, ContainerState::Running | ContainerState::Restarting);
+        let container = c.name.clone();
+        let (action, applies) = match command {
+            Lifecycle::Start => (
+                Action::Start { service: service.clone(), container },
+                matches!(c.state, ContainerState::Created | ContainerState::Exited),
+            ),
+            Lifecycle::Stop(t) => (
+                Action::Stop { service: service.clone(), container, timeout: *t },
+                running || c.state == ContainerState::Paused,
+            ),
+            Lifecycle::Restart(t) => (
+                Action::Restart { service: service.clone(), container, timeout: *t },
+                true,
+            ),
+            Lifecycle::Kill(s) => (
+                Action::Kill { service: service.clone(), container, signal: s.clone() },
+                running,
+            ),
+            Lifecycle::Pause => (
+                Action::Pause { service: service.clone(), container },
+                c.state == ContainerState::Running,
+            ),
+            Lifecycle::Unpause => (
+                Action::Unpause { service: service.clone(), container },
+                c.state == ContainerState::Paused,
+            ),
+            Lifecycle::Remove { stop, volumes } => {
+                let mut after = previous_ops.clone();
+                if running {
+                    if !*stop {
+                        plan.notes.push(format!("container {} is running: use -s to stop it first", c.name));
+                        continue;
+                    }
+                    after.push(plan.push(
+                        Action::Stop { service: service.clone(), container: c.name.clone(), timeout: None },
+                        "stop before removal",
+                        previous_ops.clone(),
+                    ));
+                }
+                current_ops.push(plan.push(
+                    Action::Remove { service: service.clone(), container: c.name.clone(), volumes: *volumes },
+                    "removal requested",
+                    after,
+                ));
+                continue;
+            }
+        };
+        if !applies {
+            continue;
+        }
+        let reason = format!("service {service}");
+        current_ops.push(plan.push(action, reason, previous_ops.clone()));
+    }
+    plan
+}

@@ -1,0 +1,181 @@
+//! The planner and the executor on the recording fake runtime: each case
+//! loads a project, applies steps and compares every plan's text with its
+//! snapshot under `tests/plans/` (`UPDATE_EXPECT=1` rewrites them).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use orchestrator::execute::{execute, ExecuteOptions};
+use orchestrator::loader::load_from_str;
+use orchestrator::model::Project;
+use orchestrator::observe::observe;
+use orchestrator::plan::{plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan, UpOptions};
+use runtime_shim::fake::FakeRuntime;
+use runtime_shim::Runtime;
+
+fn project(yaml: &str) -> Project {
+    let dir = std::env::temp_dir().join("rcompose-plan-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut env = IndexMap::new();
+    env.insert("HOME".to_string(), "/home/tester".to_string());
+    let mut p = match load_from_str(yaml, &dir, env) {
+        Ok(l) => l.project,
+        Err(e) => panic!("{e}"),
+    };
+    p.name = "demo".into();
+    // Names derived from the project name were computed before the override.
+    for (k, n) in p.networks.iter_mut() {
+        n.name = format!("demo_{k}");
+    }
+    for (k, v) in p.volumes.iter_mut() {
+        v.name = format!("demo_{k}");
+    }
+    p
+}
+
+/// Runs a plan on the fake; returns the executor's failures as text.
+async fn run(rt: &Arc<FakeRuntime>, plan: &Plan) -> String {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let dynrt: Arc<dyn Runtime> = rt.clone();
+    let outcome = execute(dynrt, plan, ExecuteOptions::default(), tx).await;
+    let mut s = String::new();
+    for (i, e) in &outcome.failures {
+        s.push_str(&format!("failed #{}: {e}\n", i + 1));
+    }
+    for i in &outcome.skipped {
+        s.push_str(&format!("skipped #{}\n", i + 1));
+    }
+    s
+}
+
+/// Compares `actual` with the snapshot `name`.
+fn check(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plans").join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(&path, actual).unwrap_or_else(|e| panic!("{e}"));
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(actual, expected, "plan snapshot {name} differs (UPDATE_EXPECT=1 to accept)");
+}
+
+async fn up(rt: &Arc<FakeRuntime>, p: &Project, options: &UpOptions, log: &mut String, title: &str) {
+    let observed = observe(rt.as_ref(), p).await.unwrap_or_else(|e| panic!("{e}"));
+    let build = plan_build(p, &observed, &BuildOptions::default());
+    if !build.is_empty() {
+        log.push_str(&format!("== {title}: build\n{build}"));
+        log.push_str(&run(rt, &build).await);
+    }
+    let observed = observe(rt.as_ref(), p).await.unwrap_or_else(|e| panic!("{e}"));
+    let plan = plan_up(p, &observed, options);
+    log.push_str(&format!("== {title}\n{plan}"));
+    log.push_str(&run(rt, &plan).await);
+}
+
+const STACK: &str = r#"
+services:
+  db:
+    image: postgres:16
+    volumes: [data:/var/lib/postgresql/data]
+    healthcheck:
+      test: ["CMD", "pg_isready"]
+  web:
+    build: .
+    depends_on:
+      db:
+        condition: service_healthy
+    networks: [front, default]
+    ports: ["8080:80"]
+  worker:
+    image: worker:1
+    depends_on: [db]
+networks:
+  front:
+volumes:
+  data:
+"#;
+
+#[tokio::test]
+async fn up_from_nothing_then_again_changes_nothing() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("postgres:16");
+    rt.add_image("worker:1");
+    let p = project(STACK);
+    let mut log = String::new();
+    up(&rt, &p, &UpOptions::default(), &mut log, "first up").await;
+    up(&rt, &p, &UpOptions::default(), &mut log, "second up").await;
+    check("up_twice", &log);
+}
+
+#[tokio::test]
+async fn only_changed_services_are_recreated() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("postgres:16");
+    rt.add_image("worker:1");
+    let mut log = String::new();
+    up(&rt, &project(STACK), &UpOptions::default(), &mut log, "first up").await;
+    let changed = STACK.replace("image: worker:1", "image: worker:1\n    environment: [MODE=fast]");
+    up(&rt, &project(&changed), &UpOptions::default(), &mut log, "worker changed").await;
+    check("recreate_changed", &log);
+}
+
+#[tokio::test]
+async fn scaling_adds_and_removes_the_highest_numbers() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("worker:1");
+    let p = project("services:\n  worker:\n    image: worker:1\n");
+    let mut log = String::new();
+    let mut options = UpOptions::default();
+    options.scale.insert("worker".into(), 3);
+    up(&rt, &p, &options, &mut log, "scale to 3").await;
+    options.scale.insert("worker".into(), 1);
+    up(&rt, &p, &options, &mut log, "scale to 1").await;
+    check("scale", &log);
+}
+
+#[tokio::test]
+async fn orphans_are_reported_then_removed_on_request() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("a:1");
+    rt.add_image("b:1");
+    let mut log = String::new();
+    up(&rt, &project("services:\n  a:\n    image: a:1\n  b:\n    image: b:1\n"), &UpOptions::default(), &mut log, "two services").await;
+    let one = project("services:\n  a:\n    image: a:1\n");
+    up(&rt, &one, &UpOptions::default(), &mut log, "b removed from the file").await;
+    let options = UpOptions { remove_orphans: true, ..UpOptions::default() };
+    up(&rt, &one, &options, &mut log, "with --remove-orphans").await;
+    check("orphans", &log);
+}
+
+#[tokio::test]
+async fn a_failure_skips_dependants_and_the_rest_goes_on() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("postgres:16");
+    rt.add_image("worker:1");
+    rt.fail("create demo-db-1", "port is already allocated");
+    let mut log = String::new();
+    up(&rt, &project(STACK), &UpOptions::default(), &mut log, "db cannot be created").await;
+    check("failure", &log);
+}
+
+#[tokio::test]
+async fn down_removes_containers_networks_and_volumes() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("postgres:16");
+    rt.add_image("worker:1");
+    let p = project(STACK);
+    let mut log = String::new();
+    up(&rt, &p, &UpOptions::default(), &mut log, "up").await;
+    let observed = observe(rt.as_ref(), &p).await.unwrap_or_else(|e| panic!("{e}"));
+    let stop = plan_lifecycle(&p, &observed, &["worker".to_string()], &Lifecycle::Stop(None));
+    log.push_str(&format!("== stop worker\n{stop}"));
+    log.push_str(&run(&rt, &stop).await);
+    let observed = observe(rt.as_ref(), &p).await.unwrap_or_else(|e| panic!("{e}"));
+    let down = plan_down(&p, &observed, &DownOptions { volumes: true, ..DownOptions::default() });
+    log.push_str(&format!("== down -v\n{down}"));
+    log.push_str(&run(&rt, &down).await);
+    log.push_str(&format!("== engine calls\n{}\n", rt.calls().join("\n")));
+    check("down", &log);
+    assert!(rt.list_containers(&[], true).await.map(|c| c.is_empty()).unwrap_or(false));
+}
