@@ -79,7 +79,12 @@ pub struct ContainerContext {
 }
 
 /// The labels every container of a service carries.
-pub fn service_labels(project: &Project, name: &str, service: &Service, env_files: &[String]) -> BTreeMap<String, String> {
+pub fn service_labels(
+    project: &Project,
+    name: &str,
+    service: &Service,
+    env_files: &[String],
+) -> BTreeMap<String, String> {
     let mut l: BTreeMap<String, String> = service.labels.0.clone();
     l.insert(labels::PROJECT.into(), project.name.clone());
     l.insert(labels::SERVICE.into(), name.into());
@@ -135,11 +140,19 @@ pub fn container_spec(
     let mut exposed: Vec<String> = service
         .expose
         .iter()
-        .map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") })
+        .map(|e| {
+            if e.contains('/') {
+                e.clone()
+            } else {
+                format!("{e}/tcp")
+            }
+        })
         .collect();
     let mut ports = Vec::new();
     for p in &service.ports {
-        let Ok(port) = u16::try_from(p.target) else { continue };
+        let Ok(port) = u16::try_from(p.target) else {
+            continue;
+        };
         exposed.push(format!("{port}/{}", p.protocol));
         ports.push(PortBinding {
             container_port: port,
@@ -249,7 +262,12 @@ pub fn container_spec(
             .collect();
         keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         for (key, _) in keys {
-            let cfg = service.networks.get(key).cloned().flatten().unwrap_or_default();
+            let cfg = service
+                .networks
+                .get(key)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
             let net_name = project
                 .networks
                 .get(key)
@@ -288,14 +306,23 @@ pub fn container_spec(
         }
     });
 
-    let limits = service.deploy.as_ref().and_then(|d| d.resources.limits.clone());
-    let reservations = service.deploy.as_ref().and_then(|d| d.resources.reservations.clone());
+    let limits = service
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.limits.clone());
+    let reservations = service
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.reservations.clone());
     let memory = service
         .mem_limit
         .or(limits.as_ref().and_then(|l| l.memory))
         .map(|b| b.0)
         .unwrap_or(0);
-    let cpus = service.cpus.or(limits.as_ref().and_then(|l| l.cpus)).unwrap_or(0.0);
+    let cpus = service
+        .cpus
+        .or(limits.as_ref().and_then(|l| l.cpus))
+        .unwrap_or(0.0);
     let pids = if service.pids_limit != 0 {
         service.pids_limit
     } else {
@@ -404,7 +431,18 @@ pub fn container_spec(
         devices: service
             .devices
             .iter()
-            .map(|d| format!("{}:{}:{}", d.source, d.target, if d.permissions.is_empty() { "rwm" } else { &d.permissions }))
+            .map(|d| {
+                format!(
+                    "{}:{}:{}",
+                    d.source,
+                    d.target,
+                    if d.permissions.is_empty() {
+                        "rwm"
+                    } else {
+                        &d.permissions
+                    }
+                )
+            })
             .collect(),
         group_add: service.group_add.clone(),
         platform: service.platform.clone(),
@@ -416,8 +454,16 @@ pub fn container_spec(
                 Some(c) => c.to_string(),
                 None => {
                     let (svc, mode) = v.split_once(':').unwrap_or((v.as_str(), ""));
-                    let target = ctx.service_containers.get(svc).cloned().unwrap_or_else(|| svc.to_string());
-                    if mode.is_empty() { target } else { format!("{target}:{mode}") }
+                    let target = ctx
+                        .service_containers
+                        .get(svc)
+                        .cloned()
+                        .unwrap_or_else(|| svc.to_string());
+                    if mode.is_empty() {
+                        target
+                    } else {
+                        format!("{target}:{mode}")
+                    }
                 }
             })
             .collect(),
@@ -471,7 +517,12 @@ pub fn volume_spec(project: &Project, key: &str) -> Option<VolumeSpec> {
 }
 
 /// The build of service `name`, when it has one.
-pub fn build_spec(project: &Project, name: &str, service: &Service, no_cache: bool) -> Option<BuildSpec> {
+pub fn build_spec(
+    project: &Project,
+    name: &str,
+    service: &Service,
+    no_cache: bool,
+) -> Option<BuildSpec> {
     let b = service.build.as_ref()?;
     let mut tags = vec![image_name(project, name, service)];
     tags.extend(b.tags.0.iter().cloned());

@@ -94,7 +94,9 @@ pub async fn execute(
                     let action = plan.ops[i].action.clone();
                     let rt = runtime.clone();
                     let tx = events.clone();
-                    running.spawn(async move { (i, run(rt.as_ref(), &action, i, options, &tx).await) });
+                    running.spawn(
+                        async move { (i, run(rt.as_ref(), &action, i, options, &tx).await) },
+                    );
                 }
             }
         }
@@ -173,7 +175,10 @@ async fn run(
         Action::ConnectNetwork {
             container,
             attachment,
-        } => rt.connect_network(&attachment.network, container, attachment).await,
+        } => {
+            rt.connect_network(&attachment.network, container, attachment)
+                .await
+        }
         Action::Start { container, .. } => rt.start_container(container).await,
         Action::Stop {
             container, timeout, ..
@@ -208,7 +213,11 @@ async fn run(
 }
 
 /// Polls a container until it is healthy (or running, without a health check).
-async fn wait_healthy(rt: &dyn Runtime, container: &str, options: ExecuteOptions) -> Result<(), RuntimeError> {
+async fn wait_healthy(
+    rt: &dyn Runtime,
+    container: &str,
+    options: ExecuteOptions,
+) -> Result<(), RuntimeError> {
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     loop {
@@ -217,7 +226,9 @@ async fn wait_healthy(rt: &dyn Runtime, container: &str, options: ExecuteOptions
             (_, Health::Healthy) => return Ok(()),
             (ContainerState::Running, Health::None) => return Ok(()),
             (_, Health::Unhealthy) => {
-                return Err(RuntimeError::Engine(format!("container {container} is unhealthy")))
+                return Err(RuntimeError::Engine(format!(
+                    "container {container} is unhealthy"
+                )))
             }
             (ContainerState::Exited | ContainerState::Dead, _) => {
                 return Err(RuntimeError::Engine(format!(

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use orchestrator::loader::{self, LoadOptions, Loaded};
 use orchestrator::output;
 
+mod cli;
+
 /// Define and run multi-container applications, Compose-style.
 #[derive(Parser, Debug)]
 #[command(name = "rcompose", version, about)]
@@ -53,6 +55,44 @@ struct GlobalArgs {
 enum Command {
     /// Parse, resolve and render compose file in canonical format
     Config(ConfigArgs),
+    /// Create and start containers
+    Up(cli::UpArgs),
+    /// Creates containers for a service
+    Create(cli::CreateArgs),
+    /// Stop and remove containers, networks
+    Down(cli::DownArgs),
+    /// List containers
+    Ps(cli::PsArgs),
+    /// Scale services
+    Scale(cli::ScaleArgs),
+    /// Start services
+    Start(cli::ServicesArgs),
+    /// Stop services
+    Stop(cli::TimeoutArgs),
+    /// Restart service containers
+    Restart(cli::TimeoutArgs),
+    /// Force stop service containers
+    Kill(cli::KillArgs),
+    /// Pause services
+    Pause(cli::ServicesArgs),
+    /// Unpause services
+    Unpause(cli::ServicesArgs),
+    /// Removes stopped service containers
+    Rm(cli::RmArgs),
+    /// Build or rebuild services
+    Build(cli::BuildArgs),
+    /// View output from containers
+    Logs(cli::LogsArgs),
+    /// List images used by the created containers
+    Images(cli::ServicesArgs),
+    /// Print the public port for a port binding
+    Port(cli::PortArgs),
+    /// Display the running processes
+    Top(cli::ServicesArgs),
+    /// List running compose projects
+    Ls(cli::LsArgs),
+    /// Show the rcompose version information
+    Version(cli::VersionArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,8 +167,85 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    let engine = || -> Result<cli::Engine> {
+        Ok(cli::Engine {
+            dry_run: g.dry_run,
+            progress: cli::progress::Mode::parse(g.progress.as_deref())
+                .map_err(anyhow::Error::msg)?,
+            env_files: g.env_file.iter().map(|p| p.display().to_string()).collect(),
+        })
+    };
+    let load = |services: &[String]| -> Result<LoadOptions> { load_options(g, services) };
     match cli.command {
-        Command::Config(args) => config(&cli.global, args),
+        Command::Config(args) => config(g, args),
+        Command::Up(args) => cli::block_on(cli::up(engine()?, load(&args.services)?, args)),
+        Command::Create(args) => cli::block_on(cli::create(engine()?, load(&args.services)?, args)),
+        Command::Down(args) => cli::block_on(cli::down(
+            engine()?,
+            load(&args.services)?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Ps(args) => cli::block_on(cli::ps(load(&[])?, g.project_name.is_some(), args)),
+        Command::Scale(args) => cli::block_on(cli::scale(engine()?, load(&[])?, args)),
+        Command::Start(args) => cli::block_on(cli::lifecycle(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args.services,
+            cli::Verb::Start,
+        )),
+        Command::Stop(args) => cli::block_on(cli::lifecycle(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args.services,
+            cli::Verb::Stop(args.timeout),
+        )),
+        Command::Restart(args) => cli::block_on(cli::lifecycle(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args.services,
+            cli::Verb::Restart(args.timeout),
+        )),
+        Command::Kill(args) => cli::block_on(cli::lifecycle(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args.services,
+            cli::Verb::Kill(args.signal),
+        )),
+        Command::Pause(args) => cli::block_on(cli::lifecycle(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args.services,
+            cli::Verb::Pause,
+        )),
+        Command::Unpause(args) => cli::block_on(cli::lifecycle(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args.services,
+            cli::Verb::Unpause,
+        )),
+        Command::Rm(args) => cli::block_on(cli::rm(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Build(args) => cli::block_on(cli::build(engine()?, load(&[])?, args)),
+        Command::Logs(args) => cli::block_on(cli::logs(load(&[])?, g.project_name.is_some(), args)),
+        Command::Images(args) => {
+            cli::block_on(cli::images(load(&[])?, g.project_name.is_some(), args))
+        }
+        Command::Port(args) => cli::block_on(cli::port(load(&[])?, g.project_name.is_some(), args)),
+        Command::Top(args) => cli::block_on(cli::top(load(&[])?, g.project_name.is_some(), args)),
+        Command::Ls(args) => cli::block_on(cli::ls(args)),
+        Command::Version(args) => cli::version(args),
     }
 }
 

@@ -22,7 +22,10 @@ pub struct Observed {
 
 impl Observed {
     /// The project's containers of service `name` (not one-off).
-    pub fn service_containers<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Container> + 'a {
+    pub fn service_containers<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Container> + 'a {
         self.containers.iter().filter(move |c| {
             c.labels.get(labels::SERVICE).map(String::as_str) == Some(name)
                 && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")

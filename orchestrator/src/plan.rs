@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use runtime_shim::{
-    BuildSpec, Container, ContainerSpec, ContainerState, NetworkAttachment, NetworkSpec,
-    VolumeSpec,
+    BuildSpec, Container, ContainerSpec, ContainerState, NetworkAttachment, NetworkSpec, VolumeSpec,
 };
 
 use crate::convert::{self, labels, ContainerContext};
@@ -181,14 +180,22 @@ impl fmt::Display for Action {
             Action::CreateVolume(v) => write!(f, "create volume {}", v.name),
             Action::RemoveVolume(v) => write!(f, "remove volume {v}"),
             Action::Build { spec, .. } => {
-                write!(f, "build image {}", spec.tags.first().map(String::as_str).unwrap_or(""))
+                write!(
+                    f,
+                    "build image {}",
+                    spec.tags.first().map(String::as_str).unwrap_or("")
+                )
             }
             Action::RemoveImage(i) => write!(f, "remove image {i}"),
             Action::CreateContainer { spec, .. } => write!(f, "create container {}", spec.name),
             Action::ConnectNetwork {
                 container,
                 attachment,
-            } => write!(f, "connect container {container} to network {}", attachment.network),
+            } => write!(
+                f,
+                "connect container {container} to network {}",
+                attachment.network
+            ),
             Action::Start { container, .. } => write!(f, "start container {container}"),
             Action::Stop { container, .. } => write!(f, "stop container {container}"),
             Action::Restart { container, .. } => write!(f, "restart container {container}"),
@@ -198,7 +205,9 @@ impl fmt::Display for Action {
             Action::Pause { container, .. } => write!(f, "pause container {container}"),
             Action::Unpause { container, .. } => write!(f, "unpause container {container}"),
             Action::Remove { container, .. } => write!(f, "remove container {container}"),
-            Action::WaitHealthy { container, .. } => write!(f, "wait for container {container} to be healthy"),
+            Action::WaitHealthy { container, .. } => {
+                write!(f, "wait for container {container} to be healthy")
+            }
             Action::WaitCompleted { container, .. } => {
                 write!(f, "wait for container {container} to complete")
             }
@@ -323,7 +332,11 @@ pub fn selected_services(project: &Project, names: &[String], with_deps: bool) -
         if with_deps {
             if let Some(s) = project.services.get(&n) {
                 queue.extend(s.depends_on.keys().cloned());
-                queue.extend(s.links.iter().map(|l| l.split(':').next().unwrap_or_default().to_string()));
+                queue.extend(
+                    s.links
+                        .iter()
+                        .map(|l| l.split(':').next().unwrap_or_default().to_string()),
+                );
             }
         }
     }
@@ -334,7 +347,13 @@ pub fn selected_services(project: &Project, names: &[String], with_deps: bool) -
 pub fn dependency_order(project: &Project) -> Vec<String> {
     let mut order = Vec::new();
     let mut done = BTreeSet::new();
-    fn visit(p: &Project, n: &str, done: &mut BTreeSet<String>, order: &mut Vec<String>, depth: usize) {
+    fn visit(
+        p: &Project,
+        n: &str,
+        done: &mut BTreeSet<String>,
+        order: &mut Vec<String>,
+        depth: usize,
+    ) {
         if done.contains(n) || depth > p.services.len() {
             return;
         }
@@ -372,7 +391,11 @@ pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions
         if present && !options.always {
             continue;
         }
-        let reason = if present { "build requested" } else { "image is missing" };
+        let reason = if present {
+            "build requested"
+        } else {
+            "image is missing"
+        };
         plan.push(
             Action::Build {
                 service: name.clone(),
@@ -493,7 +516,14 @@ impl UpPlanner<'_> {
             .containers
             .iter()
             .filter(|c| c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
-            .filter(|c| !known(c.labels.get(labels::SERVICE).map(String::as_str).unwrap_or("")))
+            .filter(|c| {
+                !known(
+                    c.labels
+                        .get(labels::SERVICE)
+                        .map(String::as_str)
+                        .unwrap_or(""),
+                )
+            })
             .collect();
         orphans.sort_by(|a, b| a.name.cmp(&b.name));
         if orphans.is_empty() {
@@ -564,7 +594,11 @@ impl UpPlanner<'_> {
 
     /// One wait op per container of `dep`, planned once per condition.
     fn wait_for(&mut self, dep: &str, healthy: bool) -> Vec<usize> {
-        let cache = if healthy { &self.healthy } else { &self.completed };
+        let cache = if healthy {
+            &self.healthy
+        } else {
+            &self.completed
+        };
         if let Some(ops) = cache.get(dep) {
             return ops.clone();
         }
@@ -590,7 +624,11 @@ impl UpPlanner<'_> {
             };
             ops.push(self.plan.push(action, reason, started.clone()));
         }
-        let cache = if healthy { &mut self.healthy } else { &mut self.completed };
+        let cache = if healthy {
+            &mut self.healthy
+        } else {
+            &mut self.completed
+        };
         cache.insert(dep.to_string(), ops.clone());
         ops
     }
@@ -616,13 +654,21 @@ impl UpPlanner<'_> {
         // Obsolete containers first, then the highest numbers: they go first when scaling down.
         existing.sort_by_key(|c| {
             let obsolete = must_recreate(service, c, &image_id, self.options.recreate).is_some();
-            (!obsolete, std::cmp::Reverse(container_number(c).unwrap_or(0)))
+            (
+                !obsolete,
+                std::cmp::Reverse(container_number(c).unwrap_or(0)),
+            )
         });
         existing.reverse();
         let mut started = Vec::new();
         let mut names: Vec<(u32, String)> = Vec::new();
         let desired_usize = desired as usize;
-        let next = existing.iter().filter_map(|c| container_number(c)).max().unwrap_or(0) + 1;
+        let next = existing
+            .iter()
+            .filter_map(|c| container_number(c))
+            .max()
+            .unwrap_or(0)
+            + 1;
         let kept = existing.len().min(desired_usize);
         for (i, c) in existing.iter().enumerate() {
             let number = container_number(c).unwrap_or(0);
@@ -673,7 +719,10 @@ impl UpPlanner<'_> {
                 continue;
             }
             if !self.options.no_start
-                && !matches!(c.state, ContainerState::Running | ContainerState::Restarting)
+                && !matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Restarting
+                )
             {
                 let op = if c.state == ContainerState::Paused {
                     Action::Unpause {
@@ -693,20 +742,27 @@ impl UpPlanner<'_> {
                     prerequisites,
                 ));
             } else if self.options.recreate != Recreate::Never || self.options.no_start {
-                self.plan.notes.push(format!("container {} is up to date", c.name));
+                self.plan
+                    .notes
+                    .push(format!("container {} is up to date", c.name));
             }
         }
         for i in 0..desired_usize.saturating_sub(kept) {
             let number = next + i as u32;
-            names.push((number, convert::container_name(&self.project.name, name, service, number)));
+            names.push((
+                number,
+                convert::container_name(&self.project.name, name, service, number),
+            ));
             let infra = self.infra.clone();
             if let Some(s) = self.create(name, service, number, &image_id, infra, "new replica") {
                 started.push(s);
             }
         }
         names.sort();
-        self.names
-            .insert(name.to_string(), names.into_iter().map(|(_, n)| n).collect());
+        self.names.insert(
+            name.to_string(),
+            names.into_iter().map(|(_, n)| n).collect(),
+        );
         self.started.insert(name.to_string(), started);
     }
 
@@ -743,7 +799,8 @@ impl UpPlanner<'_> {
         // A container sharing another's namespaces or volumes needs it created first.
         for dep in service.depends_on.keys() {
             if let Some(ops) = self.started.get(dep) {
-                if service.network_mode.starts_with("service:") || !service.volumes_from.is_empty() {
+                if service.network_mode.starts_with("service:") || !service.volumes_from.is_empty()
+                {
                     after.extend(ops.iter().copied());
                 }
             }
@@ -820,7 +877,8 @@ pub struct DownOptions {
 /// networks, volumes and images.
 pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) -> Plan {
     let mut plan = Plan::default();
-    let known = |s: &str| project.services.contains_key(s) || project.disabled_services.contains_key(s);
+    let known =
+        |s: &str| project.services.contains_key(s) || project.disabled_services.contains_key(s);
     let mut removed = Vec::new();
     let mut order = dependency_order(project);
     order.reverse();
@@ -829,7 +887,11 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
     let mut containers: Vec<&Container> = observed.containers.iter().collect();
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     let rank = |c: &Container| {
-        let svc = c.labels.get(labels::SERVICE).map(String::as_str).unwrap_or("");
+        let svc = c
+            .labels
+            .get(labels::SERVICE)
+            .map(String::as_str)
+            .unwrap_or("");
         order.iter().position(|n| n == svc).unwrap_or(0)
     };
     containers.sort_by_key(|c| rank(c));
@@ -837,7 +899,8 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
         let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
         let oneoff = c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True");
         if !known(&service) && !oneoff && !options.remove_orphans {
-            plan.notes.push(format!("orphan container {} left in place", c.name));
+            plan.notes
+                .push(format!("orphan container {} left in place", c.name));
             continue;
         }
         let mut after: Vec<usize> = Vec::new();
@@ -859,7 +922,10 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
             "orphan container".to_string()
         };
         let mut rm_after = Vec::new();
-        if matches!(c.state, ContainerState::Running | ContainerState::Paused | ContainerState::Restarting) {
+        if matches!(
+            c.state,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        ) {
             let stop = plan.push(
                 Action::Stop {
                     service: service.clone(),
@@ -916,17 +982,18 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
             }
         }
         for image in images {
-            plan.push(Action::RemoveImage(image), format!("--rmi {rmi}"), removed.clone());
+            plan.push(
+                Action::RemoveImage(image),
+                format!("--rmi {rmi}"),
+                removed.clone(),
+            );
         }
     }
     plan
 }
 
 /// Which containers a lifecycle command acts on.
-pub fn target_containers<'a>(
-    observed: &'a Observed,
-    services: &[String],
-) -> Vec<&'a Container> {
+pub fn target_containers<'a>(observed: &'a Observed, services: &[String]) -> Vec<&'a Container> {
     let mut out: Vec<&Container> = observed
         .containers
         .iter()
@@ -969,15 +1036,27 @@ pub enum Lifecycle {
 /// Plans a lifecycle command over the containers of `services` (all when empty),
 /// skipping containers already in the wanted state. Starts follow dependency
 /// order; stops go dependants first.
-pub fn plan_lifecycle(project: &Project, observed: &Observed, services: &[String], command: &Lifecycle) -> Plan {
+pub fn plan_lifecycle(
+    project: &Project,
+    observed: &Observed,
+    services: &[String],
+    command: &Lifecycle,
+) -> Plan {
     let mut plan = Plan::default();
     let mut order = dependency_order(project);
-    if matches!(command, Lifecycle::Stop(_) | Lifecycle::Remove { .. } | Lifecycle::Kill(_)) {
+    if matches!(
+        command,
+        Lifecycle::Stop(_) | Lifecycle::Remove { .. } | Lifecycle::Kill(_)
+    ) {
         order.reverse();
     }
     let mut targets = target_containers(observed, services);
     let rank = |c: &Container| {
-        let svc = c.labels.get(labels::SERVICE).map(String::as_str).unwrap_or("");
+        let svc = c
+            .labels
+            .get(labels::SERVICE)
+            .map(String::as_str)
+            .unwrap_or("");
         order.iter().position(|n| n == svc).unwrap_or(usize::MAX)
     };
     targets.sort_by_key(|c| rank(c));
@@ -990,48 +1069,83 @@ pub fn plan_lifecycle(project: &Project, observed: &Observed, services: &[String
             previous_ops = std::mem::take(&mut current_ops);
             previous_service = Some(service.clone());
         }
-        let running = matches!(c.state, ContainerState::Running | ContainerState::Restarting);
+        let running = matches!(
+            c.state,
+            ContainerState::Running | ContainerState::Restarting
+        );
         let container = c.name.clone();
         let (action, applies) = match command {
             Lifecycle::Start => (
-                Action::Start { service: service.clone(), container },
+                Action::Start {
+                    service: service.clone(),
+                    container,
+                },
                 matches!(c.state, ContainerState::Created | ContainerState::Exited),
             ),
             Lifecycle::Stop(t) => (
-                Action::Stop { service: service.clone(), container, timeout: *t },
+                Action::Stop {
+                    service: service.clone(),
+                    container,
+                    timeout: *t,
+                },
                 running || c.state == ContainerState::Paused,
             ),
             Lifecycle::Restart(t) => (
-                Action::Restart { service: service.clone(), container, timeout: *t },
+                Action::Restart {
+                    service: service.clone(),
+                    container,
+                    timeout: *t,
+                },
                 true,
             ),
             Lifecycle::Kill(s) => (
-                Action::Kill { service: service.clone(), container, signal: s.clone() },
+                Action::Kill {
+                    service: service.clone(),
+                    container,
+                    signal: s.clone(),
+                },
                 running,
             ),
             Lifecycle::Pause => (
-                Action::Pause { service: service.clone(), container },
+                Action::Pause {
+                    service: service.clone(),
+                    container,
+                },
                 c.state == ContainerState::Running,
             ),
             Lifecycle::Unpause => (
-                Action::Unpause { service: service.clone(), container },
+                Action::Unpause {
+                    service: service.clone(),
+                    container,
+                },
                 c.state == ContainerState::Paused,
             ),
             Lifecycle::Remove { stop, volumes } => {
                 let mut after = previous_ops.clone();
                 if running {
                     if !*stop {
-                        plan.notes.push(format!("container {} is running: use -s to stop it first", c.name));
+                        plan.notes.push(format!(
+                            "container {} is running: use -s to stop it first",
+                            c.name
+                        ));
                         continue;
                     }
                     after.push(plan.push(
-                        Action::Stop { service: service.clone(), container: c.name.clone(), timeout: None },
+                        Action::Stop {
+                            service: service.clone(),
+                            container: c.name.clone(),
+                            timeout: None,
+                        },
                         "stop before removal",
                         previous_ops.clone(),
                     ));
                 }
                 current_ops.push(plan.push(
-                    Action::Remove { service: service.clone(), container: c.name.clone(), volumes: *volumes },
+                    Action::Remove {
+                        service: service.clone(),
+                        container: c.name.clone(),
+                        volumes: *volumes,
+                    },
                     "removal requested",
                     after,
                 ));

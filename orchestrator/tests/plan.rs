@@ -10,7 +10,10 @@ use orchestrator::execute::{execute, ExecuteOptions};
 use orchestrator::loader::load_from_str;
 use orchestrator::model::Project;
 use orchestrator::observe::observe;
-use orchestrator::plan::{plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan, UpOptions};
+use orchestrator::plan::{
+    plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan,
+    UpOptions,
+};
 use runtime_shim::fake::FakeRuntime;
 use runtime_shim::Runtime;
 
@@ -51,23 +54,38 @@ async fn run(rt: &Arc<FakeRuntime>, plan: &Plan) -> String {
 
 /// Compares `actual` with the snapshot `name`.
 fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plans").join(format!("{name}.txt"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/plans")
+        .join(format!("{name}.txt"));
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         std::fs::write(&path, actual).unwrap_or_else(|e| panic!("{e}"));
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(actual, expected, "plan snapshot {name} differs (UPDATE_EXPECT=1 to accept)");
+    assert_eq!(
+        actual, expected,
+        "plan snapshot {name} differs (UPDATE_EXPECT=1 to accept)"
+    );
 }
 
-async fn up(rt: &Arc<FakeRuntime>, p: &Project, options: &UpOptions, log: &mut String, title: &str) {
-    let observed = observe(rt.as_ref(), p).await.unwrap_or_else(|e| panic!("{e}"));
+async fn up(
+    rt: &Arc<FakeRuntime>,
+    p: &Project,
+    options: &UpOptions,
+    log: &mut String,
+    title: &str,
+) {
+    let observed = observe(rt.as_ref(), p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let build = plan_build(p, &observed, &BuildOptions::default());
     if !build.is_empty() {
         log.push_str(&format!("== {title}: build\n{build}"));
         log.push_str(&run(rt, &build).await);
     }
-    let observed = observe(rt.as_ref(), p).await.unwrap_or_else(|e| panic!("{e}"));
+    let observed = observe(rt.as_ref(), p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let plan = plan_up(p, &observed, options);
     log.push_str(&format!("== {title}\n{plan}"));
     log.push_str(&run(rt, &plan).await);
@@ -114,9 +132,26 @@ async fn only_changed_services_are_recreated() {
     rt.add_image("postgres:16");
     rt.add_image("worker:1");
     let mut log = String::new();
-    up(&rt, &project(STACK), &UpOptions::default(), &mut log, "first up").await;
-    let changed = STACK.replace("image: worker:1", "image: worker:1\n    environment: [MODE=fast]");
-    up(&rt, &project(&changed), &UpOptions::default(), &mut log, "worker changed").await;
+    up(
+        &rt,
+        &project(STACK),
+        &UpOptions::default(),
+        &mut log,
+        "first up",
+    )
+    .await;
+    let changed = STACK.replace(
+        "image: worker:1",
+        "image: worker:1\n    environment: [MODE=fast]",
+    );
+    up(
+        &rt,
+        &project(&changed),
+        &UpOptions::default(),
+        &mut log,
+        "worker changed",
+    )
+    .await;
     check("recreate_changed", &log);
 }
 
@@ -140,10 +175,27 @@ async fn orphans_are_reported_then_removed_on_request() {
     rt.add_image("a:1");
     rt.add_image("b:1");
     let mut log = String::new();
-    up(&rt, &project("services:\n  a:\n    image: a:1\n  b:\n    image: b:1\n"), &UpOptions::default(), &mut log, "two services").await;
+    up(
+        &rt,
+        &project("services:\n  a:\n    image: a:1\n  b:\n    image: b:1\n"),
+        &UpOptions::default(),
+        &mut log,
+        "two services",
+    )
+    .await;
     let one = project("services:\n  a:\n    image: a:1\n");
-    up(&rt, &one, &UpOptions::default(), &mut log, "b removed from the file").await;
-    let options = UpOptions { remove_orphans: true, ..UpOptions::default() };
+    up(
+        &rt,
+        &one,
+        &UpOptions::default(),
+        &mut log,
+        "b removed from the file",
+    )
+    .await;
+    let options = UpOptions {
+        remove_orphans: true,
+        ..UpOptions::default()
+    };
     up(&rt, &one, &options, &mut log, "with --remove-orphans").await;
     check("orphans", &log);
 }
@@ -155,7 +207,14 @@ async fn a_failure_skips_dependants_and_the_rest_goes_on() {
     rt.add_image("worker:1");
     rt.fail("create demo-db-1", "port is already allocated");
     let mut log = String::new();
-    up(&rt, &project(STACK), &UpOptions::default(), &mut log, "db cannot be created").await;
+    up(
+        &rt,
+        &project(STACK),
+        &UpOptions::default(),
+        &mut log,
+        "db cannot be created",
+    )
+    .await;
     check("failure", &log);
 }
 
@@ -167,15 +226,35 @@ async fn down_removes_containers_networks_and_volumes() {
     let p = project(STACK);
     let mut log = String::new();
     up(&rt, &p, &UpOptions::default(), &mut log, "up").await;
-    let observed = observe(rt.as_ref(), &p).await.unwrap_or_else(|e| panic!("{e}"));
-    let stop = plan_lifecycle(&p, &observed, &["worker".to_string()], &Lifecycle::Stop(None));
+    let observed = observe(rt.as_ref(), &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stop = plan_lifecycle(
+        &p,
+        &observed,
+        &["worker".to_string()],
+        &Lifecycle::Stop(None),
+    );
     log.push_str(&format!("== stop worker\n{stop}"));
     log.push_str(&run(&rt, &stop).await);
-    let observed = observe(rt.as_ref(), &p).await.unwrap_or_else(|e| panic!("{e}"));
-    let down = plan_down(&p, &observed, &DownOptions { volumes: true, ..DownOptions::default() });
+    let observed = observe(rt.as_ref(), &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let down = plan_down(
+        &p,
+        &observed,
+        &DownOptions {
+            volumes: true,
+            ..DownOptions::default()
+        },
+    );
     log.push_str(&format!("== down -v\n{down}"));
     log.push_str(&run(&rt, &down).await);
     log.push_str(&format!("== engine calls\n{}\n", rt.calls().join("\n")));
     check("down", &log);
-    assert!(rt.list_containers(&[], true).await.map(|c| c.is_empty()).unwrap_or(false));
+    assert!(rt
+        .list_containers(&[], true)
+        .await
+        .map(|c| c.is_empty())
+        .unwrap_or(false));
 }

@@ -1,1 +1,2721 @@
-//! The Docker Engine implementation of [`crate::Runtime`] (being written).
+//! The Docker Engine implementation of [`crate::Runtime`], over `bollard`.
+//!
+//! [`DockerRuntime`] speaks the Engine API through a unix socket or plain TCP
+//! (`DOCKER_HOST`), with the API version negotiated down to the engine's
+//! (Docker 20.10 speaks 1.41). Every bollard type stays inside this module:
+//! requests are built from rcompose's types and answers converted back.
+//!
+//! Things a caller must know:
+//! - **Networks.** A container is created attached to the *first* entry of
+//!   [`ContainerSpec::networks`] only (API 1.41 accepts a single endpoint at
+//!   creation); connect it to the others with [`Runtime::connect_network`]
+//!   before starting it. When [`ContainerSpec::network_mode`] is empty the
+//!   network mode is that first network.
+//! - **Mounts.** A bind mount with `create_host_path = false` goes through the
+//!   engine's `Mounts` API, which fails when the host path is missing; one
+//!   with `create_host_path = true` (or with an SELinux relabel option, which
+//!   only that syntax can express) goes through `Binds`, which creates it.
+//!   Volumes and tmpfs always use `Mounts`.
+//! - **Errors.** 404 becomes [`RuntimeError::NotFound`] (with the kind the
+//!   engine's message names: creating a container from a missing image is
+//!   `NotFound { kind: "image" }`); 409 becomes [`RuntimeError::Conflict`]
+//!   when it means a name is taken (creating or renaming), and
+//!   [`RuntimeError::Engine`] with the engine's message otherwise (removing a
+//!   running container, a volume in use, killing a stopped container); an
+//!   unreachable engine or one that does not answer in time is
+//!   [`RuntimeError::Unavailable`].
+//! - **Features newer than the engine** (a volume `subpath`, a health check
+//!   `start_interval`, a network `gw_priority`, a per-network MAC address
+//!   when connecting) are refused with an error naming the API version they
+//!   need, rather than silently dropped.
+//! - **Streams.** Log lines are the engine's frames (normally one line each,
+//!   newline included). The event stream starts at the engine's clock at the
+//!   time of the call, so no event after subscribing is missed. Build output
+//!   is split into lines; a build error ends the stream with an `Err` item.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::errors::Error as BollardError;
+use bollard::models as m;
+use bollard::query_parameters as q;
+use bollard::{BollardRequest, Docker};
+use futures_util::{stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::{
+    BoxStream, BuildSpec, Container, ContainerDetails, ContainerSpec, ContainerState, Event,
+    Health, HealthcheckSpec, Image, LogLine, LogOptions, Mount, Network, NetworkAttachment,
+    NetworkSpec, PublishedPort, Result, Runtime, RuntimeError, Volume, VolumeSpec,
+};
+
+/// Where the engine is when `DOCKER_HOST` is unset.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+/// How long an ordinary call may take before the engine counts as unavailable.
+const CALL_TIMEOUT_SECS: u64 = 300;
+/// How long a build may take to send its context and answer.
+const BUILD_TIMEOUT_SECS: u64 = 3600;
+/// Chunk size of the build context stream.
+const CONTEXT_CHUNK: usize = 64 * 1024;
+
+/// An Engine API version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct ApiVersion(usize, usize);
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// The API version that first accepted per-endpoint MAC addresses and
+/// `StartInterval`, and that always checks network names for duplicates.
+const API_1_44: ApiVersion = ApiVersion(1, 44);
+/// The API version that first accepted volume sub-paths.
+const API_1_45: ApiVersion = ApiVersion(1, 45);
+/// The API version that first accepted a gateway priority.
+const API_1_48: ApiVersion = ApiVersion(1, 48);
+
+/// A connection to a Docker Engine.
+#[derive(Debug, Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    host: String,
+    api: ApiVersion,
+}
+
+impl DockerRuntime {
+    /// Connects to the engine named by `DOCKER_HOST` (`unix://` or `tcp://`),
+    /// by default the local socket `/var/run/docker.sock`, and negotiates the
+    /// API version with it.
+    pub async fn connect() -> Result<DockerRuntime> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        Self::connect_to(&host).await
+    }
+
+    /// Connects to the engine at `host` (`unix:///path` or `tcp://host[:port]`)
+    /// and negotiates the API version with it.
+    pub async fn connect_to(host: &str) -> Result<DockerRuntime> {
+        let unavailable = |why: String| RuntimeError::Unavailable(format!("{host}: {why}"));
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            if !Path::new(path).exists() {
+                return Err(unavailable(format!(
+                    "no socket at {path}; is the Docker engine running?"
+                )));
+            }
+            Docker::connect_with_unix(path, CALL_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+        } else if let Some(rest) = host
+            .strip_prefix("tcp://")
+            .or_else(|| host.strip_prefix("http://"))
+        {
+            if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
+                return Err(unavailable(
+                    "TLS connections (DOCKER_TLS_VERIFY) are not supported".into(),
+                ));
+            }
+            Docker::connect_with_http(
+                &with_default_port(rest, 2375),
+                CALL_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else {
+            return Err(unavailable(
+                "unsupported address; DOCKER_HOST must be unix:///path or tcp://host:port".into(),
+            ));
+        }
+        .map_err(|e| unavailable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unavailable(format!("the engine does not answer: {e}")))?;
+        let v = docker.client_version();
+        Ok(DockerRuntime {
+            docker,
+            host: host.to_string(),
+            api: ApiVersion(v.major_version, v.minor_version),
+        })
+    }
+
+    /// The engine's address, as given.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The negotiated API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.api.to_string()
+    }
+
+    /// A client whose calls may take `secs` seconds.
+    fn patient(&self, secs: u64) -> Docker {
+        self.docker.clone().with_timeout(Duration::from_secs(secs))
+    }
+
+    /// A client that sends `body` as the JSON body of its requests, for
+    /// fields that this engine understands but bollard's models lack.
+    fn with_json_body(&self, body: &serde_json::Value) -> Result<Docker> {
+        let bytes = serde_json::to_vec(body).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        Ok(self
+            .docker
+            .clone()
+            .with_request_modifier(move |req: BollardRequest| {
+                let (parts, _) = req.into_parts();
+                BollardRequest::from_parts(parts, bollard::body_full(bytes.clone().into()))
+            }))
+    }
+
+    /// The engine's clock, as `seconds.nanoseconds`, or ours if it won't say.
+    async fn engine_now(&self) -> String {
+        let engine = self
+            .docker
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.system_time)
+            .and_then(|t| parse_rfc3339(&t));
+        let (secs, nanos) = engine.unwrap_or_else(|| {
+            let d = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            )
+        });
+        format!("{secs}.{nanos:09}")
+    }
+}
+
+/// Appends `:port` to a `host` that has none.
+fn with_default_port(addr: &str, port: u16) -> String {
+    let authority = addr.split('/').next().unwrap_or(addr);
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        addr.to_string()
+    } else {
+        format!("{authority}:{port}")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// What a 409 means for the call that got it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum On409 {
+    /// A name is taken: [`RuntimeError::Conflict`].
+    Exists,
+    /// Anything else: [`RuntimeError::Engine`] with the engine's message.
+    Refused,
+}
+
+/// Converts a bollard error about the object `kind` `name`.
+fn convert_error(e: BollardError, kind: &'static str, name: &str, on409: On409) -> RuntimeError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => {
+            let (kind, name) = not_found_subject(&message, kind, name);
+            RuntimeError::NotFound { kind, name }
+        }
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => {
+            if on409 == On409::Exists {
+                RuntimeError::Conflict {
+                    kind,
+                    name: name.to_string(),
+                }
+            } else {
+                RuntimeError::Engine(message)
+            }
+        }
+        BollardError::DockerResponseServerError { message, .. } => RuntimeError::Engine(message),
+        BollardError::DockerStreamError { error } => RuntimeError::Engine(error),
+        BollardError::RequestTimeoutError => {
+            RuntimeError::Unavailable("the engine did not answer in time".into())
+        }
+        e @ (BollardError::HyperLegacyError { .. }
+        | BollardError::SocketNotFoundError(_)
+        | BollardError::IOError { .. }) => RuntimeError::Unavailable(e.to_string()),
+        e => RuntimeError::Engine(e.to_string()),
+    }
+}
+
+/// A mapper for `map_err` about the object `kind` `name`; 409 is a refusal.
+fn err<'a>(kind: &'static str, name: &'a str) -> impl FnOnce(BollardError) -> RuntimeError + 'a {
+    move |e| convert_error(e, kind, name, On409::Refused)
+}
+
+/// A mapper for `map_err` where 409 means the name is taken.
+fn err_exists<'a>(
+    kind: &'static str,
+    name: &'a str,
+) -> impl FnOnce(BollardError) -> RuntimeError + 'a {
+    move |e| convert_error(e, kind, name, On409::Exists)
+}
+
+/// Which object a 404 message is about: the engine says `No such image: x`
+/// when creating a container from a missing image, `network x not found`
+/// when connecting to a missing network.
+fn not_found_subject(message: &str, kind: &'static str, name: &str) -> (&'static str, String) {
+    let lower = message.to_ascii_lowercase();
+    let after_colon = || {
+        message
+            .split_once(": ")
+            .map(|(_, n)| n.trim().to_string())
+            .unwrap_or_else(|| name.to_string())
+    };
+    if lower.starts_with("no such image") {
+        ("image", after_colon())
+    } else if lower.starts_with("no such container") {
+        ("container", after_colon())
+    } else if lower.starts_with("no such volume") || lower.starts_with("get ") {
+        ("volume", name.to_string())
+    } else if lower.starts_with("network ") && lower.contains("not found") {
+        let n = message
+            .strip_prefix("network ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or(name);
+        ("network", n.to_string())
+    } else {
+        (kind, name.to_string())
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Small conversions
+
+fn nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn nonempty_vec(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+fn nonempty_map(map: &BTreeMap<String, String>) -> Option<HashMap<String, String>> {
+    (!map.is_empty()).then(|| map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+fn nonzero(n: i64) -> Option<i64> {
+    (n != 0).then_some(n)
+}
+
+fn sorted(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    map.unwrap_or_default().into_iter().collect()
+}
+
+/// Label filters (`key` or `key=value`) as the engine's `filters` parameter.
+fn label_filters(filter: &[String]) -> HashMap<String, Vec<String>> {
+    let mut filters = HashMap::new();
+    if !filter.is_empty() {
+        filters.insert("label".to_string(), filter.to_vec());
+    }
+    filters
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00.5+02:00`),
+/// with its nanoseconds.
+fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) {
+            part.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    let mut nanos: u32 = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let mut n: u32 = 0;
+        for (i, c) in frac.bytes().take(digits).enumerate() {
+            if i < 9 {
+                n = n * 10 + u32::from(c - b'0');
+            }
+        }
+        for _ in digits..9 {
+            n *= 10;
+        }
+        nanos = n;
+        rest = &frac[digits..];
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), ..] if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            let h: i64 = rest.get(1..3)?.parse().ok()?;
+            let m: i64 = rest.get(4..6)?.parse().ok()?;
+            let off = h * 3600 + m * 60;
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    Some((
+        days * 86_400 + hour * 3600 + minute * 60 + second - offset,
+        nanos,
+    ))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn epoch_seconds(time: Option<&str>) -> i64 {
+    time.and_then(parse_rfc3339).map(|(s, _)| s).unwrap_or(0)
+}
+
+fn to_i32(n: i64, what: &str) -> Result<i32> {
+    i32::try_from(n).map_err(|_| RuntimeError::Engine(format!("{what} {n} is out of range")))
+}
+
+fn timeout_i32(secs: Option<i64>) -> Option<i32> {
+    secs.map(|s| i32::try_from(s.max(-1)).unwrap_or(i32::MAX))
+}
+
+fn timeout_budget(secs: Option<i64>) -> u64 {
+    CALL_TIMEOUT_SECS + secs.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// Container creation
+
+/// A create request: the body, and the container-level MAC address for
+/// engines older than API 1.44 (which bollard's model cannot carry).
+#[derive(Debug)]
+struct CreateRequest {
+    body: m::ContainerCreateBody,
+    config_mac: Option<String>,
+}
+
+/// Expands `port[-end][/proto]` into `port/proto` keys.
+fn expand_ports(spec: &str) -> Result<Vec<String>> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) if !proto.is_empty() => (p, proto),
+        Some((p, _)) => (p, "tcp"),
+        None => (spec, "tcp"),
+    };
+    let bad = || RuntimeError::Engine(format!("invalid port {spec:?}"));
+    let (start, end) = match ports.split_once('-') {
+        Some((a, b)) => (
+            a.trim().parse::<u16>().map_err(|_| bad())?,
+            b.trim().parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let p = ports.trim().parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if end < start {
+        return Err(bad());
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn port_key(port: u16, protocol: &str) -> String {
+    let proto = if protocol.is_empty() { "tcp" } else { protocol };
+    format!("{port}/{proto}")
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+fn restart_policy(s: &str) -> Result<Option<m::RestartPolicy>> {
+    use m::RestartPolicyNameEnum as N;
+    let (name, count) = match s {
+        "" => return Ok(None),
+        "no" => (N::NO, None),
+        "always" => (N::ALWAYS, None),
+        "unless-stopped" => (N::UNLESS_STOPPED, None),
+        "on-failure" => (N::ON_FAILURE, None),
+        other => match other.strip_prefix("on-failure:") {
+            Some(n) => match n.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => (N::ON_FAILURE, Some(n)),
+                _ => {
+                    return Err(RuntimeError::Engine(format!(
+                        "invalid restart policy {other:?}: maximum retry count must be a non-negative integer"
+                    )))
+                }
+            },
+            None => {
+                return Err(RuntimeError::Engine(format!(
+                    "invalid restart policy {other:?}"
+                )))
+            }
+        },
+    };
+    Ok(Some(m::RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: count,
+    }))
+}
+
+/// `host[:container[:perms]]`, as the Docker CLI parses `--device`.
+fn device_mapping(device: &str) -> Result<m::DeviceMapping> {
+    let valid_perms =
+        |p: &str| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = device.split(':').collect();
+    let (src, dst, perms) = match parts.as_slice() {
+        [src] => (*src, *src, "rwm"),
+        [src, second] if valid_perms(second) => (*src, *src, *second),
+        [src, dst] => (*src, *dst, "rwm"),
+        [src, dst, perms] if valid_perms(perms) => (*src, *dst, *perms),
+        _ => {
+            return Err(RuntimeError::Engine(format!(
+                "invalid device specification: {device}"
+            )))
+        }
+    };
+    if src.is_empty() {
+        return Err(RuntimeError::Engine(format!(
+            "invalid device specification: {device}"
+        )));
+    }
+    Ok(m::DeviceMapping {
+        path_on_host: Some(src.to_string()),
+        path_in_container: Some(if dst.is_empty() { src } else { dst }.to_string()),
+        cgroup_permissions: Some(perms.to_string()),
+    })
+}
+
+/// `host:ip` (the engine's form) from `host:ip` or `host=ip`.
+fn extra_host(entry: &str) -> String {
+    match entry.split_once('=') {
+        Some((host, ip)) if !host.contains(':') => format!("{host}:{ip}"),
+        _ => entry.to_string(),
+    }
+}
+
+fn healthcheck(h: &HealthcheckSpec, api: ApiVersion) -> Result<m::HealthConfig> {
+    if h.start_interval_ns != 0 && api < API_1_44 {
+        return Err(RuntimeError::Engine(format!(
+            "healthcheck start_interval requires Docker Engine API {API_1_44} or later (the engine speaks {api})"
+        )));
+    }
+    Ok(m::HealthConfig {
+        test: nonempty_vec(&h.test),
+        interval: nonzero(h.interval_ns),
+        timeout: nonzero(h.timeout_ns),
+        retries: nonzero(h.retries),
+        start_period: nonzero(h.start_period_ns),
+        start_interval: nonzero(h.start_interval_ns),
+    })
+}
+
+/// The endpoint settings of an attachment. The MAC address is included only
+/// where the engine reads it from the endpoint (API 1.44 and later).
+fn endpoint_settings(att: &NetworkAttachment, api: ApiVersion) -> Result<m::EndpointSettings> {
+    if att.gw_priority != 0 && api < API_1_48 {
+        return Err(RuntimeError::Engine(format!(
+            "gw_priority on network {} requires Docker Engine API {API_1_48} or later (the engine speaks {api})",
+            att.network
+        )));
+    }
+    let ipam = (!att.ipv4_address.is_empty() || !att.ipv6_address.is_empty()).then(|| {
+        m::EndpointIpamConfig {
+            ipv4_address: nonempty(&att.ipv4_address),
+            ipv6_address: nonempty(&att.ipv6_address),
+            link_local_ips: None,
+        }
+    });
+    Ok(m::EndpointSettings {
+        ipam_config: ipam,
+        links: nonempty_vec(&att.links),
+        aliases: nonempty_vec(&att.aliases),
+        driver_opts: nonempty_map(&att.driver_opts),
+        gw_priority: nonzero(att.gw_priority),
+        mac_address: if api >= API_1_44 {
+            nonempty(&att.mac_address)
+        } else {
+            None
+        },
+        ..Default::default()
+    })
+}
+
+/// Splits the mounts into `Binds` strings and `Mounts` entries.
+fn mounts(spec: &[Mount], api: ApiVersion) -> Result<(Vec<String>, Vec<m::Mount>)> {
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for mount in spec {
+        match mount {
+            Mount::Bind {
+                source,
+                target,
+                read_only,
+                create_host_path,
+                propagation,
+                selinux,
+            } => {
+                if *create_host_path || !selinux.is_empty() {
+                    let mut opts: Vec<&str> = Vec::new();
+                    if *read_only {
+                        opts.push("ro");
+                    }
+                    if !propagation.is_empty() {
+                        opts.push(propagation);
+                    }
+                    if !selinux.is_empty() {
+                        opts.push(selinux);
+                    }
+                    binds.push(if opts.is_empty() {
+                        format!("{source}:{target}")
+                    } else {
+                        format!("{source}:{target}:{}", opts.join(","))
+                    });
+                } else {
+                    let propagation = if propagation.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            propagation
+                                .parse::<m::MountBindOptionsPropagationEnum>()
+                                .map_err(|_| {
+                                    RuntimeError::Engine(format!(
+                                        "invalid bind propagation {propagation:?} for {target}"
+                                    ))
+                                })?,
+                        )
+                    };
+                    mounts.push(m::Mount {
+                        target: Some(target.clone()),
+                        source: Some(source.clone()),
+                        typ: Some(m::MountType::BIND),
+                        read_only: read_only.then_some(true),
+                        bind_options: propagation.map(|p| m::MountBindOptions {
+                            propagation: Some(p),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+            Mount::Volume {
+                source,
+                target,
+                read_only,
+                nocopy,
+                subpath,
+            } => {
+                if !subpath.is_empty() && api < API_1_45 {
+                    return Err(RuntimeError::Engine(format!(
+                        "volume subpath for {target} requires Docker Engine API {API_1_45} or later (the engine speaks {api})"
+                    )));
+                }
+                let options = (*nocopy || !subpath.is_empty()).then(|| m::MountVolumeOptions {
+                    no_copy: nocopy.then_some(true),
+                    subpath: nonempty(subpath),
+                    ..Default::default()
+                });
+                mounts.push(m::Mount {
+                    target: Some(target.clone()),
+                    source: nonempty(source),
+                    typ: Some(m::MountType::VOLUME),
+                    read_only: read_only.then_some(true),
+                    volume_options: options,
+                    ..Default::default()
+                });
+            }
+            Mount::Tmpfs { target, size, mode } => {
+                let options = (*size != 0 || *mode != 0).then(|| m::MountTmpfsOptions {
+                    size_bytes: nonzero(*size),
+                    mode: (*mode != 0).then_some(i64::from(*mode)),
+                    options: None,
+                });
+                mounts.push(m::Mount {
+                    target: Some(target.clone()),
+                    typ: Some(m::MountType::TMPFS),
+                    tmpfs_options: options,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    Ok((binds, mounts))
+}
+
+/// The engine's create request for a container spec (all of it but the
+/// name and platform, which are query parameters).
+fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest> {
+    // Ports: every published port is exposed too, as the Docker CLI does.
+    let mut exposed: Vec<String> = Vec::new();
+    let mut push_exposed = |key: String| {
+        if !exposed.contains(&key) {
+            exposed.push(key);
+        }
+    };
+    for e in &spec.exposed {
+        for key in expand_ports(e)? {
+            push_exposed(key);
+        }
+    }
+    let mut bindings: m::PortMap = HashMap::new();
+    for p in &spec.ports {
+        let key = port_key(p.container_port, &p.protocol);
+        push_exposed(key.clone());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(m::PortBinding {
+                host_ip: Some(p.host_ip.clone()),
+                host_port: Some(p.host_port.clone()),
+            });
+    }
+
+    let (binds, mount_list) = mounts(&spec.mounts, api)?;
+
+    // Networks: the first attachment at creation, the others by the caller.
+    let mut network_disabled = None;
+    let network_mode = match spec.network_mode.as_str() {
+        "" => spec.networks.first().map(|n| n.network.clone()),
+        "disabled" => {
+            network_disabled = Some(true);
+            Some("none".to_string())
+        }
+        mode => Some(mode.to_string()),
+    };
+    let primary = spec
+        .networks
+        .first()
+        .filter(|n| spec.network_mode.is_empty() || spec.network_mode == n.network);
+    let mut links = None;
+    let networking_config = match primary {
+        Some(att) => {
+            links = nonempty_vec(&att.links);
+            let mut settings = endpoint_settings(att, api)?;
+            if api >= API_1_44 && settings.mac_address.is_none() {
+                settings.mac_address = nonempty(&spec.mac_address);
+            }
+            Some(m::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(att.network.clone(), settings)])),
+            })
+        }
+        None => None,
+    };
+    let config_mac = if api < API_1_44 {
+        nonempty(&spec.mac_address).or_else(|| primary.and_then(|a| nonempty(&a.mac_address)))
+    } else if primary.is_none() {
+        nonempty(&spec.mac_address)
+    } else {
+        None
+    };
+
+    let log_config = (!spec.log_driver.is_empty() || !spec.log_opts.is_empty()).then(|| {
+        m::HostConfigLogConfig {
+            typ: nonempty(&spec.log_driver),
+            config: nonempty_map(&spec.log_opts),
+        }
+    });
+    let devices = spec
+        .devices
+        .iter()
+        .map(|d| device_mapping(d))
+        .collect::<Result<Vec<_>>>()?;
+    let ulimits: Vec<m::ResourcesUlimits> = spec
+        .ulimits
+        .iter()
+        .map(|u| m::ResourcesUlimits {
+            name: Some(u.name.clone()),
+            soft: Some(u.soft),
+            hard: Some(u.hard),
+        })
+        .collect();
+
+    let host_config = m::HostConfig {
+        binds: (!binds.is_empty()).then_some(binds),
+        mounts: (!mount_list.is_empty()).then_some(mount_list),
+        network_mode,
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        restart_policy: restart_policy(&spec.restart)?,
+        init: spec.init,
+        readonly_rootfs: spec.read_only.then_some(true),
+        privileged: spec.privileged.then_some(true),
+        cap_add: nonempty_vec(&spec.cap_add),
+        cap_drop: nonempty_vec(&spec.cap_drop),
+        security_opt: nonempty_vec(&spec.security_opt),
+        tmpfs: nonempty_map(&spec.tmpfs),
+        ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        sysctls: nonempty_map(&spec.sysctls),
+        extra_hosts: (!spec.extra_hosts.is_empty())
+            .then(|| spec.extra_hosts.iter().map(|h| extra_host(h)).collect()),
+        dns: nonempty_vec(&spec.dns),
+        dns_options: nonempty_vec(&spec.dns_opt),
+        dns_search: nonempty_vec(&spec.dns_search),
+        memory: nonzero(spec.memory),
+        memory_reservation: nonzero(spec.memory_reservation),
+        memory_swap: nonzero(spec.memory_swap),
+        nano_cpus: nonzero(spec.nano_cpus),
+        cpu_shares: nonzero(spec.cpu_shares),
+        cpuset_cpus: nonempty(&spec.cpuset),
+        pids_limit: nonzero(spec.pids_limit),
+        shm_size: nonzero(spec.shm_size),
+        log_config,
+        ipc_mode: nonempty(&spec.ipc),
+        pid_mode: nonempty(&spec.pid),
+        devices: (!devices.is_empty()).then_some(devices),
+        group_add: nonempty_vec(&spec.group_add),
+        runtime: nonempty(&spec.runtime),
+        volumes_from: nonempty_vec(&spec.volumes_from),
+        oom_kill_disable: spec.oom_kill_disable.then_some(true),
+        oom_score_adj: nonzero(spec.oom_score_adj),
+        userns_mode: nonempty(&spec.userns_mode),
+        cgroup_parent: nonempty(&spec.cgroup_parent),
+        links,
+        ..Default::default()
+    };
+
+    let body = m::ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        hostname: nonempty(&spec.hostname),
+        domainname: nonempty(&spec.domainname),
+        user: nonempty(&spec.user),
+        attach_stdin: Some(false),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        tty: Some(spec.tty),
+        open_stdin: Some(spec.stdin_open),
+        env: nonempty_vec(&spec.env),
+        cmd: spec.command.clone(),
+        // An explicit empty entrypoint is sent as `[]`, which overrides the image's.
+        entrypoint: spec.entrypoint.clone(),
+        healthcheck: spec
+            .healthcheck
+            .as_ref()
+            .map(|h| healthcheck(h, api))
+            .transpose()?,
+        working_dir: nonempty(&spec.working_dir),
+        network_disabled,
+        labels: nonempty_map(&spec.labels),
+        stop_signal: nonempty(&spec.stop_signal),
+        stop_timeout: spec.stop_timeout,
+        host_config: Some(host_config),
+        networking_config,
+        ..Default::default()
+    };
+    Ok(CreateRequest { body, config_mac })
+}
+
+// ---------------------------------------------------------------------------
+// Containers: engine answers to rcompose's types
+
+fn container_state(s: Option<String>) -> ContainerState {
+    ContainerState::parse(s.as_deref().unwrap_or(""))
+}
+
+fn published_ports(map: Option<m::PortMap>) -> Vec<PublishedPort> {
+    let mut ports = Vec::new();
+    for (key, bindings) in map.unwrap_or_default() {
+        let (port, protocol) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let Ok(container_port) = port.parse::<u16>() else {
+            continue;
+        };
+        match bindings {
+            Some(list) if !list.is_empty() => {
+                for b in list {
+                    ports.push(PublishedPort {
+                        host_ip: b.host_ip.unwrap_or_default(),
+                        host_port: b
+                            .host_port
+                            .as_deref()
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(0),
+                        container_port,
+                        protocol: protocol.to_string(),
+                    });
+                }
+            }
+            _ => ports.push(PublishedPort {
+                host_ip: String::new(),
+                host_port: 0,
+                container_port,
+                protocol: protocol.to_string(),
+            }),
+        }
+    }
+    ports.sort();
+    ports
+}
+
+fn container_from_summary(c: m::ContainerSummary) -> Container {
+    let names = c.names.unwrap_or_default();
+    let name = names
+        .iter()
+        .find(|n| n.trim_start_matches('/').find('/').is_none())
+        .or(names.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    let mut ports: Vec<PublishedPort> = c
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| PublishedPort {
+            host_ip: p.ip.unwrap_or_default(),
+            host_port: p.public_port.unwrap_or(0),
+            container_port: p.private_port,
+            protocol: p
+                .typ
+                .map(|t| t.to_string())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "tcp".into()),
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    let mut networks: Vec<String> = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .map(|n| n.into_keys().collect())
+        .unwrap_or_default();
+    networks.sort();
+    Container {
+        id: c.id.unwrap_or_default(),
+        name,
+        image: c.image.unwrap_or_default(),
+        image_id: c.image_id.unwrap_or_default(),
+        command: c.command.unwrap_or_default(),
+        labels: sorted(c.labels),
+        state: container_state(c.state.map(|s| s.to_string())),
+        status: c.status.unwrap_or_default(),
+        created: c.created.unwrap_or(0),
+        ports,
+        networks,
+    }
+}
+
+fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
+    let state = i.state.unwrap_or_default();
+    let config = i.config.unwrap_or_default();
+    let settings = i.network_settings.unwrap_or_default();
+    let endpoints = settings.networks.unwrap_or_default();
+    let mut networks: Vec<String> = endpoints.keys().cloned().collect();
+    networks.sort();
+    let addresses = endpoints
+        .into_iter()
+        .filter_map(|(name, ep)| {
+            let addr = ep
+                .ip_address
+                .filter(|a| !a.is_empty())
+                .or(ep.global_ipv6_address.filter(|a| !a.is_empty()))?;
+            Some((name, addr))
+        })
+        .collect();
+    let mut command = i.path.unwrap_or_default();
+    for arg in i.args.unwrap_or_default() {
+        command.push(' ');
+        command.push_str(&arg);
+    }
+    let status = container_state(state.status.map(|s| s.to_string()));
+    let health = match state
+        .health
+        .and_then(|h| h.status)
+        .map(|s| s.to_string())
+        .as_deref()
+    {
+        Some("starting") => Health::Starting,
+        Some("healthy") => Health::Healthy,
+        Some("unhealthy") => Health::Unhealthy,
+        _ => Health::None,
+    };
+    ContainerDetails {
+        container: Container {
+            id: i.id.unwrap_or_default(),
+            name: i
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config.image.unwrap_or_default(),
+            image_id: i.image.unwrap_or_default(),
+            command,
+            labels: sorted(config.labels),
+            state: status,
+            status: status.as_str().to_string(),
+            created: epoch_seconds(i.created.as_deref()),
+            ports: published_ports(settings.ports),
+            networks,
+        },
+        health,
+        exit_code: state.exit_code.unwrap_or(0),
+        restarting: state.restarting.unwrap_or(false),
+        addresses,
+    }
+}
+
+fn log_line(out: bollard::container::LogOutput) -> LogLine {
+    use bollard::container::LogOutput as L;
+    let stderr = matches!(out, L::StdErr { .. });
+    LogLine {
+        stderr,
+        text: String::from_utf8_lossy(&out.into_bytes()).into_owned(),
+    }
+}
+
+fn event_from(e: m::EventMessage) -> Event {
+    let actor = e.actor.unwrap_or_default();
+    Event {
+        time: e.time.unwrap_or(0),
+        kind: e.typ.map(|t| t.to_string()).unwrap_or_default(),
+        action: e.action.unwrap_or_default(),
+        id: actor.id.unwrap_or_default(),
+        attributes: sorted(actor.attributes),
+    }
+}
+
+fn network_from(n: m::Network) -> Network {
+    Network {
+        id: n.id.unwrap_or_default(),
+        name: n.name.unwrap_or_default(),
+        driver: n.driver.unwrap_or_default(),
+        labels: sorted(n.labels),
+        internal: n.internal.unwrap_or(false),
+    }
+}
+
+fn volume_from(v: m::Volume) -> Volume {
+    Volume {
+        name: v.name,
+        driver: v.driver,
+        labels: v.labels.into_iter().collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Streams
+
+/// A stream fed by a task: `work` gets the sending end and runs until it is
+/// done or the stream is dropped.
+fn channel_stream<T, F>(work: impl FnOnce(mpsc::Sender<Result<T>>) -> F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    let watcher = tx.clone();
+    let work = work(tx);
+    tokio::spawn(async move {
+        tokio::select! {
+            () = work => {}
+            () = watcher.closed() => {}
+        }
+    });
+    Box::pin(stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Splits a stream of text chunks into lines.
+#[derive(Default)]
+struct LineSplitter {
+    partial: String,
+}
+
+impl LineSplitter {
+    fn push(&mut self, chunk: &str) -> Vec<String> {
+        self.partial.push_str(chunk);
+        let mut lines = Vec::new();
+        while let Some(pos) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=pos).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if !line.trim().is_empty() {
+                lines.push(line.to_string());
+            }
+        }
+        lines
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.partial);
+        let rest = rest.trim_end_matches(['\n', '\r']);
+        (!rest.trim().is_empty()).then(|| rest.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Build contexts
+
+/// One pattern of a `.dockerignore` file.
+#[derive(Debug, Clone)]
+struct IgnorePattern {
+    exclusion: bool,
+    tokens: Vec<Token>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Char(char),
+    /// `*`: any run of characters but `/`.
+    Star,
+    /// `?`: one character but `/`.
+    Any,
+    /// `[...]`: a character class.
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+    /// `**/` or `**` followed by more: any run of whole directories, or none.
+    Dirs,
+    /// `**` at the end: anything.
+    Rest,
+}
+
+/// `.dockerignore` patterns, matched as Docker's `patternmatcher` does:
+/// later patterns override earlier ones, `!` re-includes, a pattern that
+/// matches a directory matches everything under it.
+#[derive(Debug, Clone, Default)]
+struct IgnoreMatcher {
+    patterns: Vec<IgnorePattern>,
+}
+
+/// A path cleaned as Go's `filepath.Clean` does.
+fn clean_path(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    if rooted {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".to_string()
+    } else {
+        joined
+    }
+}
+
+impl IgnoreMatcher {
+    /// Reads the patterns of a `.dockerignore` file.
+    fn parse(content: &str) -> Result<IgnoreMatcher> {
+        let mut patterns = Vec::new();
+        let content = content.strip_prefix('\u{feff}').unwrap_or(content);
+        for line in content.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (exclusion, pattern) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            if exclusion && pattern.is_empty() {
+                return Err(RuntimeError::Engine(
+                    "illegal exclusion pattern \"!\" in .dockerignore".into(),
+                ));
+            }
+            patterns.push(Self::pattern(pattern, exclusion)?);
+        }
+        Ok(IgnoreMatcher { patterns })
+    }
+
+    fn pattern(pattern: &str, exclusion: bool) -> Result<IgnorePattern> {
+        let mut cleaned = clean_path(pattern);
+        if cleaned.len() > 1 && cleaned.starts_with('/') {
+            cleaned.remove(0);
+        }
+        Ok(IgnorePattern {
+            exclusion,
+            tokens: tokenize(&cleaned).ok_or_else(|| {
+                RuntimeError::Engine(format!("syntax error in .dockerignore pattern {pattern:?}"))
+            })?,
+        })
+    }
+
+    /// Adds a pattern at the end (for the files that are always sent).
+    fn push(&mut self, pattern: &str, exclusion: bool) -> Result<()> {
+        self.patterns.push(Self::pattern(pattern, exclusion)?);
+        Ok(())
+    }
+
+    fn has_exclusions(&self) -> bool {
+        self.patterns.iter().any(|p| p.exclusion)
+    }
+
+    /// Whether `path` (relative, `/`-separated) is left out of the context.
+    fn excluded(&self, path: &str) -> bool {
+        let file: Vec<char> = path.chars().collect();
+        let parents: Vec<&str> = match path.rfind('/') {
+            Some(i) => path[..i].split('/').collect(),
+            None => Vec::new(),
+        };
+        let mut matched = false;
+        for p in &self.patterns {
+            if p.exclusion != matched {
+                continue;
+            }
+            let mut hit = match_tokens(&p.tokens, &file);
+            if !hit {
+                for i in 0..parents.len() {
+                    let parent: Vec<char> = parents[..=i].join("/").chars().collect();
+                    if match_tokens(&p.tokens, &parent) {
+                        hit = true;
+                        break;
+                    }
+                }
+            }
+            if hit {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+}
+
+/// The tokens of a cleaned pattern, or `None` for a malformed one.
+fn tokenize(pattern: &str) -> Option<Vec<Token>> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' if chars.get(i) == Some(&'*') => {
+                i += 1;
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                tokens.push(if i >= chars.len() {
+                    Token::Rest
+                } else {
+                    Token::Dirs
+                });
+            }
+            '*' => tokens.push(Token::Star),
+            '?' => tokens.push(Token::Any),
+            '\\' => match chars.get(i) {
+                Some(&next) => {
+                    tokens.push(Token::Char(next));
+                    i += 1;
+                }
+                None => tokens.push(Token::Char('\\')),
+            },
+            '[' => {
+                let mut negated = false;
+                if chars.get(i) == Some(&'^') {
+                    negated = true;
+                    i += 1;
+                }
+                let mut ranges = Vec::new();
+                let mut closed = false;
+                while i < chars.len() {
+                    let mut lo = chars[i];
+                    i += 1;
+                    if lo == ']' && !ranges.is_empty() {
+                        closed = true;
+                        break;
+                    }
+                    if lo == '\\' {
+                        lo = *chars.get(i)?;
+                        i += 1;
+                    }
+                    let mut hi = lo;
+                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|c| *c != ']') {
+                        hi = chars[i + 1];
+                        i += 2;
+                        if hi == '\\' {
+                            hi = *chars.get(i)?;
+                            i += 1;
+                        }
+                        if hi < lo {
+                            return None;
+                        }
+                    }
+                    ranges.push((lo, hi));
+                }
+                if !closed {
+                    return None;
+                }
+                tokens.push(Token::Class { negated, ranges });
+            }
+            other => tokens.push(Token::Char(other)),
+        }
+    }
+    Some(tokens)
+}
+
+fn match_tokens(tokens: &[Token], s: &[char]) -> bool {
+    let Some((token, rest)) = tokens.split_first() else {
+        return s.is_empty();
+    };
+    match token {
+        Token::Char(c) => s.first() == Some(c) && match_tokens(rest, &s[1..]),
+        Token::Any => s.first().is_some_and(|c| *c != '/') && match_tokens(rest, &s[1..]),
+        Token::Class { negated, ranges } => {
+            s.first()
+                .is_some_and(|c| ranges.iter().any(|(lo, hi)| (lo..=hi).contains(&c)) != *negated)
+                && match_tokens(rest, &s[1..])
+        }
+        Token::Star => {
+            for i in 0..=s.len() {
+                if match_tokens(rest, &s[i..]) {
+                    return true;
+                }
+                if i < s.len() && s[i] == '/' {
+                    return false;
+                }
+            }
+            false
+        }
+        Token::Rest => (0..=s.len()).any(|i| match_tokens(rest, &s[i..])),
+        Token::Dirs => {
+            match_tokens(rest, s)
+                || (0..s.len()).any(|i| s[i] == '/' && match_tokens(rest, &s[i + 1..]))
+        }
+    }
+}
+
+/// What goes into the build context archive.
+#[derive(Debug)]
+struct ContextPlan {
+    root: PathBuf,
+    /// Paths relative to the root, `/`-separated, in walking order.
+    entries: Vec<String>,
+    /// Files made up for the build (an inline or outside Dockerfile, the
+    /// `.dockerignore` that hides it): name and content.
+    generated: Vec<(String, Vec<u8>)>,
+    /// The Dockerfile's name inside the archive.
+    dockerfile: String,
+}
+
+/// A name for a generated Dockerfile, unique enough within one context.
+fn generated_dockerfile_name() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        ".dockerfile.{:08x}{:012x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
+}
+
+/// Decides the archive's content: walks the context honouring `.dockerignore`
+/// and places the Dockerfile (as the Docker CLI does: a Dockerfile given
+/// inline or outside the context is added under a generated name, which is
+/// also added to `.dockerignore` so that `COPY . .` leaves it out).
+fn plan_context(spec: &BuildSpec) -> Result<ContextPlan> {
+    let context = if spec.context.is_empty() {
+        "."
+    } else {
+        spec.context.as_str()
+    };
+    if context.contains("://") || context.starts_with("git@") {
+        return Err(RuntimeError::Engine(format!(
+            "remote build contexts are not supported: {context}"
+        )));
+    }
+    let root = std::fs::canonicalize(context).map_err(|e| {
+        RuntimeError::Engine(format!("unable to prepare context: path {context:?}: {e}"))
+    })?;
+    if !root.is_dir() {
+        return Err(RuntimeError::Engine(format!(
+            "unable to prepare context: {context:?} is not a directory"
+        )));
+    }
+    let read_err = |path: &Path, e: io::Error| {
+        RuntimeError::Engine(format!("cannot read {}: {e}", path.display()))
+    };
+
+    let ignore_path = root.join(".dockerignore");
+    let ignore_content = match std::fs::read_to_string(&ignore_path) {
+        Ok(s) => Some(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(read_err(&ignore_path, e)),
+    };
+    let mut matcher = IgnoreMatcher::parse(ignore_content.as_deref().unwrap_or(""))?;
+
+    let mut generated = Vec::new();
+    let dockerfile = if !spec.dockerfile_inline.is_empty() {
+        let name = generated_dockerfile_name();
+        generated.push((name.clone(), spec.dockerfile_inline.clone().into_bytes()));
+        name
+    } else {
+        let given = if spec.dockerfile.is_empty() {
+            "Dockerfile"
+        } else {
+            spec.dockerfile.as_str()
+        };
+        let mut path = root.join(given);
+        if spec.dockerfile.is_empty() && !path.exists() && root.join("dockerfile").exists() {
+            path = root.join("dockerfile");
+        }
+        if !path.is_file() {
+            return Err(RuntimeError::Engine(format!(
+                "Cannot locate specified Dockerfile: {given}"
+            )));
+        }
+        let real = std::fs::canonicalize(&path).map_err(|e| read_err(&path, e))?;
+        match real.strip_prefix(&root) {
+            Ok(rel) => rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
+            Err(_) => {
+                let name = generated_dockerfile_name();
+                let content = std::fs::read(&real).map_err(|e| read_err(&real, e))?;
+                generated.push((name.clone(), content));
+                name
+            }
+        }
+    };
+    let is_generated = generated.iter().any(|(n, _)| *n == dockerfile);
+    if is_generated {
+        let mut content = ignore_content.unwrap_or_default();
+        content.push('\n');
+        content.push_str(&dockerfile);
+        content.push('\n');
+        generated.push((".dockerignore".to_string(), content.into_bytes()));
+    }
+    // The Dockerfile and .dockerignore are always sent; the engine drops
+    // them itself when .dockerignore names them.
+    if !matcher.patterns.is_empty() {
+        matcher.push(".dockerignore", true)?;
+        if !is_generated {
+            matcher.push(&dockerfile, true)?;
+        }
+    }
+
+    let mut entries = Vec::new();
+    let skip: Vec<String> = generated.iter().map(|(n, _)| n.clone()).collect();
+    walk_context(&root, "", &matcher, &skip, &mut entries)?;
+    Ok(ContextPlan {
+        root,
+        entries,
+        generated,
+        dockerfile,
+    })
+}
+
+fn walk_context(
+    root: &Path,
+    dir: &str,
+    matcher: &IgnoreMatcher,
+    skip: &[String],
+    entries: &mut Vec<String>,
+) -> Result<()> {
+    let path = if dir.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(dir)
+    };
+    let read_err =
+        |e: io::Error| RuntimeError::Engine(format!("cannot read {}: {e}", path.display()));
+    let mut children: Vec<(String, std::fs::FileType)> = Vec::new();
+    for entry in std::fs::read_dir(&path).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        children.push((name, entry.file_type().map_err(read_err)?));
+    }
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, kind) in children {
+        let rel = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
+        if skip.contains(&rel) {
+            continue;
+        }
+        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+            continue; // sockets, fifos, devices
+        }
+        if matcher.excluded(&rel) {
+            // A later `!pattern` may bring back something inside.
+            if kind.is_dir() && matcher.has_exclusions() {
+                walk_context(root, &rel, matcher, skip, entries)?;
+            }
+            continue;
+        }
+        entries.push(rel.clone());
+        if kind.is_dir() {
+            walk_context(root, &rel, matcher, skip, entries)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends what it is given down a channel in chunks.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send_buffer(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CONTEXT_CHUNK));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the build context",
+            )
+        })
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CONTEXT_CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buffer()
+    }
+}
+
+fn tar_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// Writes the context archive: files owned by root, as the Docker CLI sends them.
+fn write_context<W: Write>(plan: &ContextPlan, out: W) -> io::Result<W> {
+    use std::os::unix::fs::MetadataExt;
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for rel in &plan.entries {
+        let path = plan.root.join(rel);
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mode = meta.mode() & 0o7777;
+        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            let mut h = tar_header(tar::EntryType::Symlink, mode, 0, mtime);
+            builder.append_link(&mut h, rel, target)?;
+        } else if kind.is_dir() {
+            let mut h = tar_header(tar::EntryType::Directory, mode, 0, mtime);
+            builder.append_data(&mut h, rel, io::empty())?;
+        } else {
+            let file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            let mut h = tar_header(tar::EntryType::Regular, mode, size, mtime);
+            let mut data = file.take(size);
+            let mut counted = CountingReader {
+                inner: &mut data,
+                count: 0,
+            };
+            builder.append_data(&mut h, rel, &mut counted)?;
+            if counted.count != size {
+                return Err(io::Error::other(format!(
+                    "{} changed while the build context was being sent",
+                    path.display()
+                )));
+            }
+        }
+    }
+    for (name, content) in &plan.generated {
+        let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+        let mut h = tar_header(tar::EntryType::Regular, 0o600, size, now);
+        builder.append_data(&mut h, name, content.as_slice())?;
+    }
+    builder.into_inner()
+}
+
+struct CountingReader<'a, R: Read> {
+    inner: &'a mut R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// `application/x-www-form-urlencoded` escaping of a query value.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The query parameters of a build that bollard's options cannot carry:
+/// more than one tag, more than one extra host, and a `/dev/shm` size of
+/// 2 GiB or more.
+fn extra_build_query(spec: &BuildSpec) -> String {
+    let mut pairs: Vec<String> = Vec::new();
+    for tag in spec.tags.iter().skip(1) {
+        pairs.push(format!("t={}", query_escape(tag)));
+    }
+    for host in &spec.extra_hosts {
+        pairs.push(format!("extrahosts={}", query_escape(&extra_host(host))));
+    }
+    if spec.shm_size > 0 {
+        pairs.push(format!("shmsize={}", spec.shm_size));
+    }
+    pairs.join("&")
+}
+
+fn build_options(spec: &BuildSpec, dockerfile: &str) -> q::BuildImageOptions {
+    q::BuildImageOptions {
+        dockerfile: dockerfile.to_string(),
+        t: spec.tags.first().cloned(),
+        nocache: spec.no_cache,
+        pull: spec.pull.then(|| "1".to_string()),
+        rm: true,
+        buildargs: nonempty_map(&spec.args),
+        labels: nonempty_map(&spec.labels),
+        networkmode: nonempty(&spec.network),
+        platform: spec.platform.clone(),
+        target: spec.target.clone(),
+        ..Default::default()
+    }
+}
+
+/// The lines of one message of a build's output.
+fn build_message_lines(info: m::BuildInfo, lines: &mut LineSplitter) -> Result<Vec<String>> {
+    if let Some(detail) = info.error_detail {
+        return Err(RuntimeError::Engine(detail.message.unwrap_or_default()));
+    }
+    let mut out = Vec::new();
+    if let Some(text) = info.stream {
+        out.extend(lines.push(&text));
+    }
+    if let Some(status) = info.status {
+        out.push(match info.id {
+            Some(id) if !id.is_empty() => format!("{id}: {status}"),
+            _ => status,
+        });
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// The runtime
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    async fn version(&self) -> Result<String> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(err("engine", &self.host))?;
+        Ok(format!(
+            "docker {} (api {})",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_else(|| self.api.to_string())
+        ))
+    }
+
+    async fn list_containers(&self, filter: &[String], all: bool) -> Result<Vec<Container>> {
+        let options = q::ListContainersOptions {
+            all,
+            filters: Some(label_filters(filter)),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(err("container", "list"))?;
+        Ok(list.into_iter().map(container_from_summary).collect())
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<ContainerDetails> {
+        let inspect = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(err("container", id))?;
+        let mut details = details_from_inspect(inspect);
+        // The engine's human status ("Up 3 seconds (healthy)") is only listed.
+        let options = q::ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "id".to_string(),
+                vec![details.container.id.clone()],
+            )])),
+            ..Default::default()
+        };
+        if let Ok(list) = self.docker.list_containers(Some(options)).await {
+            if let Some(status) = list
+                .into_iter()
+                .find(|c| c.id.as_deref() == Some(details.container.id.as_str()))
+                .and_then(|c| c.status)
+            {
+                details.container.status = status;
+            }
+        }
+        Ok(details)
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let request = create_request(spec, self.api)?;
+        let options = q::CreateContainerOptions {
+            name: nonempty(&spec.name),
+            platform: spec.platform.clone(),
+        };
+        let client = match &request.config_mac {
+            Some(mac) => {
+                let mut body = serde_json::to_value(&request.body)
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("MacAddress".into(), serde_json::Value::String(mac.clone()));
+                }
+                self.with_json_body(&body)?
+            }
+            None => self.docker.clone(),
+        };
+        let name = if spec.name.is_empty() {
+            spec.image.as_str()
+        } else {
+            spec.name.as_str()
+        };
+        let created = client
+            .create_container(Some(options), request.body)
+            .await
+            .map_err(err_exists("container", name))?;
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {
+        let options = q::StopContainerOptions {
+            t: timeout_i32(timeout_secs),
+            signal: None,
+        };
+        self.patient(timeout_budget(timeout_secs))
+            .stop_container(id, Some(options))
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {
+        let options = q::RestartContainerOptions {
+            t: timeout_i32(timeout_secs),
+            signal: None,
+        };
+        self.patient(timeout_budget(timeout_secs))
+            .restart_container(id, Some(options))
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        let options = q::KillContainerOptions {
+            signal: if signal.is_empty() { "SIGKILL" } else { signal }.to_string(),
+        };
+        self.docker
+            .kill_container(id, Some(options))
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn pause_container(&self, id: &str) -> Result<()> {
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn unpause_container(&self, id: &str) -> Result<()> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn remove_container(&self, id: &str, force: bool, volumes: bool) -> Result<()> {
+        let options = q::RemoveContainerOptions {
+            v: volumes,
+            force,
+            link: false,
+        };
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn rename_container(&self, id: &str, name: &str) -> Result<()> {
+        let options = q::RenameContainerOptions {
+            name: name.to_string(),
+        };
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(|e| match e {
+                BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                } => RuntimeError::Conflict {
+                    kind: "container",
+                    name: name.to_string(),
+                },
+                e => convert_error(e, "container", id, On409::Refused),
+            })
+    }
+
+    async fn wait_container(&self, id: &str) -> Result<i64> {
+        let options = q::WaitContainerOptions {
+            condition: "not-running".to_string(),
+        };
+        let mut waiting = Box::pin(self.docker.wait_container(id, Some(options)));
+        match waiting.next().await {
+            Some(Ok(answer)) => Ok(answer.status_code),
+            // bollard reports a non-zero exit as an error; it is the answer.
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(convert_error(e, "container", id, On409::Refused)),
+            None => Err(RuntimeError::Engine(format!(
+                "the engine ended the wait for {id} without an exit code"
+            ))),
+        }
+    }
+
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        attachment: &NetworkAttachment,
+    ) -> Result<()> {
+        if !attachment.mac_address.is_empty() && self.api < API_1_44 {
+            return Err(RuntimeError::Engine(format!(
+                "a MAC address on network {network} requires Docker Engine API {API_1_44} or later (the engine speaks {}); only the first network can have one at creation",
+                self.api
+            )));
+        }
+        let request = m::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(endpoint_settings(attachment, self.api)?),
+        };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(err("network", network))
+    }
+
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>> {
+        // Fail now, not on the first item, when the container is missing.
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .map_err(err("container", id))?;
+        let opts = q::LogsOptions {
+            follow: options.follow,
+            stdout: true,
+            stderr: true,
+            since: to_i32(options.since.unwrap_or(0), "log start time")?,
+            until: to_i32(options.until.unwrap_or(0), "log end time")?,
+            timestamps: options.timestamps,
+            tail: options
+                .tail
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "all".into()),
+        };
+        let name = id.to_string();
+        let lines = self.docker.logs(id, Some(opts)).map(move |item| {
+            item.map(log_line)
+                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
+        });
+        Ok(Box::pin(lines))
+    }
+
+    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let top = self
+            .docker
+            .top_processes(id, None)
+            .await
+            .map_err(err("container", id))?;
+        Ok((
+            top.titles.unwrap_or_default(),
+            top.processes.unwrap_or_default(),
+        ))
+    }
+
+    async fn list_networks(&self, filter: &[String]) -> Result<Vec<Network>> {
+        let options = q::ListNetworksOptions {
+            filters: Some(label_filters(filter)),
+        };
+        let list = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(err("network", "list"))?;
+        Ok(list.into_iter().map(network_from).collect())
+    }
+
+    async fn inspect_network(&self, name: &str) -> Result<Option<Network>> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(n) => Ok(Some(Network {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                labels: sorted(n.labels),
+                internal: n.internal.unwrap_or(false),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(convert_error(e, "network", name, On409::Refused)),
+        }
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
+        let pools: Vec<m::IpamConfig> = spec
+            .ipam_pools
+            .iter()
+            .map(|(subnet, gateway, range)| m::IpamConfig {
+                subnet: nonempty(subnet),
+                gateway: nonempty(gateway),
+                ip_range: nonempty(range),
+                auxiliary_addresses: None,
+            })
+            .collect();
+        let ipam =
+            (!spec.ipam_driver.is_empty() || !pools.is_empty() || !spec.ipam_options.is_empty())
+                .then(|| m::Ipam {
+                    driver: nonempty(&spec.ipam_driver),
+                    config: (!pools.is_empty()).then_some(pools),
+                    options: nonempty_map(&spec.ipam_options),
+                });
+        let request = m::NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: nonempty(&spec.driver),
+            internal: spec.internal.then_some(true),
+            attachable: spec.attachable.then_some(true),
+            enable_ipv6: spec.enable_ipv6.then_some(true),
+            ipam,
+            options: nonempty_map(&spec.driver_opts),
+            labels: nonempty_map(&spec.labels),
+            ..Default::default()
+        };
+        // Engines before API 1.44 allow two networks of one name unless asked
+        // to check.
+        let client = if self.api < API_1_44 {
+            let mut body =
+                serde_json::to_value(&request).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("CheckDuplicate".into(), serde_json::Value::Bool(true));
+            }
+            self.with_json_body(&body)?
+        } else {
+            self.docker.clone()
+        };
+        let created = client
+            .create_network(request)
+            .await
+            .map_err(err_exists("network", &spec.name))?;
+        Ok(created.id)
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        self.docker
+            .remove_network(name)
+            .await
+            .map_err(err("network", name))
+    }
+
+    async fn list_volumes(&self, filter: &[String]) -> Result<Vec<Volume>> {
+        let options = q::ListVolumesOptions {
+            filters: Some(label_filters(filter)),
+        };
+        let list = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(err("volume", "list"))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(volume_from)
+            .collect())
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(volume_from(v))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(convert_error(e, "volume", name, On409::Refused)),
+        }
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<()> {
+        let request = m::VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            driver: nonempty(&spec.driver),
+            driver_opts: nonempty_map(&spec.driver_opts),
+            labels: nonempty_map(&spec.labels),
+            cluster_volume_spec: None,
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(err_exists("volume", &spec.name))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.docker
+            .remove_volume(name, None::<q::RemoveVolumeOptions>)
+            .await
+            .map_err(err("volume", name))
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<Image>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(Image {
+                id: i.id.unwrap_or_default(),
+                tags: i.repo_tags.unwrap_or_default(),
+                size: i.size.unwrap_or(0),
+                created: epoch_seconds(i.created.as_deref()),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(convert_error(e, "image", reference, On409::Refused)),
+        }
+    }
+
+    async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>> {
+        let owned = spec.clone();
+        let plan = tokio::task::spawn_blocking(move || plan_context(&owned))
+            .await
+            .map_err(|e| RuntimeError::Engine(format!("preparing the build context: {e}")))??;
+
+        // The context, written by a blocking task and streamed to the engine.
+        let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(4);
+        let options = build_options(spec, &plan.dockerfile);
+        let writer = tokio::task::spawn_blocking(move || {
+            let out = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CONTEXT_CHUNK),
+            };
+            let result = write_context(&plan, out).and_then(|mut w| w.flush());
+            if let Err(e) = &result {
+                // Aborts the upload; the build then fails with this reason.
+                let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            result
+        });
+        let body = bollard::body_try_stream(stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk.map(Into::into), rx))
+        }));
+
+        let extra = extra_build_query(spec);
+        let mut client = self.patient(BUILD_TIMEOUT_SECS);
+        if !extra.is_empty() {
+            client = client.with_request_modifier(move |mut req: BollardRequest| {
+                let uri = req.uri().to_string();
+                let sep = if uri.contains('?') { '&' } else { '?' };
+                if let Ok(with_extra) = format!("{uri}{sep}{extra}").parse() {
+                    *req.uri_mut() = with_extra;
+                }
+                req
+            });
+        }
+        let tag = spec.tags.first().cloned().unwrap_or_default();
+        Ok(channel_stream(move |out| async move {
+            let mut lines = LineSplitter::default();
+            let mut failed = None;
+            {
+                let mut build = Box::pin(client.build_image(options, None, Some(body)));
+                while let Some(item) = build.next().await {
+                    let message = item
+                        .map_err(|e| convert_error(e, "image", &tag, On409::Refused))
+                        .and_then(|info| build_message_lines(info, &mut lines));
+                    match message {
+                        Ok(batch) => {
+                            for line in batch {
+                                if out.send(Ok(line)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(line) = lines.finish() {
+                if out.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+            // A context that could not be read explains the failure best.
+            let context_error = match writer.await {
+                Ok(Err(e)) => Some(RuntimeError::Engine(format!(
+                    "cannot send the build context: {e}"
+                ))),
+                _ => None,
+            };
+            if let Some(e) = context_error.or(failed) {
+                let _ = out.send(Err(e)).await;
+            }
+        }))
+    }
+
+    async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
+        let options = q::RemoveImageOptions {
+            force,
+            noprune: false,
+            platforms: None,
+        };
+        self.docker
+            .remove_image(reference, Some(options), None)
+            .await
+            .map(|_| ())
+            .map_err(err("image", reference))
+    }
+
+    async fn events(&self, filter: &[String]) -> Result<BoxStream<Event>> {
+        let mut filters = label_filters(filter);
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        let options = q::EventsOptions {
+            // Replayed from the engine's buffer: nothing between this call
+            // and the subscription is lost.
+            since: Some(self.engine_now().await),
+            until: None,
+            filters: Some(filters),
+        };
+        let docker = self.docker.clone();
+        Ok(channel_stream(move |out| async move {
+            let mut events = Box::pin(docker.events(Some(options)));
+            while let Some(item) = events.next().await {
+                let item = item
+                    .map(event_from)
+                    .map_err(|e| convert_error(e, "events", "", On409::Refused));
+                let end = item.is_err();
+                if out.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::{PortBinding, UlimitSpec};
+
+    const OLD: ApiVersion = ApiVersion(1, 41);
+    const NEW: ApiVersion = ApiVersion(1, 48);
+
+    fn ignore(patterns: &str) -> IgnoreMatcher {
+        IgnoreMatcher::parse(patterns).unwrap()
+    }
+
+    #[test]
+    fn cleans_paths_as_go_does() {
+        assert_eq!(clean_path(""), ".");
+        assert_eq!(clean_path("a//b/./c/"), "a/b/c");
+        assert_eq!(clean_path("a/../../b"), "../b");
+        assert_eq!(clean_path("/../a"), "/a");
+        assert_eq!(clean_path("./"), ".");
+    }
+
+    #[test]
+    fn dockerignore_simple_and_directory_patterns() {
+        let m = ignore("# comment\n\nnode_modules\n/build/\n*.log\n");
+        assert!(m.excluded("node_modules"));
+        assert!(m.excluded("node_modules/x/y.js"));
+        assert!(m.excluded("build"));
+        assert!(m.excluded("build/out.o"));
+        assert!(m.excluded("a.log"));
+        assert!(!m.excluded("dir/a.log"), "* does not cross /");
+        assert!(!m.excluded("src/main.rs"));
+        assert!(!m.excluded("sub/node_modules"), "patterns are anchored");
+    }
+
+    #[test]
+    fn dockerignore_double_star_and_question_mark() {
+        let m = ignore("**/*.tmp\ndocs/**\na?c\nx/**/y\n");
+        assert!(m.excluded("f.tmp"));
+        assert!(m.excluded("deep/er/f.tmp"));
+        assert!(m.excluded("docs/a/b"));
+        assert!(!m.excluded("docs"), "docs/** needs something under docs");
+        assert!(m.excluded("abc"));
+        assert!(!m.excluded("a/c"));
+        assert!(m.excluded("x/y"));
+        assert!(m.excluded("x/1/2/y"));
+        assert!(!m.excluded("x/1/2/z"));
+    }
+
+    #[test]
+    fn dockerignore_negation_order_matters() {
+        let m = ignore("*.md\n!README.md\n");
+        assert!(m.excluded("CHANGES.md"));
+        assert!(!m.excluded("README.md"));
+        let m = ignore("!README.md\n*.md\n");
+        assert!(m.excluded("README.md"), "a later pattern wins");
+        let m = ignore("vendor\n!vendor/keep\n");
+        assert!(m.excluded("vendor/drop"));
+        assert!(!m.excluded("vendor/keep"));
+        assert!(!m.excluded("vendor/keep/inner"));
+        assert!(m.has_exclusions());
+    }
+
+    #[test]
+    fn dockerignore_classes_and_escapes() {
+        let m = ignore("file[0-9].txt\n[^a]x\n\\*star\n");
+        assert!(m.excluded("file7.txt"));
+        assert!(!m.excluded("fileA.txt"));
+        assert!(m.excluded("bx"));
+        assert!(!m.excluded("ax"));
+        assert!(m.excluded("*star"));
+        assert!(!m.excluded("xstar"));
+        assert!(IgnoreMatcher::parse("[unclosed\n").is_err());
+        assert!(IgnoreMatcher::parse("!\n").is_err());
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(
+            parse_rfc3339("2026-12-01T00:58:53.918821972Z"),
+            Some((1_796_086_733, 918_821_972))
+        );
+        assert_eq!(
+            parse_rfc3339("2024-05-01T14:00:00.5+02:00"),
+            Some((1_714_564_800, 500_000_000))
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn parses_restart_policies() {
+        use m::RestartPolicyNameEnum as N;
+        assert_eq!(restart_policy("").unwrap(), None);
+        let p = restart_policy("on-failure:3").unwrap().unwrap();
+        assert_eq!(
+            (p.name, p.maximum_retry_count),
+            (Some(N::ON_FAILURE), Some(3))
+        );
+        let p = restart_policy("unless-stopped").unwrap().unwrap();
+        assert_eq!(p.name, Some(N::UNLESS_STOPPED));
+        assert!(restart_policy("on-failure:x").is_err());
+        assert!(restart_policy("sometimes").is_err());
+    }
+
+    #[test]
+    fn parses_devices_as_the_cli_does() {
+        let d = device_mapping("/dev/fuse").unwrap();
+        assert_eq!(d.path_in_container.as_deref(), Some("/dev/fuse"));
+        assert_eq!(d.cgroup_permissions.as_deref(), Some("rwm"));
+        let d = device_mapping("/dev/sda:r").unwrap();
+        assert_eq!(d.path_in_container.as_deref(), Some("/dev/sda"));
+        assert_eq!(d.cgroup_permissions.as_deref(), Some("r"));
+        let d = device_mapping("/dev/sda:/dev/xvda:rw").unwrap();
+        assert_eq!(d.path_in_container.as_deref(), Some("/dev/xvda"));
+        assert_eq!(d.cgroup_permissions.as_deref(), Some("rw"));
+        assert!(device_mapping("a:b:c:d").is_err());
+        assert!(device_mapping("/dev/a:/dev/b:rwx").is_err());
+    }
+
+    #[test]
+    fn expands_port_ranges() {
+        assert_eq!(expand_ports("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(expand_ports("53-54/udp").unwrap(), vec!["53/udp", "54/udp"]);
+        assert!(expand_ports("x/tcp").is_err());
+    }
+
+    #[test]
+    fn default_ports_and_extra_hosts() {
+        assert_eq!(with_default_port("1.2.3.4", 2375), "1.2.3.4:2375");
+        assert_eq!(with_default_port("h:1234", 2375), "h:1234");
+        assert_eq!(with_default_port("[::1]", 2375), "[::1]:2375");
+        assert_eq!(with_default_port("[::1]:5", 2375), "[::1]:5");
+        assert_eq!(extra_host("db=10.0.0.1"), "db:10.0.0.1");
+        assert_eq!(extra_host("db:10.0.0.1"), "db:10.0.0.1");
+        assert_eq!(extra_host("v6=::1"), "v6:::1");
+    }
+
+    #[test]
+    fn not_found_names_the_missing_object() {
+        assert_eq!(
+            not_found_subject("No such image: foo:1", "container", "c"),
+            ("image", "foo:1".to_string())
+        );
+        assert_eq!(
+            not_found_subject("network nope not found", "network", "nope"),
+            ("network", "nope".to_string())
+        );
+        assert_eq!(
+            not_found_subject("No such container: abc", "network", "n"),
+            ("container", "abc".to_string())
+        );
+    }
+
+    /// Every field of the spec is set: adding a field to `ContainerSpec`
+    /// breaks this test until the mapping handles it.
+    fn full_spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "web".into(),
+            image: "img:1".into(),
+            labels: BTreeMap::from([("l".into(), "v".into())]),
+            env: vec!["A=1".into()],
+            command: Some(vec!["run".into()]),
+            entrypoint: Some(vec![]),
+            working_dir: "/w".into(),
+            user: "1000:1000".into(),
+            hostname: "h".into(),
+            domainname: "example.org".into(),
+            exposed: vec!["9000-9001/udp".into()],
+            ports: vec![
+                PortBinding {
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: "127.0.0.1".into(),
+                    host_port: "8000-8010".into(),
+                },
+                PortBinding {
+                    container_port: 80,
+                    protocol: String::new(),
+                    host_ip: String::new(),
+                    host_port: String::new(),
+                },
+            ],
+            mounts: vec![
+                Mount::Bind {
+                    source: "/src".into(),
+                    target: "/a".into(),
+                    read_only: true,
+                    create_host_path: true,
+                    propagation: "rprivate".into(),
+                    selinux: "z".into(),
+                },
+                Mount::Bind {
+                    source: "/strict".into(),
+                    target: "/b".into(),
+                    read_only: false,
+                    create_host_path: false,
+                    propagation: "rshared".into(),
+                    selinux: String::new(),
+                },
+                Mount::Volume {
+                    source: String::new(),
+                    target: "/anon".into(),
+                    read_only: false,
+                    nocopy: true,
+                    subpath: String::new(),
+                },
+                Mount::Tmpfs {
+                    target: "/t".into(),
+                    size: 1024,
+                    mode: 0o1777,
+                },
+            ],
+            network_mode: String::new(),
+            networks: vec![
+                NetworkAttachment {
+                    network: "front".into(),
+                    aliases: vec!["web".into()],
+                    ipv4_address: "10.5.0.5".into(),
+                    ipv6_address: "fd00::5".into(),
+                    links: vec!["db:database".into()],
+                    mac_address: "02:42:ac:11:00:09".into(),
+                    driver_opts: BTreeMap::from([("o".into(), "1".into())]),
+                    gw_priority: 0,
+                },
+                NetworkAttachment {
+                    network: "back".into(),
+                    ..Default::default()
+                },
+            ],
+            restart: "on-failure:5".into(),
+            healthcheck: Some(HealthcheckSpec {
+                test: vec!["CMD".into(), "true".into()],
+                interval_ns: 1_000_000_000,
+                timeout_ns: 2_000_000_000,
+                retries: 3,
+                start_period_ns: 4_000_000_000,
+                start_interval_ns: 0,
+            }),
+            stop_signal: "SIGINT".into(),
+            stop_timeout: Some(7),
+            init: Some(true),
+            read_only: true,
+            privileged: true,
+            tty: true,
+            stdin_open: true,
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["ALL".into()],
+            security_opt: vec!["no-new-privileges".into()],
+            tmpfs: BTreeMap::from([("/run".into(), "size=1m".into())]),
+            ulimits: vec![UlimitSpec {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048,
+            }],
+            sysctls: BTreeMap::from([("net.core.somaxconn".into(), "1024".into())]),
+            extra_hosts: vec!["db=10.0.0.1".into()],
+            dns: vec!["1.1.1.1".into()],
+            dns_opt: vec!["ndots:1".into()],
+            dns_search: vec!["example.org".into()],
+            memory: 1 << 30,
+            memory_reservation: 1 << 29,
+            memory_swap: 1 << 31,
+            nano_cpus: 1_500_000_000,
+            cpu_shares: 512,
+            cpuset: "0-1".into(),
+            pids_limit: 100,
+            shm_size: 1 << 26,
+            log_driver: "json-file".into(),
+            log_opts: BTreeMap::from([("max-size".into(), "1m".into())]),
+            ipc: "shareable".into(),
+            pid: "host".into(),
+            devices: vec!["/dev/fuse".into()],
+            group_add: vec!["audio".into()],
+            platform: "linux/amd64".into(),
+            runtime: "runc".into(),
+            volumes_from: vec!["other:ro".into()],
+            mac_address: String::new(),
+            oom_kill_disable: true,
+            oom_score_adj: -500,
+            userns_mode: "host".into(),
+            cgroup_parent: "/parent".into(),
+        }
+    }
+
+    #[test]
+    fn maps_every_container_field() {
+        let spec = full_spec();
+        let r = create_request(&spec, OLD).unwrap();
+        let json = serde_json::to_value(&r.body).unwrap();
+        let c = &json;
+        let h = &json["HostConfig"];
+        assert_eq!(c["Image"], "img:1");
+        assert_eq!(c["Labels"]["l"], "v");
+        assert_eq!(c["Env"][0], "A=1");
+        assert_eq!(c["Cmd"][0], "run");
+        assert_eq!(c["Entrypoint"], serde_json::json!([]));
+        assert_eq!(c["WorkingDir"], "/w");
+        assert_eq!(c["User"], "1000:1000");
+        assert_eq!(c["Hostname"], "h");
+        assert_eq!(c["Domainname"], "example.org");
+        for port in ["9000/udp", "9001/udp", "80/tcp"] {
+            assert!(c["ExposedPorts"].get(port).is_some(), "{port} exposed");
+        }
+        assert_eq!(
+            h["PortBindings"]["80/tcp"],
+            serde_json::json!([
+                {"HostIp": "127.0.0.1", "HostPort": "8000-8010"},
+                {"HostIp": "", "HostPort": ""}
+            ])
+        );
+        assert_eq!(h["Binds"], serde_json::json!(["/src:/a:ro,rprivate,z"]));
+        assert_eq!(h["Mounts"][0]["Type"], "bind");
+        assert_eq!(h["Mounts"][0]["Source"], "/strict");
+        assert_eq!(h["Mounts"][0]["BindOptions"]["Propagation"], "rshared");
+        assert_eq!(h["Mounts"][1]["Type"], "volume");
+        assert!(h["Mounts"][1].get("Source").is_none());
+        assert_eq!(h["Mounts"][1]["VolumeOptions"]["NoCopy"], true);
+        assert_eq!(h["Mounts"][2]["Type"], "tmpfs");
+        assert_eq!(h["Mounts"][2]["TmpfsOptions"]["SizeBytes"], 1024);
+        assert_eq!(h["Mounts"][2]["TmpfsOptions"]["Mode"], 0o1777);
+        assert_eq!(h["NetworkMode"], "front");
+        let endpoints = c["NetworkingConfig"]["EndpointsConfig"]
+            .as_object()
+            .unwrap();
+        assert_eq!(endpoints.len(), 1, "only the first network at creation");
+        let ep = &endpoints["front"];
+        assert_eq!(ep["Aliases"][0], "web");
+        assert_eq!(ep["IPAMConfig"]["IPv4Address"], "10.5.0.5");
+        assert_eq!(ep["IPAMConfig"]["IPv6Address"], "fd00::5");
+        assert_eq!(ep["Links"][0], "db:database");
+        assert_eq!(ep["DriverOpts"]["o"], "1");
+        assert!(
+            ep.get("MacAddress").is_none(),
+            "API 1.41 reads it from Config"
+        );
+        assert_eq!(r.config_mac.as_deref(), Some("02:42:ac:11:00:09"));
+        assert_eq!(h["Links"][0], "db:database");
+        assert_eq!(h["RestartPolicy"]["Name"], "on-failure");
+        assert_eq!(h["RestartPolicy"]["MaximumRetryCount"], 5);
+        assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD", "true"]));
+        assert_eq!(c["Healthcheck"]["Interval"], 1_000_000_000_i64);
+        assert_eq!(c["Healthcheck"]["Timeout"], 2_000_000_000_i64);
+        assert_eq!(c["Healthcheck"]["Retries"], 3);
+        assert_eq!(c["Healthcheck"]["StartPeriod"], 4_000_000_000_i64);
+        assert_eq!(c["StopSignal"], "SIGINT");
+        assert_eq!(c["StopTimeout"], 7);
+        assert_eq!(h["Init"], true);
+        assert_eq!(h["ReadonlyRootfs"], true);
+        assert_eq!(h["Privileged"], true);
+        assert_eq!(c["Tty"], true);
+        assert_eq!(c["OpenStdin"], true);
+        assert_eq!(h["CapAdd"][0], "NET_ADMIN");
+        assert_eq!(h["CapDrop"][0], "ALL");
+        assert_eq!(h["SecurityOpt"][0], "no-new-privileges");
+        assert_eq!(h["Tmpfs"]["/run"], "size=1m");
+        assert_eq!(
+            h["Ulimits"][0],
+            serde_json::json!({"Name": "nofile", "Soft": 1024, "Hard": 2048})
+        );
+        assert_eq!(h["Sysctls"]["net.core.somaxconn"], "1024");
+        assert_eq!(h["ExtraHosts"][0], "db:10.0.0.1");
+        assert_eq!(h["Dns"][0], "1.1.1.1");
+        assert_eq!(h["DnsOptions"][0], "ndots:1");
+        assert_eq!(h["DnsSearch"][0], "example.org");
+        assert_eq!(h["Memory"], 1_i64 << 30);
+        assert_eq!(h["MemoryReservation"], 1_i64 << 29);
+        assert_eq!(h["MemorySwap"], 1_i64 << 31);
+        assert_eq!(h["NanoCpus"], 1_500_000_000_i64);
+        assert_eq!(h["CpuShares"], 512);
+        assert_eq!(h["CpusetCpus"], "0-1");
+        assert_eq!(h["PidsLimit"], 100);
+        assert_eq!(h["ShmSize"], 1_i64 << 26);
+        assert_eq!(h["LogConfig"]["Type"], "json-file");
+        assert_eq!(h["LogConfig"]["Config"]["max-size"], "1m");
+        assert_eq!(h["IpcMode"], "shareable");
+        assert_eq!(h["PidMode"], "host");
+        assert_eq!(
+            h["Devices"][0],
+            serde_json::json!({"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"})
+        );
+        assert_eq!(h["GroupAdd"][0], "audio");
+        assert_eq!(h["Runtime"], "runc");
+        assert_eq!(h["VolumesFrom"][0], "other:ro");
+        assert_eq!(h["OomKillDisable"], true);
+        assert_eq!(h["OomScoreAdj"], -500);
+        assert_eq!(h["UsernsMode"], "host");
+        assert_eq!(h["CgroupParent"], "/parent");
+    }
+
+    #[test]
+    fn mac_address_goes_where_the_engine_reads_it() {
+        let mut spec = full_spec();
+        spec.mac_address = "02:00:00:00:00:01".into();
+        let old = create_request(&spec, OLD).unwrap();
+        assert_eq!(old.config_mac.as_deref(), Some("02:00:00:00:00:01"));
+        let new = create_request(&spec, NEW).unwrap();
+        assert_eq!(new.config_mac, None);
+        let json = serde_json::to_value(&new.body).unwrap();
+        assert_eq!(
+            json["NetworkingConfig"]["EndpointsConfig"]["front"]["MacAddress"],
+            "02:42:ac:11:00:09"
+        );
+    }
+
+    #[test]
+    fn refuses_what_the_engine_would_ignore() {
+        let mut spec = full_spec();
+        spec.mounts = vec![Mount::Volume {
+            source: "data".into(),
+            target: "/d".into(),
+            read_only: false,
+            nocopy: false,
+            subpath: "sub".into(),
+        }];
+        assert!(create_request(&spec, OLD).is_err());
+        assert!(create_request(&spec, NEW).is_ok());
+        let mut spec = full_spec();
+        if let Some(h) = spec.healthcheck.as_mut() {
+            h.start_interval_ns = 1;
+        }
+        assert!(create_request(&spec, OLD).is_err());
+        let mut spec = full_spec();
+        spec.networks[0].gw_priority = 10;
+        assert!(create_request(&spec, OLD).is_err());
+        assert!(create_request(&spec, NEW).is_ok());
+    }
+
+    #[test]
+    fn network_modes_other_than_a_network_skip_endpoints() {
+        let mut spec = full_spec();
+        spec.network_mode = "host".into();
+        let json = serde_json::to_value(create_request(&spec, OLD).unwrap().body).unwrap();
+        assert_eq!(json["HostConfig"]["NetworkMode"], "host");
+        assert!(json.get("NetworkingConfig").is_none());
+        let spec = ContainerSpec {
+            image: "x".into(),
+            healthcheck: Some(HealthcheckSpec {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(create_request(&spec, OLD).unwrap().body).unwrap();
+        assert_eq!(json["Healthcheck"]["Test"], serde_json::json!(["NONE"]));
+        assert!(json.get("Entrypoint").is_none(), "None keeps the image's");
+        assert!(json["HostConfig"].get("NetworkMode").is_none());
+    }
+
+    #[test]
+    fn build_query_carries_the_repeated_parameters() {
+        let spec = BuildSpec {
+            tags: vec!["a:1".into(), "b/c:2".into()],
+            extra_hosts: vec!["h=1.2.3.4".into(), "g:::1".into()],
+            shm_size: 3 << 30,
+            ..Default::default()
+        };
+        assert_eq!(
+            extra_build_query(&spec),
+            "t=b%2Fc%3A2&extrahosts=h%3A1.2.3.4&extrahosts=g%3A%3A%3A1&shmsize=3221225472"
+        );
+        let options = build_options(&spec, "Dockerfile");
+        assert_eq!(options.t.as_deref(), Some("a:1"));
+    }
+
+    #[test]
+    fn splits_build_output_into_lines() {
+        let mut s = LineSplitter::default();
+        assert_eq!(
+            s.push("Step 1/2 : FROM scratch\n ---> abc"),
+            vec!["Step 1/2 : FROM scratch"]
+        );
+        assert_eq!(s.push("\n\n"), vec![" ---> abc"]);
+        assert_eq!(s.push("tail"), Vec::<String>::new());
+        assert_eq!(s.finish().as_deref(), Some("tail"));
+    }
+
+    #[test]
+    fn plans_a_context_with_dockerignore_and_inline_dockerfile() {
+        let dir = std::env::temp_dir().join(format!("rcompose-ctx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("keep/deep")).unwrap();
+        std::fs::create_dir_all(dir.join("skip")).unwrap();
+        std::fs::write(dir.join("keep/deep/a.txt"), "a").unwrap();
+        std::fs::write(dir.join("keep/b.log"), "b").unwrap();
+        std::fs::write(dir.join("skip/x"), "x").unwrap();
+        std::fs::write(dir.join("skip/wanted"), "w").unwrap();
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(
+            dir.join(".dockerignore"),
+            "**/*.log\nskip\n!skip/wanted\nDockerfile\n",
+        )
+        .unwrap();
+        let spec = BuildSpec {
+            context: dir.to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let plan = plan_context(&spec).unwrap();
+        assert_eq!(plan.dockerfile, "Dockerfile");
+        assert_eq!(
+            plan.entries,
+            vec![
+                ".dockerignore",
+                "Dockerfile",
+                "keep",
+                "keep/deep",
+                "keep/deep/a.txt",
+                "skip/wanted"
+            ]
+        );
+        let inline = BuildSpec {
+            dockerfile_inline: "FROM scratch\nCOPY . /\n".into(),
+            ..spec.clone()
+        };
+        let plan = plan_context(&inline).unwrap();
+        assert!(plan.dockerfile.starts_with(".dockerfile."));
+        let ignore = plan
+            .generated
+            .iter()
+            .find(|(n, _)| n == ".dockerignore")
+            .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
+            .unwrap();
+        assert!(ignore.ends_with(&format!("\n{}\n", plan.dockerfile)));
+        assert!(!plan.entries.contains(&".dockerignore".to_string()));
+        let tar = write_context(&plan, Vec::new()).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&plan.dockerfile));
+        assert!(names.contains(&"keep/deep/a.txt".to_string()));
+        assert!(!names.contains(&"keep/b.log".to_string()));
+        let missing = BuildSpec {
+            dockerfile: "Nope".into(),
+            ..spec
+        };
+        assert!(plan_context(&missing).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

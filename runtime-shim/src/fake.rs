@@ -83,7 +83,11 @@ impl FakeRuntime {
 
     fn record(&self, call: String) -> Result<MutexGuard<'_, State>> {
         let mut s = self.lock();
-        if let Some((_, msg)) = s.failures.iter().find(|(p, _)| call.starts_with(p.as_str())) {
+        if let Some((_, msg)) = s
+            .failures
+            .iter()
+            .find(|(p, _)| call.starts_with(p.as_str()))
+        {
             let msg = msg.clone();
             s.calls.push(format!("{call} (failed)"));
             return Err(RuntimeError::Engine(msg));

@@ -82,7 +82,12 @@ pub trait Runtime: Send + Sync {
     /// Waits for a container to stop; returns its exit code.
     async fn wait_container(&self, id: &str) -> Result<i64>;
     /// Connects a container to a network.
-    async fn connect_network(&self, network: &str, container: &str, attachment: &NetworkAttachment) -> Result<()>;
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        attachment: &NetworkAttachment,
+    ) -> Result<()>;
     /// The container's output.
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>>;
     /// Processes running in a container (`ps` columns and rows).

@@ -1,0 +1,1295 @@
+//! The engine commands of the CLI: each loads the project, observes the
+//! engine, asks the planner for a plan and runs it (or prints it with
+//! `--dry-run`). Everything decided is decided by the library; this module
+//! only parses flags and prints.
+
+pub mod progress;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
+use orchestrator::convert::labels;
+use orchestrator::execute::{execute, ExecuteOptions, Outcome};
+use orchestrator::loader::{self, LoadOptions};
+use orchestrator::model::Project;
+use orchestrator::observe::{observe, Observed};
+use orchestrator::plan::{
+    plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan,
+    Recreate, UpOptions,
+};
+use runtime_shim::{Container, ContainerState, LogOptions, Runtime};
+
+/// Settings shared by the commands that change the engine.
+pub struct Engine {
+    /// Print plans instead of running them.
+    pub dry_run: bool,
+    /// How to show progress.
+    pub progress: progress::Mode,
+    /// `--env-file` paths, recorded in a label.
+    pub env_files: Vec<String>,
+}
+
+/// Runs an async command on a runtime made for it.
+pub fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+async fn connect() -> Result<Arc<dyn Runtime>> {
+    let rt = runtime_shim::docker::DockerRuntime::connect()
+        .await
+        .context("connecting to the Docker Engine")?;
+    Ok(Arc::new(rt))
+}
+
+/// Loads the project; commands that work from labels alone accept a missing
+/// compose file when `-p` names the project.
+fn load_project(options: &LoadOptions, named: bool) -> Result<Project> {
+    match loader::load(options) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("WARN[0000] {w}");
+            }
+            Ok(loaded.project)
+        }
+        Err(e)
+            if named
+                && e.diagnostics
+                    .iter()
+                    .any(|d| d.message.starts_with("no configuration file")) =>
+        {
+            Ok(Project {
+                name: options.project_name.clone().unwrap_or_default(),
+                ..Project::default()
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs (or with `--dry-run` prints) a plan, showing progress; returns its outcome.
+async fn run_plan(
+    rt: &Arc<dyn Runtime>,
+    engine: &Engine,
+    plan: &Plan,
+    title: &str,
+    wait: ExecuteOptions,
+) -> Outcome {
+    for note in &plan.notes {
+        if note.starts_with("Found orphan") {
+            eprintln!("WARN[0000] {note}");
+        }
+    }
+    if engine.dry_run {
+        print!("{plan}");
+        return Outcome::default();
+    }
+    if plan.is_empty() {
+        return Outcome::default();
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let display = progress::render(plan, engine.progress, title, rx);
+    let run = execute(rt.clone(), plan, wait, tx);
+    let (outcome, ()) = tokio::join!(run, display);
+    outcome
+}
+
+fn exit_code(outcomes: &[&Outcome]) -> ExitCode {
+    if outcomes.iter().all(|o| o.success()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    orchestrator::model::Duration::parse(s)
+        .map(|d| (d.nanos.max(0) / 1_000_000_000) as u64)
+        .ok_or_else(|| format!("invalid duration {s:?}"))
+}
+
+/// `up` flags.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Detached mode: Run containers in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Build images before starting containers
+    #[arg(long, conflicts_with = "no_build")]
+    pub build: bool,
+    /// Don't build an image, even if it's policy
+    #[arg(long = "no-build")]
+    pub no_build: bool,
+    /// Recreate containers even if their configuration and image haven't changed
+    #[arg(long = "force-recreate", conflicts_with = "no_recreate")]
+    pub force_recreate: bool,
+    /// If containers already exist, don't recreate them
+    #[arg(long = "no-recreate")]
+    pub no_recreate: bool,
+    /// Don't start linked services
+    #[arg(long = "no-deps")]
+    pub no_deps: bool,
+    /// Don't start the services after creating them
+    #[arg(long = "no-start")]
+    pub no_start: bool,
+    /// Remove containers for services not defined in the Compose file
+    #[arg(long = "remove-orphans")]
+    pub remove_orphans: bool,
+    /// Scale SERVICE to NUM instances. Overrides the `scale` setting in the Compose file if present
+    #[arg(long = "scale", value_name = "SERVICE=NUM")]
+    pub scale: Vec<String>,
+    /// Wait for services to be running|healthy. Implies detached mode
+    #[arg(long)]
+    pub wait: bool,
+    /// Maximum duration in seconds to wait for the project to be running|healthy
+    #[arg(long = "wait-timeout", value_parser = parse_duration_secs)]
+    pub wait_timeout: Option<u64>,
+    /// Stops all containers if any container was stopped. Incompatible with -d
+    #[arg(long = "abort-on-container-exit")]
+    pub abort_on_container_exit: bool,
+    /// Return the exit code of the selected service container. Implies --abort-on-container-exit
+    #[arg(long = "exit-code-from")]
+    pub exit_code_from: Option<String>,
+    /// Use this timeout in seconds for container shutdown
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<i64>,
+    /// Produce monochrome output
+    #[arg(long = "no-color")]
+    pub no_color: bool,
+    /// Don't print prefix in logs
+    #[arg(long = "no-log-prefix")]
+    pub no_log_prefix: bool,
+    /// Pull image before running (only `missing` and `never` work without a registry)
+    #[arg(long = "pull")]
+    pub pull: Option<String>,
+    /// Services to start (with their dependencies)
+    pub services: Vec<String>,
+}
+
+/// `create` flags.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Build images before starting containers
+    #[arg(long)]
+    pub build: bool,
+    /// Don't build an image, even if it's policy
+    #[arg(long = "no-build")]
+    pub no_build: bool,
+    /// Recreate containers even if their configuration and image haven't changed
+    #[arg(long = "force-recreate")]
+    pub force_recreate: bool,
+    /// If containers already exist, don't recreate them
+    #[arg(long = "no-recreate")]
+    pub no_recreate: bool,
+    /// Remove containers for services not defined in the Compose file
+    #[arg(long = "remove-orphans")]
+    pub remove_orphans: bool,
+    /// Scale SERVICE to NUM instances
+    #[arg(long = "scale", value_name = "SERVICE=NUM")]
+    pub scale: Vec<String>,
+    /// Services to create
+    pub services: Vec<String>,
+}
+
+/// `down` flags.
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    /// Remove named volumes declared in the "volumes" section of the Compose file and anonymous volumes attached to containers
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    /// Remove images used by services. "local" remove only images that don't have a custom tag ("local"|"all")
+    #[arg(long)]
+    pub rmi: Option<String>,
+    /// Remove containers for services not defined in the Compose file
+    #[arg(long = "remove-orphans")]
+    pub remove_orphans: bool,
+    /// Specify a shutdown timeout in seconds
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<i64>,
+    /// Services to stop and remove
+    pub services: Vec<String>,
+}
+
+/// Output format of `ps`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsFormat {
+    /// A table.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `ps` flags.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all stopped containers (including those created by the run command)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Display services
+    #[arg(long)]
+    pub services: bool,
+    /// Filter services by status. Values: [paused | restarting | removing | running | dead | created | exited]
+    #[arg(long)]
+    pub status: Vec<String>,
+    /// Format the output
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PsFormat,
+    /// Services to list
+    pub service_names: Vec<String>,
+}
+
+/// `scale` arguments.
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Don't start linked services
+    #[arg(long = "no-deps")]
+    pub no_deps: bool,
+    /// SERVICE=REPLICAS pairs
+    #[arg(required = true)]
+    pub scales: Vec<String>,
+}
+
+/// Commands that take only service names.
+#[derive(Args, Debug)]
+pub struct ServicesArgs {
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `stop` and `restart` flags.
+#[derive(Args, Debug)]
+pub struct TimeoutArgs {
+    /// Specify a shutdown timeout in seconds
+    #[arg(short = 't', long = "timeout")]
+    pub timeout: Option<i64>,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `kill` flags.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// SIGNAL to send to the container
+    #[arg(short = 's', long = "signal", default_value = "SIGKILL")]
+    pub signal: String,
+    /// Remove containers for services not defined in the Compose file
+    #[arg(long = "remove-orphans")]
+    pub remove_orphans: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `rm` flags.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Don't ask to confirm removal
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Stop the containers, if required, before removing
+    #[arg(short = 's', long)]
+    pub stop: bool,
+    /// Remove any anonymous volumes attached to containers
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `build` flags.
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Do not use cache when building the image
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Set build-time variables for services
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_arg: Vec<String>,
+    /// Don't print anything to STDOUT
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Services to build
+    pub services: Vec<String>,
+}
+
+/// `logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs for each container
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m for 42 minutes)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Produce monochrome output
+    #[arg(long = "no-color")]
+    pub no_color: bool,
+    /// Don't print prefix in logs
+    #[arg(long = "no-log-prefix")]
+    pub no_log_prefix: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `port` arguments.
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// tcp or udp
+    #[arg(long, default_value = "tcp")]
+    pub protocol: String,
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// The service
+    pub service: String,
+    /// The private port
+    pub private_port: u16,
+}
+
+/// `ls` flags.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Show all stopped Compose projects
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display project names
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Format the output
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PsFormat,
+}
+
+/// `version` flags.
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    /// Shows only rcompose's version number
+    #[arg(long)]
+    pub short: bool,
+}
+
+fn parse_scale(pairs: &[String]) -> Result<BTreeMap<String, u32>> {
+    let mut out = BTreeMap::new();
+    for p in pairs {
+        let Some((svc, n)) = p.split_once('=') else {
+            bail!("invalid scale specifier {p:?}: expected SERVICE=NUM");
+        };
+        let n: u32 = n
+            .parse()
+            .with_context(|| format!("invalid number of replicas in {p:?}"))?;
+        out.insert(svc.to_string(), n);
+    }
+    Ok(out)
+}
+
+fn check_services(project: &Project, services: &[String]) -> Result<()> {
+    for s in services {
+        if !project.services.contains_key(s) && !project.disabled_services.contains_key(s) {
+            bail!("no such service: {s}");
+        }
+    }
+    Ok(())
+}
+
+/// The image phase then the container phase of `up` and `create`.
+async fn converge(
+    engine: &Engine,
+    rt: &Arc<dyn Runtime>,
+    project: &Project,
+    build: &BuildOptions,
+    up: &UpOptions,
+    wait: ExecuteOptions,
+) -> Result<(Outcome, Outcome)> {
+    let observed = observe(rt.as_ref(), project).await?;
+    let build_plan = plan_build(project, &observed, build);
+    let built = run_plan(rt, engine, &build_plan, "Building", wait).await;
+    // Image ids may have changed: observe again before planning containers.
+    let observed = if build_plan.is_empty() {
+        observed
+    } else {
+        observe(rt.as_ref(), project).await?
+    };
+    let plan = plan_up(project, &observed, up);
+    if plan.is_empty() && !engine.dry_run && build_plan.is_empty() {
+        eprintln!("Nothing to do: every container is up to date");
+    }
+    let ran = run_plan(rt, engine, &plan, "Running", wait).await;
+    for (i, e) in &ran.failures {
+        eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
+    }
+    for (i, e) in &built.failures {
+        eprintln!("Error: {}: {e}", build_plan.ops[*i].action.subject());
+    }
+    Ok((built, ran))
+}
+
+/// `up`.
+pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<ExitCode> {
+    let project = load_project(&options, false)?;
+    check_services(&project, &args.services)?;
+    if args.pull.as_deref().is_some_and(|p| p == "always") {
+        bail!("--pull always needs a registry, which rcompose does not contact");
+    }
+    let rt = connect().await?;
+    let up_options = UpOptions {
+        services: args.services.clone(),
+        no_deps: args.no_deps,
+        recreate: if args.force_recreate {
+            Recreate::Force
+        } else if args.no_recreate {
+            Recreate::Never
+        } else {
+            Recreate::Diverged
+        },
+        scale: parse_scale(&args.scale)?,
+        remove_orphans: args.remove_orphans,
+        no_start: args.no_start,
+        timeout: args.timeout,
+        env_files: engine.env_files.clone(),
+    };
+    let build = BuildOptions {
+        services: args.services.clone(),
+        always: args.build,
+        never: args.no_build,
+        no_cache: false,
+    };
+    let wait = ExecuteOptions {
+        wait_timeout: args.wait_timeout.map(Duration::from_secs),
+    };
+    let (built, ran) = converge(&engine, &rt, &project, &build, &up_options, wait).await?;
+    if !built.success() || !ran.success() || engine.dry_run {
+        return Ok(exit_code(&[&built, &ran]));
+    }
+    if args.wait {
+        let observed = observe(rt.as_ref(), &project).await?;
+        let plan = wait_plan(&project, &observed, &args.services);
+        let waited = run_plan(&rt, &engine, &plan, "Waiting", wait).await;
+        return Ok(exit_code(&[&waited]));
+    }
+    if args.detach || args.no_start {
+        return Ok(ExitCode::SUCCESS);
+    }
+    attach(&engine, &rt, &project, &args).await
+}
+
+/// A plan that waits for every container of the services to be healthy or running.
+fn wait_plan(project: &Project, observed: &Observed, services: &[String]) -> Plan {
+    use orchestrator::plan::{Action, Op};
+    let mut plan = Plan::default();
+    for c in orchestrator::plan::target_containers(observed, services) {
+        let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        if !project.services.contains_key(&service) {
+            continue;
+        }
+        plan.ops.push(Op {
+            action: Action::WaitHealthy {
+                service,
+                container: c.name.clone(),
+            },
+            reason: "--wait".into(),
+            after: vec![],
+        });
+    }
+    plan
+}
+
+/// Attached `up`: streams prefixed logs until Ctrl-C (or a container exit with
+/// `--abort-on-container-exit`), then stops the project.
+async fn attach(
+    engine: &Engine,
+    rt: &Arc<dyn Runtime>,
+    project: &Project,
+    args: &UpArgs,
+) -> Result<ExitCode> {
+    let observed = observe(rt.as_ref(), project).await?;
+    let containers: Vec<Container> =
+        orchestrator::plan::target_containers(&observed, &args.services)
+            .into_iter()
+            .cloned()
+            .collect();
+    eprintln!(
+        "Attaching to {}",
+        containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64)>();
+    let width = containers
+        .iter()
+        .map(|c| short_name(project, c).len())
+        .max()
+        .unwrap_or(0);
+    for (i, c) in containers.iter().enumerate() {
+        let rt = rt.clone();
+        let tx = tx.clone();
+        let name = c.name.clone();
+        let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        let prefix = log_prefix(
+            &short_name(project, c),
+            width,
+            i,
+            args.no_color,
+            args.no_log_prefix,
+        );
+        tokio::spawn(async move {
+            let opts = LogOptions {
+                follow: true,
+                ..LogOptions::default()
+            };
+            if let Ok(mut stream) = rt.logs(&name, &opts).await {
+                while let Some(Ok(line)) = stream.next().await {
+                    print_log(&prefix, &line.text);
+                }
+            }
+            let code = rt.wait_container(&name).await.unwrap_or(-1);
+            println!("{prefix}exited with code {code}");
+            let _ = tx.send((service, code));
+        });
+    }
+    drop(tx);
+    let mut exit = ExitCode::SUCCESS;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+                break;
+            }
+            ended = rx.recv() => {
+                match ended {
+                    Some((service, code)) => {
+                        if let Some(from) = &args.exit_code_from {
+                            if *from == service {
+                                exit = ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
+                                break;
+                            }
+                        } else if abort {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    let observed = observe(rt.as_ref(), project).await?;
+    let plan = plan_lifecycle(
+        project,
+        &observed,
+        &args.services,
+        &Lifecycle::Stop(args.timeout),
+    );
+    let stopped = run_plan(rt, engine, &plan, "Stopping", ExecuteOptions::default()).await;
+    if !stopped.success() {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(exit)
+}
+
+fn short_name(project: &Project, c: &Container) -> String {
+    c.name
+        .strip_prefix(&format!("{}-", project.name))
+        .unwrap_or(&c.name)
+        .to_string()
+}
+
+fn log_prefix(name: &str, width: usize, index: usize, no_color: bool, none: bool) -> String {
+    if none {
+        return String::new();
+    }
+    let colors = [36, 33, 32, 35, 34, 96, 93, 92, 95, 94];
+    if no_color {
+        format!("{name:<width$} | ")
+    } else {
+        format!(
+            "\x1b[{}m{name:<width$} | \x1b[0m",
+            colors[index % colors.len()]
+        )
+    }
+}
+
+fn print_log(prefix: &str, text: &str) {
+    let mut out = std::io::stdout().lock();
+    for line in text.split_inclusive('\n') {
+        let _ = write!(out, "{prefix}{line}");
+        if !line.ends_with('\n') {
+            let _ = writeln!(out);
+        }
+    }
+}
+
+/// `create`.
+pub async fn create(engine: Engine, options: LoadOptions, args: CreateArgs) -> Result<ExitCode> {
+    let project = load_project(&options, false)?;
+    check_services(&project, &args.services)?;
+    let rt = connect().await?;
+    let up_options = UpOptions {
+        services: args.services.clone(),
+        recreate: if args.force_recreate {
+            Recreate::Force
+        } else if args.no_recreate {
+            Recreate::Never
+        } else {
+            Recreate::Diverged
+        },
+        scale: parse_scale(&args.scale)?,
+        remove_orphans: args.remove_orphans,
+        no_start: true,
+        env_files: engine.env_files.clone(),
+        ..UpOptions::default()
+    };
+    let build = BuildOptions {
+        services: args.services.clone(),
+        always: args.build,
+        never: args.no_build,
+        no_cache: false,
+    };
+    let (b, r) = converge(
+        &engine,
+        &rt,
+        &project,
+        &build,
+        &up_options,
+        ExecuteOptions::default(),
+    )
+    .await?;
+    Ok(exit_code(&[&b, &r]))
+}
+
+/// `down`.
+pub async fn down(
+    engine: Engine,
+    options: LoadOptions,
+    named: bool,
+    args: DownArgs,
+) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    if let Some(rmi) = &args.rmi {
+        if rmi != "local" && rmi != "all" {
+            bail!("invalid --rmi value {rmi:?}: use local or all");
+        }
+    }
+    let rt = connect().await?;
+    let mut observed = observe(rt.as_ref(), &project).await?;
+    if !args.services.is_empty() {
+        observed.containers.retain(|c| {
+            c.labels
+                .get(labels::SERVICE)
+                .is_some_and(|s| args.services.contains(s))
+        });
+    }
+    let options = DownOptions {
+        volumes: args.volumes,
+        rmi: args.rmi.clone(),
+        remove_orphans: args.remove_orphans,
+        timeout: args.timeout,
+    };
+    let mut plan = plan_down(&project, &observed, &options);
+    if !args.services.is_empty() {
+        // Networks and volumes stay while other services may use them.
+        plan.ops.retain(|o| {
+            !matches!(
+                o.action,
+                orchestrator::plan::Action::RemoveNetwork(_)
+                    | orchestrator::plan::Action::RemoveVolume(_)
+            )
+        });
+    }
+    if project.services.is_empty() && project.networks.is_empty() {
+        // Without a compose file, the project's networks are found by label.
+        let filter = [format!("{}={}", labels::PROJECT, project.name)];
+        let removed: Vec<usize> = (0..plan.ops.len()).collect();
+        for n in rt.list_networks(&filter).await? {
+            plan.ops.push(orchestrator::plan::Op {
+                action: orchestrator::plan::Action::RemoveNetwork(n.name.clone()),
+                reason: "network of the project".into(),
+                after: removed.clone(),
+            });
+        }
+    }
+    let outcome = run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
+    for (i, e) in &outcome.failures {
+        eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
+    }
+    Ok(exit_code(&[&outcome]))
+}
+
+/// `scale`.
+pub async fn scale(engine: Engine, options: LoadOptions, args: ScaleArgs) -> Result<ExitCode> {
+    let project = load_project(&options, false)?;
+    let scale = parse_scale(&args.scales)?;
+    let services: Vec<String> = scale.keys().cloned().collect();
+    check_services(&project, &services)?;
+    let rt = connect().await?;
+    let up_options = UpOptions {
+        services,
+        no_deps: args.no_deps,
+        scale,
+        env_files: engine.env_files.clone(),
+        ..UpOptions::default()
+    };
+    let build = BuildOptions {
+        services: up_options.services.clone(),
+        ..BuildOptions::default()
+    };
+    let (b, r) = converge(
+        &engine,
+        &rt,
+        &project,
+        &build,
+        &up_options,
+        ExecuteOptions::default(),
+    )
+    .await?;
+    Ok(exit_code(&[&b, &r]))
+}
+
+/// The lifecycle commands.
+#[derive(Debug, Clone)]
+pub enum Verb {
+    /// `start`.
+    Start,
+    /// `stop`.
+    Stop(Option<i64>),
+    /// `restart`.
+    Restart(Option<i64>),
+    /// `kill`.
+    Kill(String),
+    /// `pause`.
+    Pause,
+    /// `unpause`.
+    Unpause,
+}
+
+/// `start`, `stop`, `restart`, `kill`, `pause`, `unpause`.
+pub async fn lifecycle(
+    engine: Engine,
+    options: LoadOptions,
+    named: bool,
+    services: Vec<String>,
+    verb: Verb,
+) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    if !project.services.is_empty() {
+        check_services(&project, &services)?;
+    }
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let (command, title) = match verb {
+        Verb::Start => (Lifecycle::Start, "Running"),
+        Verb::Stop(t) => (Lifecycle::Stop(t), "Stopping"),
+        Verb::Restart(t) => (Lifecycle::Restart(t), "Restarting"),
+        Verb::Kill(s) => (Lifecycle::Kill(s), "Killing"),
+        Verb::Pause => (Lifecycle::Pause, "Pausing"),
+        Verb::Unpause => (Lifecycle::Unpause, "Unpausing"),
+    };
+    let plan = plan_lifecycle(&project, &observed, &services, &command);
+    let outcome = run_plan(&rt, &engine, &plan, title, ExecuteOptions::default()).await;
+    for (i, e) in &outcome.failures {
+        eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
+    }
+    Ok(exit_code(&[&outcome]))
+}
+
+/// `rm`.
+pub async fn rm(
+    engine: Engine,
+    options: LoadOptions,
+    named: bool,
+    args: RmArgs,
+) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let plan = plan_lifecycle(
+        &project,
+        &observed,
+        &args.services,
+        &Lifecycle::Remove {
+            stop: args.stop,
+            volumes: args.volumes,
+        },
+    );
+    if plan.is_empty() {
+        eprintln!("No stopped containers");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.force && !engine.dry_run {
+        let names: Vec<String> = plan
+            .ops
+            .iter()
+            .filter(|o| matches!(o.action, orchestrator::plan::Action::Remove { .. }))
+            .map(|o| o.action.subject())
+            .collect();
+        eprintln!("Going to remove {}", names.join(", "));
+        eprint!("Are you sure? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let outcome = run_plan(&rt, &engine, &plan, "Removing", ExecuteOptions::default()).await;
+    Ok(exit_code(&[&outcome]))
+}
+
+/// `build`.
+pub async fn build(engine: Engine, options: LoadOptions, args: BuildArgs) -> Result<ExitCode> {
+    let mut project = load_project(&options, false)?;
+    check_services(&project, &args.services)?;
+    for arg in &args.build_arg {
+        let (k, v) = match arg.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (arg.clone(), options.environment.get(arg).cloned()),
+        };
+        for s in project.services.values_mut() {
+            if let Some(b) = &mut s.build {
+                b.args.0.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let plan = plan_build(
+        &project,
+        &observed,
+        &BuildOptions {
+            services: args.services.clone(),
+            always: true,
+            never: false,
+            no_cache: args.no_cache,
+        },
+    );
+    let engine = Engine {
+        progress: if args.quiet {
+            progress::Mode::Quiet
+        } else {
+            engine.progress
+        },
+        ..engine
+    };
+    let outcome = run_plan(&rt, &engine, &plan, "Building", ExecuteOptions::default()).await;
+    for (i, e) in &outcome.failures {
+        eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
+    }
+    Ok(exit_code(&[&outcome]))
+}
+
+fn human_ago(secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let d = (now - secs).max(0);
+    match d {
+        0..=1 => "1 second ago".into(),
+        2..=59 => format!("{d} seconds ago"),
+        60..=119 => "About a minute ago".into(),
+        120..=3599 => format!("{} minutes ago", d / 60),
+        3600..=7199 => "About an hour ago".into(),
+        7200..=172_799 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86400),
+    }
+}
+
+fn ports_text(c: &Container) -> String {
+    let mut parts: Vec<String> = c
+        .ports
+        .iter()
+        .map(|p| {
+            if p.host_port == 0 {
+                format!("{}/{}", p.container_port, p.protocol)
+            } else {
+                let ip = if p.host_ip.contains(':') {
+                    format!("[{}]", p.host_ip)
+                } else {
+                    p.host_ip.clone()
+                };
+                format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.protocol)
+            }
+        })
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts.join(", ")
+}
+
+fn truncate_command(cmd: &str) -> String {
+    let chars: Vec<char> = cmd.chars().collect();
+    if chars.len() > 20 {
+        format!("\"{}…\"", chars[..19].iter().collect::<String>())
+    } else {
+        format!("\"{cmd}\"")
+    }
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == cols {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(
+                    ' ',
+                    widths[i] - cell.chars().count() + 3,
+                ));
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// `ps`.
+pub async fn ps(options: LoadOptions, named: bool, args: PsArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let mut containers: Vec<&Container> = observed
+        .containers
+        .iter()
+        .filter(|c| args.all || c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+        .filter(|c| {
+            args.service_names.is_empty()
+                || c.labels
+                    .get(labels::SERVICE)
+                    .is_some_and(|s| args.service_names.contains(s))
+        })
+        .filter(|c| {
+            if args.status.is_empty() {
+                args.all
+                    || matches!(
+                        c.state,
+                        ContainerState::Running
+                            | ContainerState::Restarting
+                            | ContainerState::Paused
+                    )
+            } else {
+                args.status.iter().any(|s| s == c.state.as_str())
+            }
+        })
+        .collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    if args.services {
+        let mut names: Vec<&str> = containers
+            .iter()
+            .filter_map(|c| c.labels.get(labels::SERVICE).map(String::as_str))
+            .collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            println!("{n}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.quiet {
+        for c in containers {
+            println!("{}", c.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match args.format {
+        PsFormat::Json => {
+            for c in containers {
+                let v = serde_json::json!({
+                    "ID": c.id,
+                    "Name": c.name,
+                    "Image": c.image,
+                    "Command": c.command,
+                    "Project": c.labels.get(labels::PROJECT),
+                    "Service": c.labels.get(labels::SERVICE),
+                    "State": c.state.as_str(),
+                    "Status": c.status,
+                    "CreatedAt": c.created,
+                    "RunningFor": human_ago(c.created),
+                    "Labels": c.labels,
+                    "Networks": c.networks.join(","),
+                    "Ports": ports_text(c),
+                    "Publishers": c.ports.iter().map(|p| serde_json::json!({
+                        "URL": p.host_ip, "TargetPort": p.container_port,
+                        "PublishedPort": p.host_port, "Protocol": p.protocol,
+                    })).collect::<Vec<_>>(),
+                });
+                println!("{v}");
+            }
+        }
+        PsFormat::Table => {
+            let mut rows = vec![[
+                "NAME", "IMAGE", "COMMAND", "SERVICE", "CREATED", "STATUS", "PORTS",
+            ]
+            .map(String::from)
+            .to_vec()];
+            for c in containers {
+                rows.push(vec![
+                    c.name.clone(),
+                    c.image.clone(),
+                    truncate_command(&c.command),
+                    c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+                    human_ago(c.created),
+                    c.status.clone(),
+                    ports_text(c),
+                ]);
+            }
+            print_table(&rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `logs`: each container's output with its name as prefix; with `-f`,
+/// containers that appear later (after `scale`) are followed too.
+pub async fn logs(options: LoadOptions, named: bool, args: LogsArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let tail = if args.tail == "all" {
+        None
+    } else {
+        Some(
+            args.tail
+                .parse::<u64>()
+                .with_context(|| format!("invalid --tail value {:?}", args.tail))?,
+        )
+    };
+    let since = match &args.since {
+        None => None,
+        Some(s) => Some(parse_since(s)?),
+    };
+    let mut followed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut index = 0usize;
+    loop {
+        let observed = observe(rt.as_ref(), &project).await?;
+        let containers: Vec<Container> =
+            orchestrator::plan::target_containers(&observed, &args.services)
+                .into_iter()
+                .filter(|c| !followed.contains(&c.id))
+                .cloned()
+                .collect();
+        let width = observed
+            .containers
+            .iter()
+            .map(|c| short_name(&project, c).len())
+            .max()
+            .unwrap_or(0);
+        for c in containers {
+            followed.insert(c.id.clone());
+            let rt = rt.clone();
+            let prefix = log_prefix(
+                &short_name(&project, &c),
+                width,
+                index,
+                args.no_color,
+                args.no_log_prefix,
+            );
+            index += 1;
+            let opts = LogOptions {
+                follow: args.follow,
+                tail,
+                timestamps: args.timestamps,
+                since,
+                until: None,
+            };
+            tasks.spawn(async move {
+                if let Ok(mut stream) = rt.logs(&c.id, &opts).await {
+                    while let Some(Ok(line)) = stream.next().await {
+                        print_log(&prefix, &line.text);
+                    }
+                }
+            });
+        }
+        if !args.follow {
+            while tasks.join_next().await.is_some() {}
+            return Ok(ExitCode::SUCCESS);
+        }
+        // New containers (scale, restarts) are picked up on the next look.
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+fn parse_since(s: &str) -> Result<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if let Some(d) = orchestrator::model::Duration::parse(s) {
+        return Ok(now - d.nanos / 1_000_000_000);
+    }
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    bail!("invalid --since value {s:?}: use a relative duration (42m) or seconds since the epoch")
+}
+
+/// `images`.
+pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let mut rows = vec![["CONTAINER", "REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
+        .map(String::from)
+        .to_vec()];
+    for c in orchestrator::plan::target_containers(&observed, &args.services) {
+        let (repo, tag) = match c.image.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+            _ => (c.image.clone(), "latest".to_string()),
+        };
+        let (id, size) = match rt.inspect_image(&c.image).await? {
+            Some(i) => (
+                i.id.trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect(),
+                format!("{:.1}MB", i.size as f64 / 1e6),
+            ),
+            None => (String::new(), String::new()),
+        };
+        rows.push(vec![c.name.clone(), repo, tag, id, size]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `port`.
+pub async fn port(options: LoadOptions, named: bool, args: PortArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let c = observed
+        .service_containers(&args.service)
+        .find(|c| orchestrator::observe::container_number(c) == Some(args.index))
+        .with_context(|| {
+            format!(
+                "service {:?} has no container number {}",
+                args.service, args.index
+            )
+        })?;
+    match c.ports.iter().find(|p| {
+        p.container_port == args.private_port && p.protocol == args.protocol && p.host_port != 0
+    }) {
+        Some(p) => {
+            println!("{}:{}", p.host_ip, p.host_port);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!(
+            "no port {}/{} for container {}",
+            args.private_port,
+            args.protocol,
+            c.name
+        ),
+    }
+}
+
+/// `top`.
+pub async fn top(options: LoadOptions, named: bool, args: ServicesArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let observed = observe(rt.as_ref(), &project).await?;
+    for c in orchestrator::plan::target_containers(&observed, &args.services) {
+        if c.state != ContainerState::Running {
+            continue;
+        }
+        let (titles, procs) = rt.top(&c.id).await?;
+        println!("{}", c.name);
+        let mut rows = vec![titles];
+        rows.extend(procs);
+        print_table(&rows);
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ls`: projects found by their containers' labels.
+pub async fn ls(args: LsArgs) -> Result<ExitCode> {
+    let rt = connect().await?;
+    let containers = rt
+        .list_containers(&[labels::PROJECT.to_string()], true)
+        .await?;
+    let mut projects: BTreeMap<String, (BTreeMap<String, usize>, String)> = BTreeMap::new();
+    for c in &containers {
+        let Some(p) = c.labels.get(labels::PROJECT) else {
+            continue;
+        };
+        let entry = projects.entry(p.clone()).or_default();
+        *entry.0.entry(c.state.as_str().to_string()).or_default() += 1;
+        if let Some(files) = c.labels.get(labels::CONFIG_FILES) {
+            entry.1 = files.clone();
+        }
+    }
+    if !args.all {
+        projects.retain(|_, (states, _)| states.contains_key("running"));
+    }
+    if args.quiet {
+        for p in projects.keys() {
+            println!("{p}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = |states: &BTreeMap<String, usize>| {
+        states
+            .iter()
+            .map(|(s, n)| format!("{s}({n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match args.format {
+        PsFormat::Json => {
+            let list: Vec<serde_json::Value> = projects
+                .iter()
+                .map(|(name, (states, files))| serde_json::json!({"Name": name, "Status": status(states), "ConfigFiles": files}))
+                .collect();
+            println!("{}", serde_json::Value::Array(list));
+        }
+        PsFormat::Table => {
+            let mut rows = vec![["NAME", "STATUS", "CONFIG FILES"]
+                .map(String::from)
+                .to_vec()];
+            for (name, (states, files)) in &projects {
+                rows.push(vec![name.clone(), status(states), files.clone()]);
+            }
+            print_table(&rows);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `version`.
+pub fn version(args: VersionArgs) -> Result<ExitCode> {
+    if args.short {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+    } else {
+        println!("rcompose version v{}", env!("CARGO_PKG_VERSION"));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,414 @@
+//! `up`, `ps`, `scale`, `down` and the lifecycle commands on the real Docker
+//! Engine, and interoperability with Docker Compose. Each test owns its
+//! project name and removes what it created even when it fails. Images are
+//! built locally from Debian's static busybox (no registry is reachable).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rcompose_tests::{rcompose_bin, reference_available, require, stderr, stdout};
+
+/// The local test image: `FROM scratch` with a static busybox.
+const IMAGE: &str = "rcompose-test/busybox:latest";
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Builds the busybox image once per machine; false when it cannot.
+fn ensure_image() -> bool {
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return true;
+    }
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        return false;
+    }
+    let dir = std::env::temp_dir().join(format!("rcompose-busybox-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let ok = std::fs::copy(busybox, dir.join("busybox")).is_ok()
+        && std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"sh\"]\n",
+        )
+        .is_ok()
+        && Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE, "."])
+            .current_dir(&dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
+/// Whether the engine tests can run here; prints why not.
+fn engine_ready() -> bool {
+    require(docker_available(), "the Docker Engine")
+        && require(
+            ensure_image(),
+            "the busybox test image (/bin/busybox from busybox-static)",
+        )
+}
+
+/// A project folder with a compose file, removed from the engine on drop.
+struct TestProject {
+    name: String,
+    dir: PathBuf,
+}
+
+impl TestProject {
+    fn new(tag: &str, compose: &str) -> TestProject {
+        let name = format!("rct-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::create_dir_all(&dir);
+        let p = TestProject { name, dir };
+        p.write(compose);
+        p
+    }
+
+    fn write(&self, compose: &str) {
+        std::fs::write(self.dir.join("compose.yaml"), compose).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs rcompose with `-p <name>` in the project folder.
+    fn rc(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(rcompose_bin());
+        cmd.arg("-p")
+            .arg(&self.name)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("NO_COLOR", "1");
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running rcompose: {e}"))
+    }
+
+    /// Runs rcompose and requires success.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.rc(args);
+        assert!(
+            o.status.success(),
+            "rcompose {args:?} failed:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// Runs the reference `docker compose` with `-p <name>`.
+    fn dc(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("compose")
+            .arg("-p")
+            .arg(&self.name)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running docker compose: {e}"))
+    }
+
+    /// Names of the project's containers on the engine (by label), sorted.
+    fn containers(&self, all: bool) -> Vec<String> {
+        let mut args = vec!["ps", "--format", "{{.Names}} {{.State}}", "--filter"];
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        args.push(&filter);
+        if all {
+            args.push("-a");
+        }
+        let o = Command::new("docker")
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut names: Vec<String> = stdout(&o)
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn networks(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        let o = Command::new("docker")
+            .args([
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                &filter,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        stdout(&o).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for TestProject {
+    fn drop(&mut self) {
+        // Remove everything of the project whatever happened, without relying on rcompose.
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        if let Ok(o) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .arg("-v")
+                    .args(&ids)
+                    .output();
+            }
+        }
+        for (kind, fmt) in [("network", "{{.Name}}"), ("volume", "{{.Name}}")] {
+            if let Ok(o) = Command::new("docker")
+                .args([kind, "ls", "-q", "--format", fmt, "--filter", &filter])
+                .output()
+            {
+                for n in stdout(&o).lines() {
+                    let _ = Command::new("docker").args([kind, "rm", n]).output();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn web_stack(port_line: &str) -> String {
+    format!(
+        r#"services:
+  db:
+    image: {IMAGE}
+    command: ["sh", "-c", "touch /ready; exec sleep 3600"]
+    stop_signal: SIGKILL
+    healthcheck:
+      test: ["CMD", "test", "-f", "/ready"]
+      interval: 1s
+      start_period: 5s
+  web:
+    image: {IMAGE}
+    command: ["httpd", "-f", "-p", "8080"]
+    stop_signal: SIGKILL
+    depends_on:
+      db:
+        condition: service_healthy
+    {port_line}
+    volumes:
+      - data:/data
+volumes:
+  data:
+"#
+    )
+}
+
+/// Polls until `f` holds or the deadline passes.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn up_ps_scale_down() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new("life", &web_stack(r#"ports: ["8080"]"#));
+    p.ok(&["up", "-d"]);
+    let names = p.containers(false);
+    assert_eq!(
+        names,
+        vec![format!("{}-db-1", p.name), format!("{}-web-1", p.name)]
+    );
+
+    // A second up changes nothing and says so.
+    let again = p.rc(&["up", "-d"]);
+    assert!(again.status.success());
+    assert!(
+        stderr(&again).contains("Nothing to do"),
+        "{}",
+        stderr(&again)
+    );
+    let dry = p.ok(&["--dry-run", "up", "-d"]);
+    assert!(!dry.contains("create"), "second up plans changes:\n{dry}");
+
+    let ps = p.ok(&["ps"]);
+    assert!(
+        ps.contains(&format!("{}-web-1", p.name)) && ps.contains("SERVICE"),
+        "{ps}"
+    );
+    let services = p.ok(&["ps", "--services"]);
+    assert_eq!(services.lines().collect::<Vec<_>>(), vec!["db", "web"]);
+    let port = p.ok(&["port", "web", "8080"]);
+    assert!(
+        port.trim()
+            .rsplit(':')
+            .next()
+            .and_then(|x| x.parse::<u16>().ok())
+            .is_some(),
+        "{port}"
+    );
+
+    p.ok(&["scale", "web=3"]);
+    assert_eq!(p.containers(false).len(), 4);
+    p.ok(&["up", "-d", "--scale", "web=1"]);
+    let after = p.containers(false);
+    assert_eq!(
+        after,
+        vec![format!("{}-db-1", p.name), format!("{}-web-1", p.name)],
+        "scale down keeps the lowest numbers"
+    );
+
+    p.ok(&["stop", "web"]);
+    assert_eq!(p.containers(false), vec![format!("{}-db-1", p.name)]);
+    p.ok(&["start", "web"]);
+    assert_eq!(p.containers(false).len(), 2);
+
+    p.ok(&["down", "-v"]);
+    assert!(p.containers(true).is_empty());
+    assert!(p.networks().is_empty());
+}
+
+#[test]
+fn only_changed_services_are_recreated() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new("recreate", &web_stack(""));
+    p.ok(&["up", "-d"]);
+    let id = |svc: &str| {
+        let o = Command::new("docker")
+            .args(["inspect", "-f", "{{.Id}}", &format!("{}-{svc}-1", p.name)])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        stdout(&o).trim().to_string()
+    };
+    let (db, web) = (id("db"), id("web"));
+    p.write(&web_stack("environment: [CHANGED=1]"));
+    p.ok(&["up", "-d"]);
+    assert_eq!(id("db"), db, "db did not change and must be kept");
+    assert_ne!(id("web"), web, "web changed and must be recreated");
+}
+
+#[test]
+fn docker_compose_sees_what_rcompose_created_and_the_converse() {
+    if !engine_ready() || !require(reference_available(), "the reference docker compose v2") {
+        return;
+    }
+    let p = TestProject::new("interop", &web_stack(""));
+    p.ok(&["up", "-d"]);
+    let ps = p.dc(&["ps", "--format", "{{.Name}}"]);
+    let mut seen: Vec<String> = stdout(&ps).lines().map(str::to_string).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        p.containers(false),
+        "docker compose ps:\n{}",
+        stderr(&ps)
+    );
+    // Docker Compose finds nothing to change in what rcompose created.
+    let up = p.dc(&["up", "-d"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    assert!(
+        !stderr(&up).contains("Recreate"),
+        "docker compose recreated rcompose's containers:\n{}",
+        stderr(&up)
+    );
+    let down = p.dc(&["down", "-v"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(p.containers(true).is_empty());
+    assert!(p.networks().is_empty());
+
+    // The converse.
+    let up = p.dc(&["up", "-d"]);
+    assert!(up.status.success(), "{}", stderr(&up));
+    let ps = p.ok(&["ps", "--services"]);
+    assert_eq!(ps.lines().collect::<Vec<_>>(), vec!["db", "web"]);
+    let dry = p.ok(&["--dry-run", "up", "-d"]);
+    assert!(
+        !dry.contains("create"),
+        "rcompose wants to recreate Docker Compose's containers:\n{dry}"
+    );
+    p.ok(&["down", "-v"]);
+    assert!(p.containers(true).is_empty());
+    assert!(p.networks().is_empty());
+}
+
+#[test]
+fn an_invalid_project_changes_nothing() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new(
+        "invalid",
+        &format!("services:\n  a:\n    image: {IMAGE}\n    ports: [\"80:http\"]\n"),
+    );
+    let o = p.rc(&["up", "-d"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("compose.yaml:4"), "{}", stderr(&o));
+    assert!(p.containers(true).is_empty());
+    assert!(p.networks().is_empty());
+}
+
+#[test]
+fn a_failure_is_reported_and_the_rest_goes_on() {
+    if !engine_ready() {
+        return;
+    }
+    let compose = format!(
+        "services:\n  good:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n  bad:\n    image: rcompose-test/does-not-exist:1\n    pull_policy: never\n"
+    );
+    let p = TestProject::new("partial", &compose);
+    let o = p.rc(&["up", "-d"]);
+    assert!(!o.status.success(), "a missing image must fail the up");
+    assert!(stderr(&o).contains("bad"), "{}", stderr(&o));
+    assert_eq!(p.containers(false), vec![format!("{}-good-1", p.name)]);
+}
+
+#[test]
+fn up_after_a_killed_up_converges_without_duplicates() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new("killed", &web_stack(""));
+    p.write(&web_stack("").replace("services:\n", &format!("services:\n  extra:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n    deploy:\n      replicas: 3\n")));
+    let mut child = Command::new(rcompose_bin())
+        .args(["-p", &p.name, "up", "-d"])
+        .current_dir(&p.dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Kill it as soon as it has created something.
+    eventually("a first container", || !p.containers(true).is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    p.ok(&["up", "-d"]);
+    let mut expected = vec![
+        format!("{}-db-1", p.name),
+        format!("{}-extra-1", p.name),
+        format!("{}-extra-2", p.name),
+        format!("{}-extra-3", p.name),
+        format!("{}-web-1", p.name),
+    ];
+    expected.sort();
+    assert_eq!(p.containers(true), expected);
+    assert_eq!(p.containers(false), expected, "all of them running");
+}
