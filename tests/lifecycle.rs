@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rcompose_tests::{rcompose_bin, reference_available, require, stderr, stdout};
 
 /// The local test image: `FROM scratch` with a static busybox.
-const IMAGE: &str = "rcompose-test/busybox:latest";
+const IMAGE: &str = "local/busybox:latest";
 
 fn docker_available() -> bool {
     Command::new("docker")
