@@ -34,6 +34,10 @@ pub struct Outcome {
     pub failures: Vec<(usize, String)>,
     /// Operations skipped because a prerequisite failed.
     pub skipped: Vec<usize>,
+    /// Whether a failure came from the engine's state having changed since it
+    /// was observed (an object already there, or gone): observing and planning
+    /// again may succeed.
+    pub stale: bool,
 }
 
 impl Outcome {
@@ -49,6 +53,9 @@ pub struct ExecuteOptions {
     /// How long a wait for health or completion may last.
     pub wait_timeout: Option<Duration>,
 }
+
+/// An operation's result: the error message and whether it is stale state.
+type OpResult = Result<(), (String, bool)>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -69,7 +76,7 @@ pub async fn execute(
     let n = plan.ops.len();
     let mut state = vec![State::Pending; n];
     let mut outcome = Outcome::default();
-    let mut running: JoinSet<(usize, Result<(), String>)> = JoinSet::new();
+    let mut running: JoinSet<(usize, OpResult)> = JoinSet::new();
     loop {
         // Launch what is ready; skip what can no longer run.
         let mut changed = true;
@@ -108,8 +115,9 @@ pub async fn execute(
                 state[i] = State::Done;
                 let _ = events.send(Progress::Done(i));
             }
-            Ok((i, Err(e))) => {
+            Ok((i, Err((e, stale)))) => {
                 state[i] = State::Failed;
+                outcome.stale |= stale;
                 outcome.failures.push((i, e.clone()));
                 let _ = events.send(Progress::Failed(i, e));
             }
@@ -133,7 +141,7 @@ async fn run(
     index: usize,
     options: ExecuteOptions,
     events: &UnboundedSender<Progress>,
-) -> Result<(), String> {
+) -> OpResult {
     let r: Result<(), RuntimeError> = match action {
         Action::CreateNetwork(spec) => match rt.create_network(spec).await {
             // Created concurrently by someone else: it exists, which is what we wanted.
@@ -209,7 +217,13 @@ async fn run(
             Err(e) => Err(e),
         },
     };
-    r.map_err(|e| e.to_string())
+    r.map_err(|e| {
+        let stale = matches!(
+            e,
+            RuntimeError::NotFound { .. } | RuntimeError::Conflict { .. }
+        );
+        (e.to_string(), stale)
+    })
 }
 
 /// Polls a container until it is healthy (or running, without a health check).

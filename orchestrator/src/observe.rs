@@ -38,33 +38,63 @@ pub fn container_number(c: &Container) -> Option<u32> {
     c.labels.get(labels::CONTAINER_NUMBER)?.parse().ok()
 }
 
-/// Takes the snapshot: containers by project label; the project's networks,
-/// volumes and images by name.
-pub async fn observe(runtime: &dyn Runtime, project: &Project) -> Result<Observed, RuntimeError> {
+/// The project's containers only: enough for `ps`, `logs` and the lifecycle
+/// commands, which do not look at networks, volumes or images.
+pub async fn observe_containers(
+    runtime: &dyn Runtime,
+    project: &Project,
+) -> Result<Observed, RuntimeError> {
     let filter = [format!("{}={}", labels::PROJECT, project.name)];
-    let containers = runtime.list_containers(&filter, true).await?;
-    let mut observed = Observed {
-        containers,
+    Ok(Observed {
+        containers: runtime.list_containers(&filter, true).await?,
         ..Observed::default()
-    };
-    for n in project.networks.values() {
-        if let Some(net) = runtime.inspect_network(&n.name).await? {
-            observed.networks.insert(n.name.clone(), net);
-        }
-    }
-    for v in project.volumes.values() {
-        if let Some(vol) = runtime.inspect_volume(&v.name).await? {
-            observed.volumes.insert(v.name.clone(), vol);
-        }
-    }
-    for (name, s) in &project.services {
-        let image = crate::convert::image_name(project, name, s);
-        if observed.images.contains_key(&image) {
-            continue;
-        }
-        if let Some(img) = runtime.inspect_image(&image).await? {
-            observed.images.insert(image, img);
-        }
-    }
-    Ok(observed)
+    })
+}
+
+/// Takes the snapshot: containers by project label; the project's networks,
+/// volumes and images by name, all asked for at once.
+pub async fn observe(runtime: &dyn Runtime, project: &Project) -> Result<Observed, RuntimeError> {
+    use futures_util::future::try_join_all;
+    let filter = [format!("{}={}", labels::PROJECT, project.name)];
+    let mut images: Vec<String> = project
+        .services
+        .iter()
+        .map(|(name, s)| crate::convert::image_name(project, name, s))
+        .collect();
+    images.sort();
+    images.dedup();
+    let containers = runtime.list_containers(&filter, true);
+    let networks = try_join_all(
+        project
+            .networks
+            .values()
+            .map(|n| runtime.inspect_network(&n.name)),
+    );
+    let volumes = try_join_all(
+        project
+            .volumes
+            .values()
+            .map(|v| runtime.inspect_volume(&v.name)),
+    );
+    let found = try_join_all(images.iter().map(|i| runtime.inspect_image(i)));
+    let (containers, networks, volumes, found) =
+        futures_util::try_join!(containers, networks, volumes, found)?;
+    Ok(Observed {
+        containers,
+        networks: networks
+            .into_iter()
+            .flatten()
+            .map(|n| (n.name.clone(), n))
+            .collect(),
+        volumes: volumes
+            .into_iter()
+            .flatten()
+            .map(|v| (v.name.clone(), v))
+            .collect(),
+        images: images
+            .into_iter()
+            .zip(found)
+            .filter_map(|(name, img)| Some((name, img?)))
+            .collect(),
+    })
 }

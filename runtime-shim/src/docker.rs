@@ -281,7 +281,7 @@ fn not_found_subject(message: &str, kind: &'static str, name: &str) -> (&'static
         ("image", after_colon())
     } else if lower.starts_with("no such container") {
         ("container", after_colon())
-    } else if lower.starts_with("no such volume") || lower.starts_with("get ") {
+    } else if lower.contains("no such volume") {
         ("volume", name.to_string())
     } else if lower.starts_with("network ") && lower.contains("not found") {
         let n = message
@@ -2125,11 +2125,12 @@ impl Runtime for DockerRuntime {
                     return;
                 }
             }
-            // A context that could not be read explains the failure best.
-            let context_error = match writer.await {
-                Ok(Err(e)) => Some(RuntimeError::Engine(format!(
-                    "cannot send the build context: {e}"
-                ))),
+            // A context that could not be read explains the failure best; an
+            // upload cut short because the engine refused the build does not.
+            let context_error = match tokio::time::timeout(Duration::from_secs(10), writer).await {
+                Ok(Ok(Err(e))) if e.kind() != io::ErrorKind::BrokenPipe => Some(
+                    RuntimeError::Engine(format!("cannot send the build context: {e}")),
+                ),
                 _ => None,
             };
             if let Some(e) = context_error.or(failed) {
@@ -2324,6 +2325,10 @@ mod tests {
         assert_eq!(
             not_found_subject("network nope not found", "network", "nope"),
             ("network", "nope".to_string())
+        );
+        assert_eq!(
+            not_found_subject("get v: no such volume", "volume", "v"),
+            ("volume", "v".to_string())
         );
         assert_eq!(
             not_found_subject("No such container: abc", "network", "n"),

@@ -234,6 +234,47 @@ async fn connection_errors_are_unavailable() {
     }
 }
 
+/// `connect()` reads `DOCKER_HOST`; checked in a child process so that no
+/// test changes the environment of this (multi-threaded) one.
+#[tokio::test]
+async fn connect_honours_docker_host() {
+    if let Ok(expect) = std::env::var("RCS_DOCKER_HOST_CHILD") {
+        let result = DockerRuntime::connect().await;
+        if expect == "ok" {
+            let rt = result.expect("connects through DOCKER_HOST");
+            assert_eq!(rt.host(), HOST);
+            assert!(!rt.api_version().is_empty());
+        } else {
+            match result {
+                Err(RuntimeError::Unavailable(msg)) => {
+                    assert!(msg.contains("127.0.0.1:1"), "{msg}")
+                }
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+        }
+        return;
+    }
+    let mut cases = vec![("tcp://127.0.0.1:1", "unavailable")];
+    if Path::new(SOCKET).exists() {
+        cases.push((HOST, "ok"));
+    }
+    for (host, expect) in cases {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "connect_honours_docker_host"])
+            .env("DOCKER_HOST", host)
+            .env("RCS_DOCKER_HOST_CHILD", expect)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "DOCKER_HOST={host}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+    }
+}
+
 #[tokio::test]
 async fn builds_inspects_and_removes_images() {
     let Some(rt) = engine().await else { return };
@@ -317,6 +358,24 @@ async fn builds_inspects_and_removes_images() {
     match failure {
         Some(RuntimeError::Engine(msg)) => assert!(msg.contains("non-zero code"), "{msg}"),
         other => panic!("expected a build error, got {other:?}"),
+    }
+    // A build the engine refuses outright reports the engine's reason.
+    let refused = BuildSpec {
+        context: ctx.to_string_lossy().into_owned(),
+        dockerfile: "Dockerfile.test".into(),
+        tags: vec!["Not A Valid Tag".into()],
+        ..Default::default()
+    };
+    let mut output = rt.build_image(&refused).await.unwrap();
+    let mut failure = None;
+    while let Some(line) = output.next().await {
+        if let Err(e) = line {
+            failure = Some(e);
+        }
+    }
+    match failure {
+        Some(RuntimeError::Engine(msg)) => assert!(msg.contains("invalid reference"), "{msg}"),
+        other => panic!("expected the engine's refusal, got {other:?}"),
     }
     let missing = BuildSpec {
         context: ctx.to_string_lossy().into_owned(),
@@ -445,7 +504,7 @@ async fn runs_a_container_through_its_lifecycle() {
     cleanup.containers.push(name.clone());
     let label_value = format!("{}-{test}", std::process::id());
     let script = "echo hello $FOO; cat /data/bound.txt; echo oops >&2; hostname; \
-                  cat /sys/class/net/eth0/address; echo vol > /vol/f; touch /tmp/ready; \
+                  cat /sys/class/net/eth0/address; echo vol > /vol/f; touch /scratch/ready; \
                   trap 'exit 3' TERM; while true; do sleep 0.2; done";
     let mut spec = shell_container(&name, &image, script);
     spec.labels = BTreeMap::from([("rcs.test".into(), label_value.clone())]);
@@ -498,7 +557,7 @@ async fn runs_a_container_through_its_lifecycle() {
             "CMD".into(),
             "test".into(),
             "-f".into(),
-            "/tmp/ready".into(),
+            "/scratch/ready".into(),
         ],
         interval_ns: 300_000_000,
         timeout_ns: 2_000_000_000,

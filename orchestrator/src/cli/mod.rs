@@ -18,7 +18,7 @@ use orchestrator::convert::labels;
 use orchestrator::execute::{execute, ExecuteOptions, Outcome};
 use orchestrator::loader::{self, LoadOptions};
 use orchestrator::model::Project;
-use orchestrator::observe::{observe, Observed};
+use orchestrator::observe::{observe, observe_containers, Observed};
 use orchestrator::plan::{
     plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan,
     Recreate, UpOptions,
@@ -430,11 +430,20 @@ async fn converge(
     } else {
         observe(rt.as_ref(), project).await?
     };
-    let plan = plan_up(project, &observed, up);
+    let mut plan = plan_up(project, &observed, up);
     if plan.is_empty() && !engine.dry_run && build_plan.is_empty() {
         eprintln!("Nothing to do: every container is up to date");
     }
-    let ran = run_plan(rt, engine, &plan, "Running", wait).await;
+    let mut ran = run_plan(rt, engine, &plan, "Running", wait).await;
+    // Someone else changed the engine meanwhile (another up, or the calls of
+    // an up that was killed still landing): observe and plan again.
+    let mut attempts = 1;
+    while ran.stale && attempts < 3 && !engine.dry_run {
+        attempts += 1;
+        let observed = observe(rt.as_ref(), project).await?;
+        plan = plan_up(project, &observed, up);
+        ran = run_plan(rt, engine, &plan, "Running", wait).await;
+    }
     for (i, e) in &ran.failures {
         eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
     }
@@ -797,7 +806,7 @@ pub async fn lifecycle(
         check_services(&project, &services)?;
     }
     let rt = connect().await?;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
     let (command, title) = match verb {
         Verb::Start => (Lifecycle::Start, "Running"),
         Verb::Stop(t) => (Lifecycle::Stop(t), "Stopping"),
@@ -823,7 +832,7 @@ pub async fn rm(
 ) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
     let plan = plan_lifecycle(
         &project,
         &observed,
@@ -973,7 +982,7 @@ fn print_table(rows: &[Vec<String>]) {
 pub async fn ps(options: LoadOptions, named: bool, args: PsArgs) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
     let mut containers: Vec<&Container> = observed
         .containers
         .iter()
@@ -1087,7 +1096,7 @@ pub async fn logs(options: LoadOptions, named: bool, args: LogsArgs) -> Result<E
     let mut tasks = tokio::task::JoinSet::new();
     let mut index = 0usize;
     loop {
-        let observed = observe(rt.as_ref(), &project).await?;
+        let observed = observe_containers(rt.as_ref(), &project).await?;
         let containers: Vec<Container> =
             orchestrator::plan::target_containers(&observed, &args.services)
                 .into_iter()
@@ -1156,7 +1165,7 @@ fn parse_since(s: &str) -> Result<i64> {
 pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
     let mut rows = vec![["CONTAINER", "REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
         .map(String::from)
         .to_vec()];
@@ -1185,7 +1194,7 @@ pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Re
 pub async fn port(options: LoadOptions, named: bool, args: PortArgs) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
     let c = observed
         .service_containers(&args.service)
         .find(|c| orchestrator::observe::container_number(c) == Some(args.index))
@@ -1215,7 +1224,7 @@ pub async fn port(options: LoadOptions, named: bool, args: PortArgs) -> Result<E
 pub async fn top(options: LoadOptions, named: bool, args: ServicesArgs) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
     for c in orchestrator::plan::target_containers(&observed, &args.services) {
         if c.state != ContainerState::Running {
             continue;
