@@ -100,7 +100,27 @@ fn canonical_service(service: &mut Value, path: &YamlPath, errors: &mut Vec<Cano
         let path = path.key(key);
         through_tag(value, &mut |value| match key {
             "build" => canonical_build(value),
-            "depends_on" => canonical_depends_on(value),
+            "depends_on" => {
+                if let Value::Mapping(deps) = value {
+                    for (dep, d) in deps.iter() {
+                        let at = path.key(dep.as_str().unwrap_or_default());
+                        match d {
+                            Value::Mapping(d) if !d.contains_key("condition") => {
+                                errors.push(CanonicalError {
+                                    path: at,
+                                    message: "missing property 'condition'".into(),
+                                })
+                            }
+                            Value::Mapping(_) => {}
+                            _ => errors.push(CanonicalError {
+                                path: at,
+                                message: "must be a mapping".into(),
+                            }),
+                        }
+                    }
+                }
+                canonical_depends_on(value)
+            }
             "env_file" => canonical_env_file(value),
             "label_file" | "dns" => string_to_list(value),
             "extends" => {
@@ -128,6 +148,20 @@ fn canonical_service(service: &mut Value, path: &YamlPath, errors: &mut Vec<Cano
             }
             _ => {}
         });
+    }
+    // The schema wants deploy memory amounts as strings.
+    for kind in ["limits", "reservations"] {
+        let memory = svc
+            .get("deploy")
+            .and_then(|d| d.get("resources"))
+            .and_then(|r| r.get(kind))
+            .and_then(|l| l.get("memory"));
+        if matches!(memory, Some(Value::Number(_))) {
+            errors.push(CanonicalError {
+                path: path.key("deploy").key("resources").key(kind).key("memory"),
+                message: "must be a string".into(),
+            });
+        }
     }
     // `dns: ""` and empty items are dropped, as Compose does.
     if let Some(Value::Sequence(dns)) = svc.get_mut("dns") {
@@ -346,6 +380,11 @@ pub fn parse_volume(spec: &str) -> Result<Value, String> {
     if is_path {
         bind.insert(s("create_host_path"), Value::Bool(true));
         m.insert(s("bind"), Value::Mapping(bind));
+        if nocopy {
+            let mut vol = Mapping::new();
+            vol.insert(s("nocopy"), Value::Bool(true));
+            m.insert(s("volume"), Value::Mapping(vol));
+        }
     } else {
         let mut vol = Mapping::new();
         if nocopy {

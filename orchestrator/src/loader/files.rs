@@ -341,19 +341,21 @@ pub(crate) fn apply_include(
             _ => vec![project_dir.join(".env")],
         };
         let saved_env = ctx.environment.clone();
+        // The included project's env files override the environment, later
+        // files overriding earlier ones, as Compose does.
+        let mut included_env: IndexMap<String, String> = IndexMap::new();
         for f in env_files.iter().filter(|f| f.is_file()) {
             if let Ok(text) = std::fs::read_to_string(f) {
-                let env = ctx.environment.clone();
-                match dotenv::parse(&text, &|k| env.get(k).cloned()) {
-                    Ok(vars) => {
-                        for (k, v) in vars {
-                            ctx.environment.entry(k).or_insert(v);
-                        }
-                    }
+                let base = ctx.environment.clone();
+                let known = included_env.clone();
+                let lookup = |k: &str| base.get(k).or_else(|| known.get(k)).cloned();
+                match dotenv::parse(&text, &lookup) {
+                    Ok(vars) => included_env.extend(vars),
                     Err(e) => ctx.error(Some(f), e.to_string()),
                 }
             }
         }
+        ctx.environment.extend(included_env);
         let mut merged: Option<Value> = None;
         for p in &paths {
             let Some(sub) = load_file(ctx, p, &project_dir, included) else {

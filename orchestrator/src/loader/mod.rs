@@ -204,6 +204,17 @@ fn merged_tree(ctx: &mut Ctx<'_>) -> Option<(files::Plan, String, Value)> {
             path: file.clone(),
             text,
         });
+        for d in &docs {
+            if let Some(v) = d.get("version") {
+                if !v.is_string() {
+                    ctx.error_at(
+                        file,
+                        YamlPath::root().key("version"),
+                        "version must be a string",
+                    );
+                }
+            }
+        }
         if docs.iter().any(|d| d.get("version").is_some()) {
             ctx.warn(format!(
                 "{}: the attribute `version` is obsolete, it will be ignored, please remove it to avoid potential confusion",

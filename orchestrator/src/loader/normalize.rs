@@ -362,42 +362,19 @@ pub(crate) fn apply_defaults(project: &mut Project) {
             }
         }
         if let Some(deploy) = &mut service.deploy {
-            if deploy.placement.is_null() {
-                deploy.placement = Value::Mapping(Mapping::new());
-            }
             if let Some(r) = &mut deploy.resources.reservations {
-                if let Some(devices) = &mut r.devices {
-                    device_request_defaults(devices);
-                }
+                device_request_defaults(&mut r.devices);
             }
         }
-        if let Some(gpus) = &mut service.gpus {
-            device_request_defaults(gpus);
-        }
+        device_request_defaults(&mut service.gpus);
     }
 }
 
-/// Device requests without `count` or `device_ids` ask for all devices;
-/// Compose writes "all" as -1.
-fn device_request_defaults(devices: &mut Value) {
-    let Value::Sequence(items) = devices else {
-        return;
-    };
-    for item in items {
-        let Value::Mapping(m) = item else { continue };
-        match m.get("count") {
-            Some(Value::String(c)) if c == "all" => {
-                m.insert("count".into(), Value::Number((-1).into()));
-            }
-            Some(Value::String(c)) => {
-                if let Ok(n) = c.parse::<i64>() {
-                    m.insert("count".into(), Value::Number(n.into()));
-                }
-            }
-            None if !m.contains_key("device_ids") => {
-                m.insert("count".into(), Value::Number((-1).into()));
-            }
-            _ => {}
+/// Device requests without `count` or `device_ids` ask for all devices (-1).
+fn device_request_defaults(devices: &mut [crate::model::DeviceRequest]) {
+    for d in devices {
+        if d.count.is_none() && d.device_ids.is_empty() {
+            d.count = Some(-1);
         }
     }
 }

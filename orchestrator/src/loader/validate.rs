@@ -194,8 +194,8 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
             }
         }
         if let Some(limits) = s.deploy.as_ref().and_then(|d| d.resources.limits.as_ref()) {
-            if let (Some(a), Some(b)) = (s.mem_limit, limits.memory) {
-                if a != b {
+            if let Some(a) = s.mem_limit.filter(|m| m.0 != 0) {
+                if Some(a) != limits.memory {
                     out.push(Diagnostic::at(None, at.key("mem_limit"), "can't set distinct values on 'mem_limit' and 'deploy.resources.limits.memory'"));
                 }
             }
@@ -233,14 +233,8 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 format!("service {name:?} has neither an image nor a build context specified"),
             ));
         }
+        // A long-syntax protocol is taken as written, as Compose does.
         for (i, p) in s.ports.iter().enumerate() {
-            if !matches!(p.protocol.as_str(), "tcp" | "udp" | "sctp") {
-                out.push(Diagnostic::at(
-                    None,
-                    at.key("ports").index(i),
-                    format!("invalid protocol {:?}", p.protocol),
-                ));
-            }
             if p.target == 0 || p.target > 65535 {
                 out.push(Diagnostic::at(
                     None,
@@ -260,6 +254,41 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 None,
                 at.key("restart"),
                 format!("invalid restart policy {:?}", s.restart),
+            ));
+        }
+    }
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, s) in &project.services {
+        if s.container_name.is_empty() {
+            continue;
+        }
+        if let Some(other) = names.insert(&s.container_name, name) {
+            out.push(Diagnostic::at(
+                None,
+                service_path(name).key("container_name"),
+                format!(
+                    "services.{other}: container name {:?} is already in use by service {name}",
+                    s.container_name
+                ),
+            ));
+        }
+    }
+    for (key, v) in &project.volumes {
+        if v.external && (!v.driver.is_empty() || !v.driver_opts.is_empty() || !v.labels.is_empty())
+        {
+            let what = if !v.driver.is_empty() {
+                "driver"
+            } else if !v.driver_opts.is_empty() {
+                "driver_opts"
+            } else {
+                "labels"
+            };
+            out.push(Diagnostic::at(
+                None,
+                YamlPath::root().key("volumes").key(key.clone()),
+                format!(
+                    "conflicting parameters \"external\" and {what:?} specified for volume {key:?}"
+                ),
             ));
         }
     }

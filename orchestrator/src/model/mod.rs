@@ -14,8 +14,7 @@ use serde_yaml::Value;
 
 use values::{
     lenient_bool, lenient_i64, lenient_opt_bool, lenient_opt_f32, lenient_opt_i64,
-    lenient_opt_string, lenient_opt_u32, lenient_opt_u64, lenient_string, lenient_string_list,
-    lenient_u32,
+    lenient_opt_string, lenient_opt_u64, lenient_string, lenient_string_list, lenient_u32,
 };
 pub use values::{
     Bytes, Duration, FileMode, HostsList, Mapping, MappingWithEquals, ShellCommand, StringList,
@@ -52,8 +51,8 @@ pub struct Project {
     /// Configs, by key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, FileObject>,
-    /// AI models, by key (kept as written).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// AI models, by key (kept as written; Compose prints them in YAML only).
+    #[serde(default, skip_serializing)]
     pub models: BTreeMap<String, Value>,
     /// Top-level `x-` extensions, kept as written.
     #[serde(skip)]
@@ -117,7 +116,8 @@ pub struct Service {
     /// Usable CPU percentage (Windows).
     #[serde(
         default,
-        skip_serializing_if = "Option::is_none",
+        skip_serializing_if = "values::no_f32",
+        serialize_with = "values::go_f32",
         deserialize_with = "lenient_opt_f32"
     )]
     pub cpu_percent: Option<f32>,
@@ -152,7 +152,8 @@ pub struct Service {
     /// CPU limit.
     #[serde(
         default,
-        skip_serializing_if = "Option::is_none",
+        skip_serializing_if = "values::no_f32",
+        serialize_with = "values::go_f32",
         deserialize_with = "lenient_opt_f32"
     )]
     pub cpus: Option<f32>,
@@ -240,9 +241,9 @@ pub struct Service {
         deserialize_with = "lenient_string_list"
     )]
     pub group_add: Vec<String>,
-    /// GPU requests, kept as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpus: Option<Value>,
+    /// GPU requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<DeviceRequest>,
     /// Host name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hostname: String,
@@ -288,16 +289,16 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub log_opt: Mapping,
     /// Memory limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub mem_limit: Option<Bytes>,
     /// Memory soft limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub mem_reservation: Option<Bytes>,
     /// Memory plus swap limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub memswap_limit: Option<Bytes>,
     /// Swappiness.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub mem_swappiness: Option<Bytes>,
     /// MAC address.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -381,7 +382,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_opt: Vec<String>,
     /// Size of `/dev/shm`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub shm_size: Option<Bytes>,
     /// Keep stdin open.
     #[serde(
@@ -495,7 +496,11 @@ pub struct Build {
     )]
     pub sbom: Option<String>,
     /// SSH agent sockets or keys, as `id=path` (`default` alone allowed).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "values::ssh_list"
+    )]
     pub ssh: Vec<String>,
     /// Image labels.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
@@ -542,7 +547,7 @@ pub struct Build {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<FileReference>,
     /// `/dev/shm` size during the build.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub shm_size: Option<Bytes>,
     /// Extra image tags.
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
@@ -737,9 +742,9 @@ pub struct Deploy {
     /// Restart policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_policy: Option<RestartPolicy>,
-    /// Placement, kept as written (always printed, as Compose does).
+    /// Placement (always printed, as Compose does).
     #[serde(default)]
-    pub placement: Value,
+    pub placement: Placement,
     /// `vip` or `dnsrr`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endpoint_mode: String,
@@ -757,24 +762,82 @@ pub struct UpdateConfig {
     )]
     pub parallelism: Option<u64>,
     /// Wait between batches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_duration")]
     pub delay: Option<Duration>,
     /// `continue`, `rollback` or `pause`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub failure_action: String,
     /// Time to watch for failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_duration")]
     pub monitor: Option<Duration>,
     /// Tolerated failure rate.
     #[serde(
         default,
-        skip_serializing_if = "Option::is_none",
+        skip_serializing_if = "values::no_f32",
+        serialize_with = "values::go_f32",
         deserialize_with = "lenient_opt_f32"
     )]
     pub max_failure_ratio: Option<f32>,
     /// `stop-first` or `start-first`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub order: String,
+}
+
+/// `deploy.placement`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Constraints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// Preferences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<PlacementPreference>,
+    /// Replicas per node.
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero_i64",
+        deserialize_with = "lenient_i64"
+    )]
+    pub max_replicas_per_node: i64,
+}
+
+/// One placement preference.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementPreference {
+    /// The label to spread over.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub spread: String,
+}
+
+/// A device request (GPUs), in `deploy.resources.reservations.devices` or `gpus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRequest {
+    /// Capabilities (`gpu`, `utility` ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// Driver.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver: String,
+    /// How many devices; -1 for all.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "values::device_count"
+    )]
+    pub count: Option<i64>,
+    /// Specific devices.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_string_list"
+    )]
+    pub device_ids: Vec<String>,
+    /// Driver options.
+    #[serde(default, skip_serializing_if = "Mapping::is_empty")]
+    pub options: Mapping,
 }
 
 /// `deploy.resources`.
@@ -796,12 +859,13 @@ pub struct Resource {
     /// CPUs.
     #[serde(
         default,
-        skip_serializing_if = "Option::is_none",
+        skip_serializing_if = "values::no_f32",
+        serialize_with = "values::go_f32",
         deserialize_with = "lenient_opt_f32"
     )]
     pub cpus: Option<f32>,
     /// Memory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub memory: Option<Bytes>,
     /// Processes.
     #[serde(
@@ -810,9 +874,9 @@ pub struct Resource {
         deserialize_with = "lenient_i64"
     )]
     pub pids: i64,
-    /// Device requests, kept as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devices: Option<Value>,
+    /// Device requests (GPUs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceRequest>,
     /// Generic resources, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic_resources: Option<Value>,
@@ -1097,13 +1161,13 @@ pub struct VolumeOptions {
 #[serde(deny_unknown_fields)]
 pub struct TmpfsOptions {
     /// Size limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub size: Option<Bytes>,
     /// File mode.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_opt_u32"
+        deserialize_with = "values::file_mode_number"
     )]
     pub mode: Option<u32>,
 }
@@ -1203,8 +1267,8 @@ pub struct Ipam {
     /// Address pools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config: Vec<IpamPool>,
-    /// Driver options.
-    #[serde(default, skip_serializing_if = "Mapping::is_empty")]
+    /// Driver options (Compose does not print them).
+    #[serde(default, skip_serializing)]
     pub options: Mapping,
 }
 

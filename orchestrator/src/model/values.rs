@@ -271,9 +271,13 @@ impl<'de> Deserialize<'de> for ShellCommand {
             Value::String(s) => shell_split(s)
                 .map(ShellCommand)
                 .ok_or_else(|| de::Error::custom(format!("invalid command line {s:?}"))),
+            // The schema wants strings here: a number must be quoted.
             Value::Sequence(items) => items
                 .iter()
-                .map(|i| scalar_to_string(i).ok_or_else(|| expected("a string", i)))
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(expected("a string", other)),
+                })
                 .collect::<Result<_, _>>()
                 .map(ShellCommand),
             other => Err(expected("a string or a list of strings", other)),
@@ -592,6 +596,7 @@ impl Serialize for Ulimit {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         match *self {
+            Ulimit::Single(0) => s.serialize_map(Some(0))?.end(),
             Ulimit::Single(n) => s.serialize_i64(n),
             Ulimit::Pair { soft, hard } => {
                 let mut m = s.serialize_map(None)?;
@@ -744,6 +749,83 @@ pub fn lenient_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String
         }
     }
     d.deserialize_any(V)
+}
+
+/// Skips an absent or zero float (Go's `omitempty`).
+pub fn no_f32(v: &Option<f32>) -> bool {
+    v.is_none_or(|f| f == 0.0)
+}
+
+/// Skips an absent or zero byte amount (Go's `omitempty`).
+pub fn no_bytes(v: &Option<Bytes>) -> bool {
+    v.is_none_or(|b| b.0 == 0)
+}
+
+/// Skips an absent or zero duration (Go's `omitempty` on a non-pointer).
+pub fn no_duration(v: &Option<Duration>) -> bool {
+    v.is_none_or(|d| d.nanos == 0)
+}
+
+/// Writes a float32 as Go does: its shortest decimal form, an integer when it
+/// has no fraction.
+pub fn go_f32<S: Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        None => s.serialize_none(),
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => s.serialize_i64(*f as i64),
+        // The shortest decimal that reads back as this f32, widened without noise.
+        Some(f) => s.serialize_f64(f.to_string().parse::<f64>().unwrap_or(f64::from(*f))),
+    }
+}
+
+/// A file mode as a number: a YAML integer as it is, a string with a leading
+/// zero in octal (how Go's YAML reads an unquoted `01777`).
+pub fn file_mode_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let v = Value::deserialize(d)?;
+    match &v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| de::Error::custom(format!("invalid mode {n}"))),
+        Value::String(s) if s.len() > 1 && s.starts_with('0') => u32::from_str_radix(&s[1..], 8)
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("invalid mode {s:?}"))),
+        other => Err(expected("an integer", other)),
+    }
+}
+
+/// A device count: a number, or `all` (-1).
+pub fn device_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Value::deserialize(d)?;
+    match &v {
+        Value::Null => Ok(None),
+        Value::String(s) if s == "all" => Ok(Some(-1)),
+        other => scalar_to_string(other)
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| de::Error::custom("invalid device count: use a number or all")),
+    }
+}
+
+/// `build.ssh`: a list of `id[=path]`, or a mapping of id to path (or null).
+pub fn ssh_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Value::deserialize(d)?;
+    match &v {
+        Value::Mapping(m) => Ok(m
+            .iter()
+            .filter_map(|(k, v)| {
+                let k = scalar_to_string(k)?;
+                Some(match scalar_to_string(v) {
+                    Some(p) => format!("{k}={p}"),
+                    None => k,
+                })
+            })
+            .collect()),
+        other => StringList::deserialize(other.clone())
+            .map(|l| l.0)
+            .map_err(de::Error::custom),
+    }
 }
 
 #[cfg(test)]

@@ -71,13 +71,30 @@ fn escape_dollars(v: &mut Json) {
     }
 }
 
-/// `config --format json`.
+/// Go writes every float without a fraction as an integer (`1`, not `1.0`).
+fn integral_floats(v: &mut Json) {
+    match v {
+        Json::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    *v = Json::from(f as i64);
+                }
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(integral_floats),
+        Json::Object(m) => m.values_mut().for_each(integral_floats),
+        _ => {}
+    }
+}
+
+/// `config --format json`, escaped as Go escapes JSON.
 pub fn to_json(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
     let mut v = tree(project, false)?;
     if options.escape_dollars {
         escape_dollars(&mut v);
     }
-    Ok(serde_json::to_string_pretty(&v)?)
+    integral_floats(&mut v);
+    Ok(go_json_escape(&serde_json::to_string_pretty(&v)?))
 }
 
 /// `config --format yaml`: name first, then services, networks, volumes,
