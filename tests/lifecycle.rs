@@ -412,3 +412,79 @@ fn up_after_a_killed_up_converges_without_duplicates() {
     assert_eq!(p.containers(true), expected);
     assert_eq!(p.containers(false), expected, "all of them running");
 }
+
+#[test]
+fn exec_run_cp_and_wait() {
+    if !engine_ready() {
+        return;
+    }
+    let compose = format!(
+        "services:\n  app:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n  job:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"exit 4\"]\n    restart: \"no\"\n    profiles: [jobs]\n"
+    );
+    let p = TestProject::new("exec", &compose);
+    p.ok(&["up", "-d"]);
+
+    let out = p.ok(&["exec", "-T", "app", "echo", "hello"]);
+    assert_eq!(out.trim(), "hello");
+    let failed = p.rc(&["exec", "-T", "app", "sh", "-c", "exit 3"]);
+    assert_eq!(
+        failed.status.code(),
+        Some(3),
+        "exec returns the command's exit code"
+    );
+    let mut child = Command::new(rcompose_bin())
+        .args(["-p", &p.name, "exec", "-T", "app", "cat"])
+        .current_dir(&p.dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        let _ = stdin.write_all(b"piped input\n");
+    }
+    let piped = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stdout(&piped).trim(), "piped input");
+
+    // A one-off container: its output, its exit code, and --rm.
+    let run = p.rc(&[
+        "run",
+        "--rm",
+        "-T",
+        "app",
+        "sh",
+        "-c",
+        "echo one-off; exit 5",
+    ]);
+    assert_eq!(run.status.code(), Some(5), "{}", stderr(&run));
+    assert!(
+        stdout(&run).contains("one-off"),
+        "run output: {:?}",
+        stdout(&run)
+    );
+    assert_eq!(
+        p.containers(true),
+        vec![format!("{}-app-1", p.name)],
+        "--rm removed the one-off container"
+    );
+
+    // cp both ways.
+    let local = p.dir.join("note.txt");
+    std::fs::write(&local, "copied in\n").unwrap_or_else(|e| panic!("{e}"));
+    p.ok(&["cp", local.to_str().unwrap_or_default(), "app:/note.txt"]);
+    assert_eq!(
+        p.ok(&["exec", "-T", "app", "cat", "/note.txt"]),
+        "copied in\n"
+    );
+    let back = p.dir.join("back.txt");
+    p.ok(&["cp", "app:/note.txt", back.to_str().unwrap_or_default()]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap_or_default(),
+        "copied in\n"
+    );
+
+    // wait returns the exit code of a service's container.
+    p.ok(&["--profile", "jobs", "up", "-d", "job"]);
+    let waited = p.rc(&["wait", "job"]);
+    assert_eq!(waited.status.code(), Some(4), "{}", stderr(&waited));
+}

@@ -175,6 +175,24 @@ async fn run(
             }
             Err(e) => Err(e),
         },
+        Action::Pull { image, .. } => match rt.pull_image(image).await {
+            Ok(mut stream) => {
+                let mut result = Ok(());
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(line) => {
+                            let _ = events.send(Progress::Output(index, line));
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                result
+            }
+            Err(e) => Err(e),
+        },
         Action::RemoveImage(image) => match rt.remove_image(image, false).await {
             Err(RuntimeError::NotFound { .. }) => Ok(()),
             other => other,

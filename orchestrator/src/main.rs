@@ -93,6 +93,26 @@ enum Command {
     Ls(cli::LsArgs),
     /// Show the rcompose version information
     Version(cli::VersionArgs),
+    /// Execute a command in a running container
+    Exec(cli::interactive::ExecArgs),
+    /// Run a one-off command on a service
+    Run(cli::interactive::RunArgs),
+    /// Attach local standard input, output, and error streams to a service's running container
+    Attach(cli::interactive::AttachArgs),
+    /// Copy files/folders between a service container and the local filesystem
+    Cp(cli::interactive::CpArgs),
+    /// Create a new image from a service container's changes
+    Commit(cli::interactive::CommitArgs),
+    /// Export a service container's filesystem as a tar archive
+    Export(cli::interactive::ExportArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(cli::interactive::StatsArgs),
+    /// Receive real time events from containers
+    Events(cli::interactive::EventsArgs),
+    /// Block until containers of all (or specified) services stop.
+    Wait(cli::interactive::WaitArgs),
+    /// Pull service images
+    Pull(cli::interactive::PullArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,6 +266,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top(args) => cli::block_on(cli::top(load(&[])?, g.project_name.is_some(), args)),
         Command::Ls(args) => cli::block_on(cli::ls(args)),
         Command::Version(args) => cli::version(args),
+        Command::Exec(args) => cli::block_on(cli::interactive::exec(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Run(args) => cli::block_on(cli::interactive::run(engine()?, load(&[])?, args)),
+        Command::Attach(args) => cli::block_on(cli::interactive::attach(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Cp(args) => cli::block_on(cli::interactive::cp(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Commit(args) => cli::block_on(cli::interactive::commit(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Export(args) => cli::block_on(cli::interactive::export(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Stats(args) => cli::block_on(cli::interactive::stats(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Events(args) => cli::block_on(cli::interactive::events(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Wait(args) => cli::block_on(cli::interactive::wait(
+            engine()?,
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Pull(args) => cli::block_on(cli::interactive::pull(engine()?, load(&[])?, args)),
     }
 }
 

@@ -35,6 +35,13 @@ pub enum Action {
         /// The build.
         spec: BuildSpec,
     },
+    /// Pull an image.
+    Pull {
+        /// The service.
+        service: String,
+        /// The image reference.
+        image: String,
+    },
     /// Remove an image.
     RemoveImage(String),
     /// Create a container.
@@ -132,7 +139,9 @@ impl Action {
             Action::RemoveNetwork(n) => format!("Network {n}"),
             Action::CreateVolume(v) => format!("Volume {}", v.name),
             Action::RemoveVolume(v) => format!("Volume {v}"),
-            Action::Build { service, .. } => format!("Service {service}"),
+            Action::Build { service, .. } | Action::Pull { service, .. } => {
+                format!("Service {service}")
+            }
             Action::RemoveImage(i) => format!("Image {i}"),
             Action::CreateContainer { spec, .. } => format!("Container {}", spec.name),
             Action::ConnectNetwork { container, .. }
@@ -159,6 +168,7 @@ impl Action {
             | Action::RemoveImage(_)
             | Action::Remove { .. } => ("Removing", "Removed"),
             Action::Build { .. } => ("Building", "Built"),
+            Action::Pull { .. } => ("Pulling", "Pulled"),
             Action::ConnectNetwork { .. } => ("Connecting", "Connected"),
             Action::Start { .. } => ("Starting", "Started"),
             Action::Stop { .. } => ("Stopping", "Stopped"),
@@ -186,6 +196,7 @@ impl fmt::Display for Action {
                     spec.tags.first().map(String::as_str).unwrap_or("")
                 )
             }
+            Action::Pull { image, .. } => write!(f, "pull image {image}"),
             Action::RemoveImage(i) => write!(f, "remove image {i}"),
             Action::CreateContainer { spec, .. } => write!(f, "create container {}", spec.name),
             Action::ConnectNetwork {
@@ -372,38 +383,60 @@ pub fn dependency_order(project: &Project) -> Vec<String> {
     order
 }
 
-/// Builds needed before `up` can create containers.
+/// Builds and pulls needed before `up` can create containers, following each
+/// service's `pull_policy` (`missing` by default, `always`, `never`, `build`).
 pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions) -> Plan {
     let mut plan = Plan::default();
-    if options.never {
-        return plan;
-    }
     let selected = selected_services(project, &options.services, false);
+    let mut pulled = BTreeSet::new();
     for (name, s) in &project.services {
         if !selected.contains(name) {
             continue;
         }
-        let Some(spec) = convert::build_spec(project, name, s, options.no_cache) else {
-            continue;
-        };
         let image = convert::image_name(project, name, s);
         let present = observed.images.contains_key(&image);
-        if present && !options.always {
+        let policy = s.pull_policy.as_str();
+        if let Some(spec) = convert::build_spec(project, name, s, options.no_cache) {
+            if options.never || (present && !options.always && policy != "build") {
+                continue;
+            }
+            let reason = if !present {
+                "image is missing"
+            } else if policy == "build" {
+                "pull_policy is build"
+            } else {
+                "build requested"
+            };
+            plan.push(
+                Action::Build {
+                    service: name.clone(),
+                    spec,
+                },
+                format!("service {name}: {reason}"),
+                vec![],
+            );
             continue;
         }
-        let reason = if present {
-            "build requested"
-        } else {
-            "image is missing"
+        let wanted = match policy {
+            "always" => true,
+            "never" => false,
+            _ => !present,
         };
-        plan.push(
-            Action::Build {
-                service: name.clone(),
-                spec,
-            },
-            format!("service {name}: {reason}"),
-            vec![],
-        );
+        if wanted && pulled.insert(image.clone()) {
+            let reason = if present {
+                "pull_policy is always"
+            } else {
+                "image is missing"
+            };
+            plan.push(
+                Action::Pull {
+                    service: name.clone(),
+                    image,
+                },
+                format!("service {name}: {reason}"),
+                vec![],
+            );
+        }
     }
     plan
 }

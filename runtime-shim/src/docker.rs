@@ -31,7 +31,14 @@
 //! - **Streams.** Log lines are the engine's frames (normally one line each,
 //!   newline included). The event stream starts at the engine's clock at the
 //!   time of the call, so no event after subscribing is missed. Build output
-//!   is split into lines; a build error ends the stream with an `Err` item.
+//!   is split into lines; a build error ends the stream with an `Err` item,
+//!   and so does a pull error. Archive streams ([`Runtime::copy_from`],
+//!   [`Runtime::export`]) fail at the call, not on their first item, when the
+//!   container or path is missing (`NotFound { kind: "path" }` for a path).
+//! - **Sessions.** Exec and attach output is demultiplexed into
+//!   [`LogLine`]s (with a TTY everything is standard output); closing
+//!   (shutting down) a session's input ends the process's standard input.
+//!   Pulls send no registry credentials.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -47,9 +54,10 @@ use futures_util::{stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::{
-    BoxStream, BuildSpec, Container, ContainerDetails, ContainerSpec, ContainerState, Event,
-    Health, HealthcheckSpec, Image, LogLine, LogOptions, Mount, Network, NetworkAttachment,
-    NetworkSpec, PublishedPort, Result, Runtime, RuntimeError, Volume, VolumeSpec,
+    BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerSpec, ContainerState,
+    Event, ExecSpec, Health, HealthcheckSpec, Image, LogLine, LogOptions, Mount, Network,
+    NetworkAttachment, NetworkSpec, PublishedPort, Result, Runtime, RuntimeError, Session, Stats,
+    Volume, VolumeSpec,
 };
 
 /// Where the engine is when `DOCKER_HOST` is unset.
@@ -1670,6 +1678,173 @@ fn build_message_lines(info: m::BuildInfo, lines: &mut LineSplitter) -> Result<V
 }
 
 // ---------------------------------------------------------------------------
+// Exec, stats, archives, commit and pull
+
+/// Splits an image reference into its repository and its tag or digest:
+/// `reg:5000/app:1` is `("reg:5000/app", Some("1"))`, `app@sha256:..` is
+/// `("app", Some("sha256:.."))`, and `reg:5000/app` has no tag (the colon
+/// is the registry's port).
+fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    if let Some((name, digest)) = reference.split_once('@') {
+        return (name, Some(digest));
+    }
+    match reference.rfind(':') {
+        Some(colon) if !reference[colon + 1..].contains('/') => {
+            (&reference[..colon], Some(&reference[colon + 1..]))
+        }
+        _ => (reference, None),
+    }
+}
+
+/// One line of pull progress (`id: status current/total`), `None` for a
+/// message without a status, or the pull's error.
+fn pull_line(info: m::CreateImageInfo) -> Result<Option<String>> {
+    if let Some(detail) = info.error_detail {
+        return Err(RuntimeError::Engine(
+            detail
+                .message
+                .unwrap_or_else(|| "the pull failed".to_string()),
+        ));
+    }
+    let Some(status) = info.status else {
+        return Ok(None);
+    };
+    let mut line = match info.id {
+        Some(id) if !id.is_empty() => format!("{id}: {status}"),
+        _ => status,
+    };
+    if let Some(m::ProgressDetail {
+        current: Some(current),
+        total: Some(total),
+    }) = info.progress_detail
+    {
+        if total > 0 {
+            line.push_str(&format!(" {current}/{total}"));
+        }
+    }
+    Ok(Some(line))
+}
+
+/// A TTY dimension as the engine takes it.
+fn tty_size(width: u16, height: u16) -> (i32, i32) {
+    (i32::from(width), i32::from(height))
+}
+
+/// A session's output stream, errors about the object `kind` `name`.
+fn session_output(
+    output: std::pin::Pin<
+        Box<
+            dyn futures_core::Stream<
+                    Item = std::result::Result<bollard::container::LogOutput, BollardError>,
+                > + Send,
+        >,
+    >,
+    kind: &'static str,
+    name: &str,
+) -> BoxStream<LogLine> {
+    let name = name.to_string();
+    Box::pin(output.map(move |item| {
+        item.map(log_line)
+            .map_err(|e| convert_error(e, kind, &name, On409::Refused))
+    }))
+}
+
+/// A stream that fails now, rather than on its first item, when the engine
+/// refuses the request (a missing container or path).
+async fn eager<T: Send + 'static>(
+    items: impl futures_core::Stream<Item = Result<T>> + Send + 'static,
+) -> Result<BoxStream<T>> {
+    let mut items = Box::pin(items);
+    match items.next().await {
+        None => Ok(Box::pin(stream::empty())),
+        Some(Err(e)) => Err(e),
+        Some(Ok(first)) => Ok(Box::pin(
+            stream::once(async move { Ok(first) }).chain(items),
+        )),
+    }
+}
+
+/// Memory in use as the docker CLI shows it: usage less the inactive file
+/// cache (`total_inactive_file` on cgroup v1, `inactive_file` on v2).
+fn memory_usage(mem: &m::ContainerMemoryStats) -> u64 {
+    let usage = mem.usage.unwrap_or(0);
+    let stats = mem.stats.as_ref();
+    let stat = |key: &str| stats.and_then(|s| s.get(key)).copied();
+    if let Some(v) = stat("total_inactive_file") {
+        if v < usage {
+            return usage - v;
+        }
+    }
+    match stat("inactive_file") {
+        Some(v) if v < usage => usage - v,
+        _ => usage,
+    }
+}
+
+/// CPU use as the docker CLI computes it: the container's share of the
+/// system's CPU time since the previous sample, times the online CPUs.
+fn cpu_percent(cpu: Option<&m::ContainerCpuStats>, pre: Option<&m::ContainerCpuStats>) -> f64 {
+    let total = |c: Option<&m::ContainerCpuStats>| {
+        c.and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0) as f64
+    };
+    let system =
+        |c: Option<&m::ContainerCpuStats>| c.and_then(|c| c.system_cpu_usage).unwrap_or(0) as f64;
+    let cpu_delta = total(cpu) - total(pre);
+    let system_delta = system(cpu) - system(pre);
+    let mut online = f64::from(cpu.and_then(|c| c.online_cpus).unwrap_or(0));
+    if online == 0.0 {
+        online = cpu
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.percpu_usage.as_ref())
+            .map_or(0, Vec::len) as f64;
+    }
+    if system_delta > 0.0 && cpu_delta > 0.0 {
+        cpu_delta / system_delta * online * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// rcompose's [`Stats`] of the engine's sample.
+fn stats_from(s: &m::ContainerStatsResponse) -> Stats {
+    let mem = s.memory_stats.clone().unwrap_or_default();
+    let net_io = s
+        .networks
+        .iter()
+        .flatten()
+        .fold((0u64, 0u64), |(rx, tx), (_, n)| {
+            (
+                rx.saturating_add(n.rx_bytes.unwrap_or(0)),
+                tx.saturating_add(n.tx_bytes.unwrap_or(0)),
+            )
+        });
+    let block_io = s
+        .blkio_stats
+        .as_ref()
+        .and_then(|b| b.io_service_bytes_recursive.as_ref())
+        .into_iter()
+        .flatten()
+        .fold((0u64, 0u64), |(read, write), e| {
+            let value = e.value.unwrap_or(0);
+            match e.op.as_deref().and_then(|op| op.chars().next()) {
+                Some('r' | 'R') => (read.saturating_add(value), write),
+                Some('w' | 'W') => (read, write.saturating_add(value)),
+                _ => (read, write),
+            }
+        });
+    Stats {
+        cpu_percent: cpu_percent(s.cpu_stats.as_ref(), s.precpu_stats.as_ref()),
+        memory_usage: memory_usage(&mem),
+        memory_limit: mem.limit.unwrap_or(0),
+        net_io,
+        block_io,
+        pids: s.pids_stats.as_ref().and_then(|p| p.current).unwrap_or(0),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The runtime
 
 #[async_trait::async_trait]
@@ -2176,6 +2351,204 @@ impl Runtime for DockerRuntime {
             }
         }))
     }
+
+    async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
+        let (name, tag) = split_reference(reference);
+        let options = q::CreateImageOptions {
+            from_image: Some(name.to_string()),
+            tag: Some(tag.unwrap_or("latest").to_string()),
+            ..Default::default()
+        };
+        let reference = reference.to_string();
+        let lines = self
+            .docker
+            .create_image(Some(options), None, None)
+            .filter_map(move |item| {
+                let line = match item {
+                    Ok(info) => pull_line(info).transpose(),
+                    Err(e) => Some(Err(convert_error(e, "image", &reference, On409::Refused))),
+                };
+                std::future::ready(line)
+            });
+        // Nothing follows an error.
+        let mut failed = false;
+        let lines = lines.take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            std::future::ready(go)
+        });
+        Ok(Box::pin(lines))
+    }
+
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session> {
+        let attached = !spec.detach;
+        let config = m::ExecConfig {
+            attach_stdin: Some(attached && spec.stdin),
+            attach_stdout: Some(attached),
+            attach_stderr: Some(attached),
+            tty: Some(spec.tty),
+            env: nonempty_vec(&spec.env),
+            cmd: Some(spec.command.clone()),
+            privileged: Some(spec.privileged),
+            user: nonempty(&spec.user),
+            working_dir: nonempty(&spec.working_dir),
+            ..Default::default()
+        };
+        let id = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(err("container", container))?
+            .id;
+        let options = bollard::exec::StartExecOptions {
+            detach: spec.detach,
+            tty: spec.tty,
+            output_capacity: None,
+        };
+        let started = self
+            .docker
+            .start_exec(&id, Some(options))
+            .await
+            .map_err(err("exec", &id))?;
+        Ok(match started {
+            bollard::exec::StartExecResults::Attached { output, input } => Session {
+                output: Some(session_output(output, "exec", &id)),
+                input: spec.stdin.then_some(input),
+                id,
+            },
+            bollard::exec::StartExecResults::Detached => Session {
+                id,
+                output: None,
+                input: None,
+            },
+        })
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
+        let inspect = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(err("exec", exec_id))?;
+        Ok(if inspect.running.unwrap_or(false) {
+            None
+        } else {
+            inspect.exit_code
+        })
+    }
+
+    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<()> {
+        let (w, h) = tty_size(width, height);
+        self.docker
+            .resize_exec(exec_id, q::ResizeExecOptions { h, w })
+            .await
+            .map_err(err("exec", exec_id))
+    }
+
+    async fn attach(&self, container: &str, stdin: bool) -> Result<Session> {
+        let options = q::AttachContainerOptions {
+            detach_keys: None,
+            logs: false,
+            stream: true,
+            stdin,
+            stdout: true,
+            stderr: true,
+        };
+        let attached = self
+            .docker
+            .attach_container(container, Some(options))
+            .await
+            .map_err(err("container", container))?;
+        Ok(Session {
+            id: String::new(),
+            output: Some(session_output(attached.output, "container", container)),
+            input: stdin.then_some(attached.input),
+        })
+    }
+
+    async fn resize(&self, container: &str, width: u16, height: u16) -> Result<()> {
+        let (w, h) = tty_size(width, height);
+        self.docker
+            .resize_container_tty(container, q::ResizeContainerTTYOptions { h, w })
+            .await
+            .map_err(err("container", container))
+    }
+
+    async fn stats(&self, container: &str) -> Result<Stats> {
+        // Not one-shot: the engine then fills in the previous CPU sample.
+        let options = q::StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        let mut samples = Box::pin(self.docker.stats(container, Some(options)));
+        match samples.next().await {
+            Some(Ok(sample)) => Ok(stats_from(&sample)),
+            Some(Err(e)) => Err(convert_error(e, "container", container, On409::Refused)),
+            None => Err(RuntimeError::Engine(format!(
+                "the engine sent no statistics for {container}"
+            ))),
+        }
+    }
+
+    async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>> {
+        let options = q::DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let subject = format!("{container}:{path}");
+        let chunks = self
+            .docker
+            .download_from_container(container, Some(options))
+            .map(move |item| {
+                item.map(|b| b.to_vec())
+                    .map_err(|e| convert_error(e, "path", &subject, On409::Refused))
+            });
+        eager(chunks).await
+    }
+
+    async fn copy_to(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
+        let options = q::UploadToContainerOptions {
+            path: path.to_string(),
+            no_overwrite_dir_non_dir: Some("false".to_string()),
+            copy_uidgid: None,
+        };
+        self.patient(BUILD_TIMEOUT_SECS)
+            .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(err("path", &format!("{container}:{path}")))
+    }
+
+    async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String> {
+        let (repo, tag) = if spec.reference.is_empty() {
+            (None, None)
+        } else {
+            let (repo, tag) = split_reference(&spec.reference);
+            (Some(repo.to_string()), tag.map(str::to_string))
+        };
+        let options = q::CommitContainerOptions {
+            container: Some(container.to_string()),
+            repo,
+            tag,
+            comment: nonempty(&spec.message),
+            author: nonempty(&spec.author),
+            pause: spec.pause,
+            changes: (!spec.changes.is_empty()).then(|| spec.changes.join("\n")),
+        };
+        let id = self
+            .patient(BUILD_TIMEOUT_SECS)
+            .commit_container(options, m::ContainerConfig::default())
+            .await
+            .map_err(err("container", container))?;
+        Ok(id.id)
+    }
+
+    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
+        let name = container.to_string();
+        let chunks = self.docker.export_container(container).map(move |item| {
+            item.map(|b| b.to_vec())
+                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
+        });
+        eager(chunks).await
+    }
 }
 
 #[cfg(test)]
@@ -2189,6 +2562,125 @@ mod tests {
 
     fn ignore(patterns: &str) -> IgnoreMatcher {
         IgnoreMatcher::parse(patterns).unwrap()
+    }
+
+    #[test]
+    fn splits_references_into_repository_and_tag() {
+        assert_eq!(split_reference("app"), ("app", None));
+        assert_eq!(split_reference("app:1.2"), ("app", Some("1.2")));
+        assert_eq!(split_reference("reg:5000/app"), ("reg:5000/app", None));
+        assert_eq!(
+            split_reference("reg:5000/team/app:v1"),
+            ("reg:5000/team/app", Some("v1"))
+        );
+        assert_eq!(
+            split_reference("app@sha256:abc"),
+            ("app", Some("sha256:abc"))
+        );
+    }
+
+    #[test]
+    fn computes_stats_as_the_cli_does() {
+        let cpu = |total: u64, system: u64| m::ContainerCpuStats {
+            cpu_usage: Some(m::ContainerCpuUsage {
+                total_usage: Some(total),
+                percpu_usage: Some(vec![0, 0]),
+                ..Default::default()
+            }),
+            system_cpu_usage: Some(system),
+            online_cpus: None,
+            ..Default::default()
+        };
+        let entry = |op: &str, value: u64| m::ContainerBlkioStatEntry {
+            op: Some(op.to_string()),
+            value: Some(value),
+            ..Default::default()
+        };
+        let net = |rx: u64, tx: u64| m::ContainerNetworkStats {
+            rx_bytes: Some(rx),
+            tx_bytes: Some(tx),
+            ..Default::default()
+        };
+        let sample = m::ContainerStatsResponse {
+            cpu_stats: Some(cpu(300, 2000)),
+            precpu_stats: Some(cpu(100, 1000)),
+            memory_stats: Some(m::ContainerMemoryStats {
+                usage: Some(1000),
+                limit: Some(4000),
+                stats: Some(HashMap::from([("inactive_file".to_string(), 300)])),
+                ..Default::default()
+            }),
+            networks: Some(HashMap::from([
+                ("eth0".to_string(), net(10, 20)),
+                ("eth1".to_string(), net(1, 2)),
+            ])),
+            blkio_stats: Some(m::ContainerBlkioStats {
+                io_service_bytes_recursive: Some(vec![
+                    entry("Read", 5),
+                    entry("write", 7),
+                    entry("read", 1),
+                    entry("Total", 13),
+                ]),
+                ..Default::default()
+            }),
+            pids_stats: Some(m::ContainerPidsStats {
+                current: Some(3),
+                limit: None,
+            }),
+            ..Default::default()
+        };
+        let stats = stats_from(&sample);
+        // 200 of 1000 system units, on the 2 CPUs listed.
+        assert!((stats.cpu_percent - 40.0).abs() < 1e-9, "{stats:?}");
+        assert_eq!(stats.memory_usage, 700);
+        assert_eq!(stats.memory_limit, 4000);
+        assert_eq!(stats.net_io, (11, 22));
+        assert_eq!(stats.block_io, (6, 7));
+        assert_eq!(stats.pids, 3);
+
+        // cgroup v1 subtracts total_inactive_file; no delta, no CPU.
+        let v1 = m::ContainerMemoryStats {
+            usage: Some(1000),
+            stats: Some(HashMap::from([
+                ("total_inactive_file".to_string(), 100),
+                ("inactive_file".to_string(), 300),
+            ])),
+            ..Default::default()
+        };
+        assert_eq!(memory_usage(&v1), 900);
+        assert_eq!(
+            cpu_percent(Some(&cpu(100, 1000)), Some(&cpu(100, 1000))),
+            0.0
+        );
+        assert_eq!(cpu_percent(None, None), 0.0);
+    }
+
+    #[test]
+    fn pull_progress_lines_and_errors() {
+        let info = m::CreateImageInfo {
+            id: Some("abc".into()),
+            status: Some("Downloading".into()),
+            progress_detail: Some(m::ProgressDetail {
+                current: Some(5),
+                total: Some(10),
+            }),
+            error_detail: None,
+        };
+        assert_eq!(
+            pull_line(info).unwrap().as_deref(),
+            Some("abc: Downloading 5/10")
+        );
+        let failed = m::CreateImageInfo {
+            error_detail: Some(m::ErrorDetail {
+                code: None,
+                message: Some("manifest unknown".into()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pull_line(failed),
+            Err(RuntimeError::Engine("manifest unknown".into()))
+        );
     }
 
     #[test]

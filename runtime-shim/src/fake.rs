@@ -7,9 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use futures_util::stream;
 
 use crate::{
-    BoxStream, BuildSpec, Container, ContainerDetails, ContainerSpec, ContainerState, Event,
-    Health, Image, LogLine, LogOptions, Network, NetworkAttachment, NetworkSpec, Result, Runtime,
-    RuntimeError, Volume, VolumeSpec,
+    BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerSpec, ContainerState,
+    Event, ExecSpec, Health, Image, LogLine, LogOptions, Network, NetworkAttachment, NetworkSpec,
+    Result, Runtime, RuntimeError, Session, Stats, Volume, VolumeSpec,
 };
 
 #[derive(Default)]
@@ -339,5 +339,74 @@ impl Runtime for FakeRuntime {
 
     async fn events(&self, _filter: &[String]) -> Result<BoxStream<Event>> {
         Ok(Box::pin(stream::pending()))
+    }
+
+    async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
+        drop(self.record(format!("pull {reference}"))?);
+        self.add_image(reference);
+        Ok(Box::pin(stream::iter(vec![Ok(format!(
+            "pulled {reference}"
+        ))])))
+    }
+
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session> {
+        let mut s = self.record(format!("exec {container} {}", spec.command.join(" ")))?;
+        Self::find(&mut s, container)?;
+        Ok(Session {
+            id: format!("exec-{container}"),
+            output: (!spec.detach).then(|| Box::pin(stream::empty()) as BoxStream<LogLine>),
+            input: None,
+        })
+    }
+
+    async fn exec_exit_code(&self, _exec_id: &str) -> Result<Option<i64>> {
+        Ok(Some(0))
+    }
+
+    async fn exec_resize(&self, _exec_id: &str, _width: u16, _height: u16) -> Result<()> {
+        Ok(())
+    }
+
+    async fn attach(&self, container: &str, _stdin: bool) -> Result<Session> {
+        let mut s = self.record(format!("attach {container}"))?;
+        Self::find(&mut s, container)?;
+        Ok(Session {
+            id: String::new(),
+            output: Some(Box::pin(stream::empty())),
+            input: None,
+        })
+    }
+
+    async fn resize(&self, _container: &str, _width: u16, _height: u16) -> Result<()> {
+        Ok(())
+    }
+
+    async fn stats(&self, container: &str) -> Result<Stats> {
+        let mut s = self.lock();
+        Self::find(&mut s, container)?;
+        Ok(Stats::default())
+    }
+
+    async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>> {
+        drop(self.record(format!("copy from {container}:{path}"))?);
+        Ok(Box::pin(stream::empty()))
+    }
+
+    async fn copy_to(&self, container: &str, path: &str, _tar: Vec<u8>) -> Result<()> {
+        drop(self.record(format!("copy to {container}:{path}"))?);
+        Ok(())
+    }
+
+    async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String> {
+        drop(self.record(format!("commit {container} {}", spec.reference))?);
+        if !spec.reference.is_empty() {
+            self.add_image(&spec.reference);
+        }
+        Ok("sha256:fake".into())
+    }
+
+    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
+        drop(self.record(format!("export {container}"))?);
+        Ok(Box::pin(stream::empty()))
     }
 }

@@ -120,4 +120,31 @@ pub trait Runtime: Send + Sync {
 
     /// Engine events about containers carrying every label of `filter`.
     async fn events(&self, filter: &[String]) -> Result<BoxStream<Event>>;
+
+    /// Pulls an image from its registry; the stream carries progress lines.
+    async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>>;
+
+    /// Runs a command in a running container. With `spec.detach` the session
+    /// has no streams; otherwise its output (and input, when `spec.stdin`)
+    /// are connected until the command ends.
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session>;
+    /// The exit code of a finished exec session (`None` while it runs).
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>>;
+    /// Resizes the TTY of an exec session.
+    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<()>;
+    /// Attaches to a container's main process (its output, and its input
+    /// when `stdin`).
+    async fn attach(&self, container: &str, stdin: bool) -> Result<Session>;
+    /// Resizes the TTY of a container.
+    async fn resize(&self, container: &str, width: u16, height: u16) -> Result<()>;
+    /// One sample of a container's resource usage.
+    async fn stats(&self, container: &str) -> Result<Stats>;
+    /// A tar archive of `path` in the container.
+    async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>>;
+    /// Extracts a tar archive into directory `path` of the container.
+    async fn copy_to(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()>;
+    /// Makes an image of a container's filesystem; returns the image id.
+    async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String>;
+    /// A tar archive of a container's whole filesystem.
+    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>>;
 }

@@ -484,3 +484,77 @@ pub struct Event {
     /// The object's attributes (labels, name, exit code ...).
     pub attributes: BTreeMap<String, String>,
 }
+
+/// A command to run in a running container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecSpec {
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// Extra environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// User to run as.
+    pub user: String,
+    /// Working directory.
+    pub working_dir: String,
+    /// Allocate a TTY.
+    pub tty: bool,
+    /// Connect standard input.
+    pub stdin: bool,
+    /// Extended privileges.
+    pub privileged: bool,
+    /// Start it and return at once.
+    pub detach: bool,
+}
+
+/// A byte stream to write into a session (a process's standard input).
+pub type Input = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// A running process's streams.
+pub struct Session {
+    /// The exec id (empty for an attach).
+    pub id: String,
+    /// Its output, as it comes.
+    pub output: Option<crate::BoxStream<LogLine>>,
+    /// Its input, when asked for.
+    pub input: Option<Input>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One sample of a container's resource usage.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stats {
+    /// CPU use, percent of one CPU times the number of CPUs.
+    pub cpu_percent: f64,
+    /// Memory in use, bytes.
+    pub memory_usage: u64,
+    /// Memory limit, bytes.
+    pub memory_limit: u64,
+    /// Bytes received and sent over all networks.
+    pub net_io: (u64, u64),
+    /// Bytes read and written on block devices.
+    pub block_io: (u64, u64),
+    /// Number of processes.
+    pub pids: u64,
+}
+
+/// How to commit a container to an image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitSpec {
+    /// `repository[:tag]`; empty for an untagged image.
+    pub reference: String,
+    /// Commit message.
+    pub message: String,
+    /// Author.
+    pub author: String,
+    /// Pause the container while committing.
+    pub pause: bool,
+    /// Dockerfile instructions to apply (`CMD ...`, `ENV ...`).
+    pub changes: Vec<String>,
+}

@@ -15,9 +15,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use runtime_shim::docker::DockerRuntime;
 use runtime_shim::{
-    BuildSpec, ContainerSpec, ContainerState, Health, HealthcheckSpec, LogOptions, Mount,
-    NetworkAttachment, NetworkSpec, PortBinding, Runtime, RuntimeError, VolumeSpec,
+    BuildSpec, CommitSpec, ContainerSpec, ContainerState, ExecSpec, Health, HealthcheckSpec,
+    LogOptions, Mount, NetworkAttachment, NetworkSpec, PortBinding, Runtime, RuntimeError, Session,
+    VolumeSpec,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 
 const SOCKET: &str = "/var/run/docker.sock";
@@ -833,4 +835,420 @@ async fn events_report_a_container_started_after_subscribing() {
     let die = seen.iter().find(|(a, _)| a == "die").unwrap();
     assert_eq!(die.1.as_deref(), Some("5"));
     assert_eq!(rt.wait_container(&id).await.unwrap(), 5);
+}
+
+/// Builds the test image and starts a container of it running `script`;
+/// returns the container's id.
+async fn running_container(
+    rt: &DockerRuntime,
+    cleanup: &mut Cleanup,
+    test: &str,
+    script: &str,
+) -> String {
+    let image = format!("{}:1", unique(test, "img"));
+    build_busybox(rt, cleanup, &image).await;
+    let name = unique(test, "box");
+    cleanup.containers.push(name.clone());
+    let id = rt
+        .create_container(&shell_container(&name, &image, script))
+        .await
+        .unwrap();
+    rt.start_container(&id).await.unwrap();
+    poll_until(rt, &id, "running", |d| {
+        d.container.state == ContainerState::Running
+    })
+    .await;
+    id
+}
+
+/// Reads a session's whole output, standard output and error apart.
+async fn output_of(session: &mut Session) -> (String, String) {
+    let stream = session.output.as_mut().expect("attached output");
+    let (mut out, mut err) = (String::new(), String::new());
+    while let Some(line) = timeout(DEADLINE, stream.next())
+        .await
+        .expect("output in time")
+    {
+        let line = line.unwrap();
+        if line.stderr {
+            err.push_str(&line.text);
+        } else {
+            out.push_str(&line.text);
+        }
+    }
+    (out, err)
+}
+
+/// Waits for an exec session to end; returns its exit code.
+async fn exit_code_of(rt: &DockerRuntime, exec_id: &str) -> i64 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(code) = rt.exec_exit_code(exec_id).await.unwrap() {
+            return code;
+        }
+        assert!(Instant::now() < deadline, "exec {exec_id} did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn command(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.to_string()]
+}
+
+#[tokio::test]
+async fn execs_commands_with_output_input_and_exit_codes() {
+    let Some(rt) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let id = running_container(&rt, &mut cleanup, "exec", "while true; do sleep 0.2; done").await;
+
+    // Output on both streams, a non-zero exit code, environment, user and
+    // working directory.
+    let spec = ExecSpec {
+        command: command("echo out $FOO; pwd; id -u; echo err >&2; exit 3"),
+        env: vec!["FOO=bar".into()],
+        user: "1234".into(),
+        working_dir: "/bin".into(),
+        ..Default::default()
+    };
+    let mut session = rt.exec(&id, &spec).await.unwrap();
+    assert!(!session.id.is_empty());
+    assert!(session.input.is_none(), "no input unless asked");
+    let (out, err) = output_of(&mut session).await;
+    assert_eq!(out, "out bar\n/bin\n1234\n");
+    assert_eq!(err, "err\n");
+    assert_eq!(exit_code_of(&rt, &session.id).await, 3);
+
+    let mut ok = rt
+        .exec(
+            &id,
+            &ExecSpec {
+                command: vec!["true".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (out, err) = output_of(&mut ok).await;
+    assert_eq!((out.as_str(), err.as_str()), ("", ""));
+    assert_eq!(exit_code_of(&rt, &ok.id).await, 0);
+
+    // Standard input, closed by shutting the writer down.
+    let mut cat = rt
+        .exec(
+            &id,
+            &ExecSpec {
+                command: vec!["cat".into()],
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut input = cat.input.take().expect("input asked for");
+    input.write_all(b"through stdin\n").await.unwrap();
+    input.shutdown().await.unwrap();
+    let (out, _) = output_of(&mut cat).await;
+    assert_eq!(out, "through stdin\n");
+    assert_eq!(exit_code_of(&rt, &cat.id).await, 0);
+
+    // Detached: no streams; its effect shows once it has ended.
+    let detached = rt
+        .exec(
+            &id,
+            &ExecSpec {
+                command: command("sleep 0.3; echo done > /detached"),
+                detach: true,
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(detached.output.is_none() && detached.input.is_none());
+    assert_eq!(rt.exec_exit_code(&detached.id).await.unwrap(), None);
+    assert_eq!(exit_code_of(&rt, &detached.id).await, 0);
+    let mut check = rt
+        .exec(
+            &id,
+            &ExecSpec {
+                command: vec!["cat".into(), "/detached".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(output_of(&mut check).await.0, "done\n");
+
+    // A TTY: everything is standard output, and it can be resized.
+    let mut tty = rt
+        .exec(
+            &id,
+            &ExecSpec {
+                command: command("sleep 1; stty size; echo to-stderr >&2"),
+                tty: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    rt.exec_resize(&tty.id, 123, 45).await.unwrap();
+    let (out, err) = output_of(&mut tty).await;
+    assert_eq!(err, "");
+    assert_eq!(out, "45 123\r\nto-stderr\r\n");
+
+    match rt.exec_exit_code("rcs-no-such-exec").await {
+        Err(RuntimeError::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    match rt.exec(&unique("exec", "missing"), &spec).await {
+        Err(RuntimeError::NotFound { kind, .. }) => assert_eq!(kind, "container"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn samples_the_stats_of_a_running_container() {
+    let Some(rt) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let id = running_container(&rt, &mut cleanup, "stats", "while true; do sleep 0.2; done").await;
+    let stats = timeout(DEADLINE, rt.stats(&id))
+        .await
+        .expect("stats in time")
+        .unwrap();
+    assert!(stats.pids >= 1, "{stats:?}");
+    assert!(stats.memory_usage > 0, "{stats:?}");
+    assert!(stats.memory_limit >= stats.memory_usage, "{stats:?}");
+    assert!(stats.cpu_percent >= 0.0, "{stats:?}");
+    match rt.stats(&unique("stats", "missing")).await {
+        Err(RuntimeError::NotFound { kind, .. }) => assert_eq!(kind, "container"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+/// The files of a tar archive, by path, with their contents.
+fn tar_files(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        files.insert(path, content);
+    }
+    files
+}
+
+/// Reads a byte stream to its end.
+async fn collect_bytes(mut stream: runtime_shim::BoxStream<Vec<u8>>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = timeout(DEADLINE, stream.next())
+        .await
+        .expect("bytes in time")
+    {
+        bytes.extend(chunk.unwrap());
+    }
+    bytes
+}
+
+#[tokio::test]
+async fn copies_files_into_and_out_of_a_container() {
+    let Some(rt) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let id = running_container(&rt, &mut cleanup, "copy", "while true; do sleep 0.2; done").await;
+
+    let content = b"copied in\n";
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "hello.txt", &content[..])
+        .unwrap();
+    let archive = builder.into_inner().unwrap();
+    rt.copy_to(&id, "/", archive).await.unwrap();
+
+    let mut cat = rt
+        .exec(
+            &id,
+            &ExecSpec {
+                command: vec!["cat".into(), "/hello.txt".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(output_of(&mut cat).await.0, "copied in\n");
+
+    let back = collect_bytes(rt.copy_from(&id, "/hello.txt").await.unwrap()).await;
+    let files = tar_files(&back);
+    assert_eq!(
+        files.get("hello.txt").map(Vec::as_slice),
+        Some(&content[..]),
+        "{:?}",
+        files.keys()
+    );
+
+    match rt.copy_from(&id, "/no/such/path").await {
+        Err(RuntimeError::NotFound { kind, .. }) => assert_eq!(kind, "path"),
+        Err(e) => panic!("expected NotFound, got {e:?}"),
+        Ok(_) => panic!("expected NotFound, got a stream"),
+    }
+    match rt.copy_to(&id, "/no/such/dir", Vec::new()).await {
+        Err(RuntimeError::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn commits_and_exports_a_container() {
+    let Some(rt) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let id = running_container(
+        &rt,
+        &mut cleanup,
+        "commit",
+        "echo marked > /marker; while true; do sleep 0.2; done",
+    )
+    .await;
+
+    let tag = format!("{}:v2", unique("commit", "snap"));
+    cleanup.images.push(tag.clone());
+    let image_id = rt
+        .commit(
+            &id,
+            &CommitSpec {
+                reference: tag.clone(),
+                message: "a snapshot".into(),
+                author: "rcompose tests".into(),
+                pause: true,
+                changes: vec!["ENV RCS_COMMITTED=1".into(), "LABEL rcs.commit=yes".into()],
+            },
+        )
+        .await
+        .unwrap();
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    let image = rt.inspect_image(&tag).await.unwrap().expect("committed");
+    assert_eq!(image.id, image_id);
+    assert!(image.tags.contains(&tag), "{:?}", image.tags);
+
+    // The committed image runs with the change applied and the file kept.
+    let name = unique("commit", "from-snap");
+    cleanup.containers.push(name.clone());
+    let from = rt
+        .create_container(&shell_container(
+            &name,
+            &tag,
+            "echo $RCS_COMMITTED; cat /marker",
+        ))
+        .await
+        .unwrap();
+    rt.start_container(&from).await.unwrap();
+    assert_eq!(rt.wait_container(&from).await.unwrap(), 0);
+    let (out, _) = logs_of(&rt, &from, &LogOptions::default()).await;
+    assert_eq!(out, "1\nmarked\n");
+    rt.remove_container(&from, true, true).await.unwrap();
+    rt.remove_image(&tag, true).await.unwrap();
+    assert_eq!(rt.inspect_image(&tag).await.unwrap(), None);
+
+    let exported = collect_bytes(rt.export(&id).await.unwrap()).await;
+    assert!(exported.len() > 1_000_000, "{} bytes", exported.len());
+    let files = tar_files(&exported);
+    assert_eq!(
+        files.get("marker").map(Vec::as_slice),
+        Some(&b"marked\n"[..])
+    );
+    assert!(files.contains_key("bin/busybox"), "{:?}", files.keys());
+    match rt.export(&unique("commit", "missing")).await {
+        Err(RuntimeError::NotFound { kind, .. }) => assert_eq!(kind, "container"),
+        Err(e) => panic!("expected NotFound, got {e:?}"),
+        Ok(_) => panic!("expected NotFound, got a stream"),
+    }
+}
+
+#[tokio::test]
+async fn attach_receives_a_containers_output() {
+    let Some(rt) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let id = running_container(
+        &rt,
+        &mut cleanup,
+        "attach",
+        "i=0; while true; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.2; done",
+    )
+    .await;
+    let mut session = rt.attach(&id, false).await.unwrap();
+    assert!(session.input.is_none());
+    let output = session.output.as_mut().expect("output");
+    let (mut ticks, mut tocks) = (0, 0);
+    let deadline = Instant::now() + DEADLINE;
+    while ticks < 2 || tocks < 2 {
+        let line = tokio::time::timeout_at(deadline, output.next())
+            .await
+            .expect("output in time")
+            .expect("stream open")
+            .unwrap();
+        if line.stderr {
+            assert!(line.text.starts_with("tock "), "{line:?}");
+            tocks += 1;
+        } else {
+            assert!(line.text.starts_with("tick "), "{line:?}");
+            ticks += 1;
+        }
+    }
+    match rt.attach(&unique("attach", "missing"), false).await {
+        Err(RuntimeError::NotFound { kind, .. }) => assert_eq!(kind, "container"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attach_with_stdin_and_a_tty_resizes() {
+    let Some(rt) = engine().await else { return };
+    let mut cleanup = Cleanup::default();
+    let test = "attach-in";
+    let image = format!("{}:1", unique(test, "img"));
+    build_busybox(&rt, &mut cleanup, &image).await;
+    let name = unique(test, "box");
+    cleanup.containers.push(name.clone());
+    let mut spec = shell_container(&name, &image, "read line; stty size; echo got $line");
+    spec.tty = true;
+    spec.stdin_open = true;
+    let id = rt.create_container(&spec).await.unwrap();
+    let mut session = rt.attach(&id, true).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    rt.resize(&id, 101, 33).await.unwrap();
+    let mut input = session.input.take().expect("input");
+    input.write_all(b"hello\n").await.unwrap();
+    input.flush().await.unwrap();
+    let (out, err) = output_of(&mut session).await;
+    assert_eq!(err, "");
+    assert!(out.contains("33 101\r\n"), "{out:?}");
+    assert!(out.contains("got hello\r\n"), "{out:?}");
+    assert_eq!(rt.wait_container(&id).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn pulling_from_an_unreachable_registry_fails() {
+    let Some(rt) = engine().await else { return };
+    let started = Instant::now();
+    let failed = match rt.pull_image("127.0.0.1:9/none/none:1").await {
+        Err(_) => true,
+        Ok(mut lines) => {
+            let mut failed = false;
+            while let Some(line) = timeout(DEADLINE, lines.next())
+                .await
+                .expect("pull ends in time")
+            {
+                if line.is_err() {
+                    failed = true;
+                }
+            }
+            failed
+        }
+    };
+    assert!(failed, "the pull did not fail");
+    assert!(started.elapsed() < DEADLINE);
 }

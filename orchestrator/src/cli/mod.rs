@@ -3,6 +3,7 @@
 //! `--dry-run`). Everything decided is decided by the library; this module
 //! only parses flags and prints.
 
+pub mod interactive;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -44,7 +45,7 @@ pub fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Resu
         .block_on(f)
 }
 
-async fn connect() -> Result<Arc<dyn Runtime>> {
+pub(crate) async fn connect() -> Result<Arc<dyn Runtime>> {
     let rt = runtime_shim::docker::DockerRuntime::connect()
         .await
         .context("connecting to the Docker Engine")?;
@@ -53,7 +54,7 @@ async fn connect() -> Result<Arc<dyn Runtime>> {
 
 /// Loads the project; commands that work from labels alone accept a missing
 /// compose file when `-p` names the project.
-fn load_project(options: &LoadOptions, named: bool) -> Result<Project> {
+pub(crate) fn load_project(options: &LoadOptions, named: bool) -> Result<Project> {
     match loader::load(options) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -77,7 +78,7 @@ fn load_project(options: &LoadOptions, named: bool) -> Result<Project> {
 }
 
 /// Runs (or with `--dry-run` prints) a plan, showing progress; returns its outcome.
-async fn run_plan(
+pub(crate) async fn run_plan(
     rt: &Arc<dyn Runtime>,
     engine: &Engine,
     plan: &Plan,
@@ -955,7 +956,7 @@ fn truncate_command(cmd: &str) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let cols = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))

@@ -1,0 +1,916 @@
+//! Commands that talk to one container: `exec`, `run`, `attach`, `cp`,
+//! `commit`, `export`, `stats`, `events`, `wait`, `pull`.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures_util::StreamExt;
+use orchestrator::convert::{self, labels, ContainerContext};
+use orchestrator::execute::ExecuteOptions;
+use orchestrator::loader::LoadOptions;
+use orchestrator::model::{Project, ShellCommand};
+use orchestrator::observe::{container_number, observe, observe_containers};
+use orchestrator::plan::{plan_build, plan_up, BuildOptions, UpOptions};
+use runtime_shim::{CommitSpec, Container, ExecSpec, Input, Runtime, Session};
+use tokio::io::AsyncWriteExt;
+
+use super::{connect, load_project, run_plan, Engine};
+
+/// `exec` flags.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: Run command in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Give extended privileges to the process
+    #[arg(long)]
+    pub privileged: bool,
+    /// Run the command as this user
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Disable pseudo-TTY allocation. By default a TTY is allocated when attached to one
+    #[arg(short = 'T', long = "no-TTY")]
+    pub no_tty: bool,
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Path to workdir directory for this command
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// The service
+    pub service: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// `run` flags.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Add or override a label
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    /// Override the entrypoint of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Disable pseudo-TTY allocation (default: auto-detected)
+    #[arg(short = 'T', long = "no-TTY")]
+    pub no_tty: bool,
+    /// Don't start linked services
+    #[arg(long = "no-deps")]
+    pub no_deps: bool,
+    /// Publish a container's port(s) to the host
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Run command with the service's ports enabled and mapped to the host
+    #[arg(short = 'P', long = "service-ports")]
+    pub service_ports: bool,
+    /// Run as specified username or uid
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Bind mount a volume
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Build image before starting container
+    #[arg(long)]
+    pub build: bool,
+    /// The service
+    pub service: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `attach` flags.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach STDIN
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// The service
+    pub service: String,
+}
+
+/// `cp` arguments.
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// Source: `SERVICE:PATH` or a local path
+    pub source: String,
+    /// Destination: `SERVICE:PATH` or a local path
+    pub destination: String,
+}
+
+/// `commit` flags.
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Author
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short = 'c', long = "change")]
+    pub change: Vec<String>,
+    /// Commit message
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause container during commit
+    #[arg(short = 'p', long, default_value_t = true)]
+    pub pause: bool,
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// The service
+    pub service: String,
+    /// `REPOSITORY[:TAG]`
+    pub reference: Option<String>,
+}
+
+/// `export` flags.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// The service
+    pub service: String,
+}
+
+/// `stats` flags.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `events` flags.
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Output events as a stream of json objects
+    #[arg(long)]
+    pub json: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// `wait` flags.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Drops project when the first container stops
+    #[arg(long = "down-project")]
+    pub down_project: bool,
+    /// Services
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}
+
+/// `pull` flags.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Ignore images that can be built
+    #[arg(long = "ignore-buildable")]
+    pub ignore_buildable: bool,
+    /// Pull what it can and ignores images with pull failures
+    #[arg(long = "ignore-pull-failures")]
+    pub ignore_pull_failures: bool,
+    /// Pull without printing progress information
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
+/// The container number `index` of `service`.
+async fn service_container(
+    rt: &Arc<dyn Runtime>,
+    project: &Project,
+    service: &str,
+    index: u32,
+) -> Result<Container> {
+    let observed = observe_containers(rt.as_ref(), project).await?;
+    let found = observed
+        .service_containers(service)
+        .find(|c| container_number(c) == Some(index))
+        .cloned();
+    match found {
+        Some(c) => Ok(c),
+        None => bail!("service {service:?} is not running (no container number {index})"),
+    }
+}
+
+/// Puts the terminal in raw mode for the life of the guard.
+struct RawTerminal {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl RawTerminal {
+    fn enable() -> RawTerminal {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            raw.make_raw();
+            let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw);
+        }
+        RawTerminal { saved }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                t,
+            );
+        }
+    }
+}
+
+fn terminal_size() -> Option<(u16, u16)> {
+    let ws = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    Some((ws.ws_col, ws.ws_row))
+}
+
+/// Copies standard input into a session's input until it ends.
+fn pump_stdin(input: Option<Input>) {
+    let Some(mut input) = input else { return };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            if input.write_all(&chunk).await.is_err() {
+                return;
+            }
+            let _ = input.flush().await;
+        }
+        let _ = input.shutdown().await;
+    });
+}
+
+/// Prints a session's output until it ends.
+async fn drain(session: &mut Session) {
+    let Some(output) = session.output.as_mut() else {
+        return;
+    };
+    while let Some(Ok(line)) = output.next().await {
+        if line.stderr {
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(line.text.as_bytes());
+            let _ = e.flush();
+        } else {
+            let mut o = std::io::stdout().lock();
+            let _ = o.write_all(line.text.as_bytes());
+            let _ = o.flush();
+        }
+    }
+}
+
+/// `exec`.
+pub async fn exec(options: LoadOptions, named: bool, args: ExecArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let c = service_container(&rt, &project, &args.service, args.index).await?;
+    let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let spec = ExecSpec {
+        command: args.command.clone(),
+        env: args.env.clone(),
+        user: args.user.clone().unwrap_or_default(),
+        working_dir: args.workdir.clone().unwrap_or_default(),
+        tty,
+        stdin: !args.detach && (tty || !std::io::stdin().is_terminal()),
+        privileged: args.privileged,
+        detach: args.detach,
+    };
+    let mut session = rt.exec(&c.id, &spec).await?;
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _raw = tty.then(RawTerminal::enable);
+    if tty {
+        if let Some((w, h)) = terminal_size() {
+            let _ = rt.exec_resize(&session.id, w, h).await;
+        }
+    }
+    pump_stdin(session.input.take());
+    drain(&mut session).await;
+    drop(_raw);
+    let code = rt.exec_exit_code(&session.id).await?.unwrap_or(0);
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+fn random_slug() -> String {
+    // A one-off container's name only needs to be unlikely to clash.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mixed = nanos ^ (u128::from(std::process::id()) << 64);
+    format!(
+        "{:012x}",
+        (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16) & 0xffff_ffff_ffff
+    )
+}
+
+/// `run`: a one-off container of a service, its dependencies started first.
+pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<ExitCode> {
+    let project = load_project(&options, false)?;
+    let Some(service) = project.services.get(&args.service).cloned() else {
+        bail!("no such service: {}", args.service);
+    };
+    let rt = connect().await?;
+    // Dependencies first, as `up` would start them.
+    let deps: Vec<String> = service.depends_on.keys().cloned().collect();
+    if !args.no_deps && !deps.is_empty() {
+        let observed = observe(rt.as_ref(), &project).await?;
+        let build = plan_build(
+            &project,
+            &observed,
+            &BuildOptions {
+                services: deps.clone(),
+                ..BuildOptions::default()
+            },
+        );
+        let built = run_plan(&rt, &engine, &build, "Building", ExecuteOptions::default()).await;
+        let observed = observe(rt.as_ref(), &project).await?;
+        let plan = plan_up(
+            &project,
+            &observed,
+            &UpOptions {
+                services: deps,
+                env_files: engine.env_files.clone(),
+                ..UpOptions::default()
+            },
+        );
+        let ran = run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
+        if !built.success() || !ran.success() {
+            bail!("the dependencies of {} could not be started", args.service);
+        }
+    }
+    let observed = observe(rt.as_ref(), &project).await?;
+    let mut build_only = plan_build(
+        &project,
+        &observed,
+        &BuildOptions {
+            services: vec![args.service.clone()],
+            always: args.build,
+            ..BuildOptions::default()
+        },
+    );
+    build_only.ops.retain(|o| {
+        matches!(
+            o.action,
+            orchestrator::plan::Action::Build { .. } | orchestrator::plan::Action::Pull { .. }
+        )
+    });
+    let built = run_plan(
+        &rt,
+        &engine,
+        &build_only,
+        "Building",
+        ExecuteOptions::default(),
+    )
+    .await;
+    if !built.success() {
+        return Ok(ExitCode::from(1));
+    }
+    let mut svc = service.clone();
+    if !args.command.is_empty() {
+        svc.command = Some(ShellCommand(args.command.clone()));
+    }
+    if let Some(ep) = &args.entrypoint {
+        svc.entrypoint = Some(ShellCommand(
+            orchestrator::model::values::shell_split(ep).unwrap_or_else(|| vec![ep.clone()]),
+        ));
+    }
+    if let Some(u) = &args.user {
+        svc.user = u.clone();
+    }
+    if let Some(w) = &args.workdir {
+        svc.working_dir = w.clone();
+    }
+    for e in &args.env {
+        match e.split_once('=') {
+            Some((k, v)) => svc.environment.0.insert(k.to_string(), Some(v.to_string())),
+            None => svc
+                .environment
+                .0
+                .insert(e.clone(), options.environment.get(e).cloned()),
+        };
+    }
+    if !args.service_ports {
+        svc.ports.clear();
+    }
+    for p in &args.publish {
+        let ports = orchestrator::loader::canonical::parse_port(p).map_err(anyhow::Error::msg)?;
+        for v in ports {
+            let port: orchestrator::model::Port =
+                serde_yaml::from_value(v).context("reading --publish")?;
+            svc.ports.push(port);
+        }
+    }
+    for v in &args.volume {
+        let parsed =
+            orchestrator::loader::canonical::parse_volume(v).map_err(anyhow::Error::msg)?;
+        let mut mount: orchestrator::model::VolumeMount =
+            serde_yaml::from_value(parsed).context("reading --volume")?;
+        if mount.kind == "bind" && !mount.source.starts_with('/') {
+            mount.source = options.cwd.join(&mount.source).display().to_string();
+        }
+        svc.volumes.push(mount);
+    }
+    let tty = !args.no_tty
+        && !args.detach
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
+    svc.tty = tty;
+    svc.stdin_open = !args.detach;
+    let image_id = rt
+        .inspect_image(&convert::image_name(&project, &args.service, &svc))
+        .await?
+        .map(|i| i.id)
+        .unwrap_or_default();
+    let mut spec = convert::container_spec(
+        &project,
+        &args.service,
+        &svc,
+        0,
+        &ContainerContext {
+            image_id,
+            env_files: engine.env_files.clone(),
+            ..ContainerContext::default()
+        },
+    );
+    let slug = random_slug();
+    spec.name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}-run-{slug}", project.name, args.service));
+    spec.labels.insert(labels::ONEOFF.into(), "True".into());
+    spec.labels.insert("com.docker.compose.slug".into(), slug);
+    spec.labels.remove(labels::CONTAINER_NUMBER);
+    for l in &args.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        spec.labels.insert(k.to_string(), v.to_string());
+    }
+    if spec.restart.is_empty() || args.rm {
+        spec.restart = "no".into();
+    }
+    let extra: Vec<runtime_shim::NetworkAttachment> = if spec.networks.len() > 1 {
+        spec.networks.split_off(1)
+    } else {
+        Vec::new()
+    };
+    if engine.dry_run {
+        println!(
+            "create container {} (one-off of service {})",
+            spec.name, args.service
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = rt.create_container(&spec).await?;
+    for a in &extra {
+        rt.connect_network(&a.network, &id, a).await?;
+    }
+    if args.detach {
+        rt.start_container(&id).await?;
+        println!("{}", spec.name);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut session = rt.attach(&id, true).await?;
+    rt.start_container(&id).await?;
+    let _raw = tty.then(RawTerminal::enable);
+    if tty {
+        if let Some((w, h)) = terminal_size() {
+            let _ = rt.resize(&id, w, h).await;
+        }
+    }
+    pump_stdin(session.input.take());
+    drain(&mut session).await;
+    drop(_raw);
+    let code = rt.wait_container(&id).await.unwrap_or(-1);
+    if args.rm {
+        let _ = rt.remove_container(&id, true, true).await;
+    }
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// `attach`.
+pub async fn attach(options: LoadOptions, named: bool, args: AttachArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let c = service_container(&rt, &project, &args.service, args.index).await?;
+    let mut session = rt.attach(&c.id, !args.no_stdin).await?;
+    pump_stdin(session.input.take());
+    drain(&mut session).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cp`: between a service container and the host, either way.
+pub async fn cp(options: LoadOptions, named: bool, args: CpArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let split = |s: &str| -> Option<(String, String)> {
+        let (svc, path) = s.split_once(':')?;
+        (!svc.contains('/') && project.services.contains_key(svc))
+            .then(|| (svc.to_string(), path.to_string()))
+    };
+    let rt = connect().await?;
+    match (split(&args.source), split(&args.destination)) {
+        (Some((svc, path)), None) => {
+            let c = service_container(&rt, &project, &svc, args.index).await?;
+            let mut stream = rt.copy_from(&c.id, &path).await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                bytes.extend(chunk?);
+            }
+            let dest = PathBuf::from(&args.destination);
+            extract(&bytes, &dest, Path::new(&path))?;
+            eprintln!("Copied {}:{path} to {}", c.name, dest.display());
+        }
+        (None, Some((svc, path))) => {
+            let c = service_container(&rt, &project, &svc, args.index).await?;
+            let src = PathBuf::from(&args.source);
+            let tar = archive(&src, &path)?;
+            let dir = if path.ends_with('/') { path.clone() } else {
+                Path::new(&path).parent().map(|p| p.display().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into())
+            };
+            rt.copy_to(&c.id, &dir, tar).await?;
+            eprintln!("Copied {} to {}:{path}", src.display(), c.name);
+        }
+        _ => bail!("copying between two containers or two local paths is not supported: use SERVICE:PATH on exactly one side"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tar holding `src` under the name the destination path asks for.
+fn archive(src: &Path, dest: &str) -> Result<Vec<u8>> {
+    let name = if dest.ends_with('/') {
+        src.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    } else {
+        Path::new(dest)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    };
+    let mut builder = tar::Builder::new(Vec::new());
+    if src.is_dir() {
+        builder
+            .append_dir_all(&name, src)
+            .with_context(|| format!("archiving {}", src.display()))?;
+    } else {
+        builder
+            .append_path_with_name(src, &name)
+            .with_context(|| format!("archiving {}", src.display()))?;
+    }
+    builder.into_inner().context("finishing the archive")
+}
+
+/// Extracts the archive of `src` to `dest` (into it when it is a directory).
+fn extract(bytes: &[u8], dest: &Path, src: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(bytes);
+    let base = src
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    for entry in archive.entries().context("reading the archive")? {
+        let mut entry = entry.context("reading the archive")?;
+        let path = entry.path().context("reading the archive")?.to_path_buf();
+        let rel = path
+            .strip_prefix(&base)
+            .map(Path::to_path_buf)
+            .unwrap_or(path.clone());
+        let target = if dest.is_dir() {
+            dest.join(&path)
+        } else if rel.as_os_str().is_empty() {
+            dest.to_path_buf()
+        } else {
+            dest.join(rel)
+        };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        entry
+            .unpack(&target)
+            .with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// `commit`.
+pub async fn commit(options: LoadOptions, named: bool, args: CommitArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let c = service_container(&rt, &project, &args.service, args.index).await?;
+    let id = rt
+        .commit(
+            &c.id,
+            &CommitSpec {
+                reference: args.reference.clone().unwrap_or_default(),
+                message: args.message.clone().unwrap_or_default(),
+                author: args.author.clone().unwrap_or_default(),
+                pause: args.pause,
+                changes: args.change.clone(),
+            },
+        )
+        .await?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export`.
+pub async fn export(options: LoadOptions, named: bool, args: ExportArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let c = service_container(&rt, &project, &args.service, args.index).await?;
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("refusing to write an archive to a terminal: use -o FILE or redirect the output");
+    }
+    let mut stream = rt.export(&c.id).await?;
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    while let Some(chunk) = stream.next().await {
+        out.write_all(&chunk?)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[i]).replace(".000", "")
+    }
+}
+
+fn decimal_bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[i])
+    }
+}
+
+/// `stats`.
+pub async fn stats(options: LoadOptions, named: bool, args: StatsArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    loop {
+        let observed = observe_containers(rt.as_ref(), &project).await?;
+        let containers: Vec<&Container> =
+            orchestrator::plan::target_containers(&observed, &args.services)
+                .into_iter()
+                .filter(|c| args.all || c.state == runtime_shim::ContainerState::Running)
+                .collect();
+        let mut rows = vec![[
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for c in containers {
+            let s = rt.stats(&c.id).await.unwrap_or_default();
+            let mem_pct = if s.memory_limit > 0 {
+                s.memory_usage as f64 / s.memory_limit as f64 * 100.0
+            } else {
+                0.0
+            };
+            rows.push(vec![
+                c.id.chars().take(12).collect(),
+                c.name.clone(),
+                format!("{:.2}%", s.cpu_percent),
+                format!(
+                    "{} / {}",
+                    human_bytes(s.memory_usage),
+                    human_bytes(s.memory_limit)
+                ),
+                format!("{mem_pct:.2}%"),
+                format!(
+                    "{} / {}",
+                    decimal_bytes(s.net_io.0),
+                    decimal_bytes(s.net_io.1)
+                ),
+                format!(
+                    "{} / {}",
+                    decimal_bytes(s.block_io.0),
+                    decimal_bytes(s.block_io.1)
+                ),
+                s.pids.to_string(),
+            ]);
+        }
+        if !args.no_stream {
+            print!("\x1b[2J\x1b[H");
+        }
+        super::print_table(&rows);
+        if args.no_stream {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// `events`.
+pub async fn events(options: LoadOptions, named: bool, args: EventsArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let filter = [format!("{}={}", labels::PROJECT, project.name)];
+    let mut stream = rt.events(&filter).await?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            item = stream.next() => {
+                let Some(item) = item else { return Ok(ExitCode::SUCCESS) };
+                let e = item?;
+                let service = e.attributes.get(labels::SERVICE).cloned().unwrap_or_default();
+                if !args.services.is_empty() && !args.services.contains(&service) {
+                    continue;
+                }
+                let attrs: BTreeMap<&String, &String> = e
+                    .attributes
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("com.docker.compose."))
+                    .collect();
+                if args.json {
+                    let v = serde_json::json!({
+                        "time": e.time, "type": e.kind, "action": e.action,
+                        "id": e.id, "service": service, "attributes": attrs,
+                    });
+                    println!("{v}");
+                } else {
+                    let a: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{} {} {} {} ({})", e.time, e.kind, e.action, e.id, a.join(", "));
+                }
+            }
+        }
+    }
+}
+
+/// `wait`: blocks until the services' first containers stop; returns the first exit code.
+pub async fn wait(
+    engine: Engine,
+    options: LoadOptions,
+    named: bool,
+    args: WaitArgs,
+) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let observed = observe_containers(rt.as_ref(), &project).await?;
+    let targets: Vec<Container> = orchestrator::plan::target_containers(&observed, &args.services)
+        .into_iter()
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        bail!("no containers for {}", args.services.join(", "));
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for c in targets {
+        let rt = rt.clone();
+        set.spawn(async move { rt.wait_container(&c.id).await });
+    }
+    let code = match set.join_next().await {
+        Some(Ok(Ok(code))) => code,
+        Some(Ok(Err(e))) => return Err(e.into()),
+        _ => 1,
+    };
+    if args.down_project {
+        let observed = observe(rt.as_ref(), &project).await?;
+        let plan = orchestrator::plan::plan_down(
+            &project,
+            &observed,
+            &orchestrator::plan::DownOptions::default(),
+        );
+        run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
+    }
+    println!("{code}");
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
+}
+
+/// `pull`.
+pub async fn pull(engine: Engine, options: LoadOptions, args: PullArgs) -> Result<ExitCode> {
+    let project = load_project(&options, false)?;
+    let rt = connect().await?;
+    let mut plan = orchestrator::plan::Plan::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, s) in &project.services {
+        if !args.services.is_empty() && !args.services.contains(name) {
+            continue;
+        }
+        if s.image.is_empty()
+            || (args.ignore_buildable && s.build.is_some())
+            || !seen.insert(s.image.clone())
+        {
+            continue;
+        }
+        plan.ops.push(orchestrator::plan::Op {
+            action: orchestrator::plan::Action::Pull {
+                service: name.clone(),
+                image: s.image.clone(),
+            },
+            reason: "pull requested".into(),
+            after: vec![],
+        });
+    }
+    let engine = Engine {
+        progress: if args.quiet {
+            super::progress::Mode::Quiet
+        } else {
+            engine.progress
+        },
+        ..engine
+    };
+    let outcome = run_plan(&rt, &engine, &plan, "Pulling", ExecuteOptions::default()).await;
+    for (i, e) in &outcome.failures {
+        eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
+    }
+    if outcome.success() || args.ignore_pull_failures {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
