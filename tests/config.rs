@@ -72,9 +72,14 @@ fn reference_cmd() -> Command {
     c
 }
 
-/// Output with the case's folder replaced by `$FIXTURE`.
+/// Output with the case's folder replaced by `$FIXTURE` (and the folder of
+/// all cases by `$CASES`, for paths that lead out of the case).
 fn portable(dir: &Path, text: &str) -> String {
-    text.replace(&dir.display().to_string(), "$FIXTURE")
+    let text = text.replace(&dir.display().to_string(), "$FIXTURE");
+    match dir.parent() {
+        Some(cases) => text.replace(&cases.display().to_string(), "$CASES"),
+        None => text,
+    }
 }
 
 fn as_json(dir: &Path, out: &Output, who: &str) -> serde_json::Value {

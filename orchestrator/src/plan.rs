@@ -481,6 +481,9 @@ struct UpPlanner<'a> {
     completed: BTreeMap<String, Vec<usize>>,
     /// Per service: its container names after the plan, by number.
     names: BTreeMap<String, Vec<String>>,
+    /// Services whose containers this plan recreates, with the ops after
+    /// which the new ones run (dependants with `restart: true` follow them).
+    recreated: BTreeMap<String, Vec<usize>>,
 }
 
 /// Plans `up` (and `create` with `no_start`): networks, volumes, then the
@@ -496,6 +499,7 @@ pub fn plan_up(project: &Project, observed: &Observed, options: &UpOptions) -> P
         healthy: BTreeMap::new(),
         completed: BTreeMap::new(),
         names: BTreeMap::new(),
+        recreated: BTreeMap::new(),
     };
     p.plan_infra();
     p.plan_orphans();
@@ -605,6 +609,19 @@ impl UpPlanner<'_> {
             .map(|c| c.name.clone())
             .collect();
         self.names.insert(name.to_string(), names);
+    }
+
+    /// A dependency with `restart: true` that this plan recreates, and the ops
+    /// a restart of `service`'s running containers must follow.
+    fn restart_for(&self, service: &Service) -> Option<(String, Vec<usize>)> {
+        if self.options.no_start {
+            return None;
+        }
+        service
+            .depends_on
+            .iter()
+            .filter(|(_, d)| d.restart)
+            .find_map(|(dep, _)| Some((dep.clone(), self.recreated.get(dep)?.clone())))
     }
 
     /// What a container of `service` must wait for before it starts (the
@@ -748,6 +765,7 @@ impl UpPlanner<'_> {
                 );
                 if let Some(s) = self.create(name, service, number, &image_id, vec![remove], why) {
                     started.push(s);
+                    self.recreated.entry(name.to_string()).or_default().push(s);
                 }
                 continue;
             }
@@ -774,6 +792,17 @@ impl UpPlanner<'_> {
                     format!("service {name}: container is {}", c.state.as_str()),
                     prerequisites,
                 ));
+            } else if let Some((dep, after)) = self.restart_for(service) {
+                let restart = self.plan.push(
+                    Action::Restart {
+                        service: name.into(),
+                        container: c.name.clone(),
+                        timeout: self.options.timeout,
+                    },
+                    format!("service {name}: dependency {dep} was recreated"),
+                    after,
+                );
+                started.push(restart);
             } else if self.options.recreate != Recreate::Never || self.options.no_start {
                 self.plan
                     .notes

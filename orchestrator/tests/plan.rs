@@ -258,3 +258,24 @@ async fn down_removes_containers_networks_and_volumes() {
         .map(|c| c.is_empty())
         .unwrap_or(false));
 }
+
+#[tokio::test]
+async fn dependants_with_restart_follow_a_recreated_dependency() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("db:1");
+    rt.add_image("app:1");
+    rt.add_image("side:1");
+    let base = "services:\n  db:\n    image: db:1\n  app:\n    image: app:1\n    depends_on:\n      db:\n        condition: service_started\n        restart: true\n  side:\n    image: side:1\n    depends_on: [db]\n";
+    let mut log = String::new();
+    up(&rt, &project(base), &UpOptions::default(), &mut log, "up").await;
+    let changed = base.replace("image: db:1", "image: db:1\n    environment: [V=2]");
+    up(
+        &rt,
+        &project(&changed),
+        &UpOptions::default(),
+        &mut log,
+        "db changed",
+    )
+    .await;
+    check("restart_dependants", &log);
+}

@@ -2445,10 +2445,10 @@ impl Runtime for DockerRuntime {
             .map_err(err("exec", exec_id))
     }
 
-    async fn attach(&self, container: &str, stdin: bool) -> Result<Session> {
+    async fn attach(&self, container: &str, stdin: bool, logs: bool) -> Result<Session> {
         let options = q::AttachContainerOptions {
             detach_keys: None,
-            logs: false,
+            logs,
             stream: true,
             stdin,
             stdout: true,

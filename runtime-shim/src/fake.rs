@@ -367,7 +367,7 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn attach(&self, container: &str, _stdin: bool) -> Result<Session> {
+    async fn attach(&self, container: &str, _stdin: bool, _logs: bool) -> Result<Session> {
         let mut s = self.record(format!("attach {container}"))?;
         Self::find(&mut s, container)?;
         Ok(Session {

@@ -133,8 +133,10 @@ pub trait Runtime: Send + Sync {
     /// Resizes the TTY of an exec session.
     async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<()>;
     /// Attaches to a container's main process (its output, and its input
-    /// when `stdin`).
-    async fn attach(&self, container: &str, stdin: bool) -> Result<Session>;
+    /// when `stdin`). With `logs`, the output starts with everything the
+    /// container printed so far: attaching to a created container before
+    /// starting it then loses nothing, however fast it runs.
+    async fn attach(&self, container: &str, stdin: bool, logs: bool) -> Result<Session>;
     /// Resizes the TTY of a container.
     async fn resize(&self, container: &str, width: u16, height: u16) -> Result<()>;
     /// One sample of a container's resource usage.

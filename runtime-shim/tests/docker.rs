@@ -1179,7 +1179,7 @@ async fn attach_receives_a_containers_output() {
         "i=0; while true; do i=$((i+1)); echo tick $i; echo tock $i >&2; sleep 0.2; done",
     )
     .await;
-    let mut session = rt.attach(&id, false).await.unwrap();
+    let mut session = rt.attach(&id, false, false).await.unwrap();
     assert!(session.input.is_none());
     let output = session.output.as_mut().expect("output");
     let (mut ticks, mut tocks) = (0, 0);
@@ -1198,7 +1198,7 @@ async fn attach_receives_a_containers_output() {
             ticks += 1;
         }
     }
-    match rt.attach(&unique("attach", "missing"), false).await {
+    match rt.attach(&unique("attach", "missing"), false, false).await {
         Err(RuntimeError::NotFound { kind, .. }) => assert_eq!(kind, "container"),
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -1217,7 +1217,7 @@ async fn attach_with_stdin_and_a_tty_resizes() {
     spec.tty = true;
     spec.stdin_open = true;
     let id = rt.create_container(&spec).await.unwrap();
-    let mut session = rt.attach(&id, true).await.unwrap();
+    let mut session = rt.attach(&id, true, false).await.unwrap();
     rt.start_container(&id).await.unwrap();
     rt.resize(&id, 101, 33).await.unwrap();
     let mut input = session.input.take().expect("input");

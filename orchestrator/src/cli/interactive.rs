@@ -529,7 +529,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         println!("{}", spec.name);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut session = rt.attach(&id, true).await?;
+    let mut session = rt.attach(&id, true, true).await?;
     rt.start_container(&id).await?;
     let _raw = tty.then(RawTerminal::enable);
     if tty {
@@ -554,7 +554,7 @@ pub async fn attach(options: LoadOptions, named: bool, args: AttachArgs) -> Resu
     let project = load_project(&options, named)?;
     let rt = connect().await?;
     let c = service_container(&rt, &project, &args.service, args.index).await?;
-    let mut session = rt.attach(&c.id, !args.no_stdin).await?;
+    let mut session = rt.attach(&c.id, !args.no_stdin, false).await?;
     pump_stdin(session.input.take());
     drain(&mut session).await;
     Ok(ExitCode::SUCCESS)
