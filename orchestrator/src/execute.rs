@@ -158,39 +158,11 @@ async fn run(
             other => other,
         },
         Action::Build { spec, .. } => match rt.build_image(spec).await {
-            Ok(mut stream) => {
-                let mut result = Ok(());
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(line) => {
-                            let _ = events.send(Progress::Output(index, line));
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                result
-            }
+            Ok(stream) => forward(stream, index, events).await,
             Err(e) => Err(e),
         },
         Action::Pull { image, .. } => match rt.pull_image(image).await {
-            Ok(mut stream) => {
-                let mut result = Ok(());
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(line) => {
-                            let _ = events.send(Progress::Output(index, line));
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                result
-            }
+            Ok(stream) => forward(stream, index, events).await,
             Err(e) => Err(e),
         },
         Action::RemoveImage(image) => match rt.remove_image(image, false).await {
@@ -242,6 +214,19 @@ async fn run(
         );
         (e.to_string(), stale)
     })
+}
+
+/// Passes the output lines of a build or a pull on as progress, until the
+/// stream ends or reports an error.
+async fn forward(
+    mut stream: runtime_shim::BoxStream<String>,
+    index: usize,
+    events: &UnboundedSender<Progress>,
+) -> Result<(), RuntimeError> {
+    while let Some(item) = stream.next().await {
+        let _ = events.send(Progress::Output(index, item?));
+    }
+    Ok(())
 }
 
 /// Polls a container until it is healthy (or running, without a health check).

@@ -966,9 +966,6 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
             continue;
         }
         let mut after: Vec<usize> = Vec::new();
-        if let Some(s) = project.services.get(&service) {
-            let _ = s;
-        }
         for (other, ops) in &stops {
             let depends = project
                 .services

@@ -413,6 +413,15 @@ fn check_services(project: &Project, services: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `--force-recreate` / `--no-recreate` as a policy.
+fn recreate_policy(force: bool, never: bool) -> Recreate {
+    match (force, never) {
+        (true, _) => Recreate::Force,
+        (_, true) => Recreate::Never,
+        _ => Recreate::Diverged,
+    }
+}
+
 /// The image phase then the container phase of `up` and `create`.
 async fn converge(
     engine: &Engine,
@@ -465,13 +474,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     let up_options = UpOptions {
         services: args.services.clone(),
         no_deps: args.no_deps,
-        recreate: if args.force_recreate {
-            Recreate::Force
-        } else if args.no_recreate {
-            Recreate::Never
-        } else {
-            Recreate::Diverged
-        },
+        recreate: recreate_policy(args.force_recreate, args.no_recreate),
         scale: parse_scale(&args.scale)?,
         remove_orphans: args.remove_orphans,
         no_start: args.no_start,
@@ -658,13 +661,7 @@ pub async fn create(engine: Engine, options: LoadOptions, args: CreateArgs) -> R
     let rt = connect().await?;
     let up_options = UpOptions {
         services: args.services.clone(),
-        recreate: if args.force_recreate {
-            Recreate::Force
-        } else if args.no_recreate {
-            Recreate::Never
-        } else {
-            Recreate::Diverged
-        },
+        recreate: recreate_policy(args.force_recreate, args.no_recreate),
         scale: parse_scale(&args.scale)?,
         remove_orphans: args.remove_orphans,
         no_start: true,

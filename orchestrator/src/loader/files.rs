@@ -208,6 +208,10 @@ pub fn valid_project_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
+fn invalid_name(name: &str) -> String {
+    format!("invalid project name {name:?}: must consist only of lowercase alphanumeric characters, hyphens, and underscores as well as start with a letter or number")
+}
+
 /// The project name: `-p` or `COMPOSE_PROJECT_NAME` (which must be valid as
 /// written), else the last `name:` of the files (interpolated, then
 /// normalized), else the project directory's name (normalized).
@@ -224,7 +228,7 @@ pub(crate) fn project_name(
         .filter(|n| !n.is_empty());
     if let Some(name) = explicit {
         if !valid_project_name(&name) {
-            ctx.error(None, format!("invalid project name {name:?}: must consist only of lowercase alphanumeric characters, hyphens, and underscores as well as start with a letter or number"));
+            ctx.error(None, invalid_name(&name));
             return None;
         }
         return Some(name);

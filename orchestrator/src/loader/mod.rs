@@ -163,33 +163,46 @@ pub fn load_from_str(
     })
 }
 
-/// Loads a project as `docker compose config` would.
-pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
-    let mut ctx = Ctx {
-        options,
-        environment: IndexMap::new(),
-        diagnostics: Vec::new(),
-        warnings: Vec::new(),
-        sources: Vec::new(),
-        home: options.environment.get("HOME").cloned(),
-    };
-    let result = load_in(&mut ctx);
-    ctx.locate_diagnostics();
-    match result {
-        Some(project) if ctx.diagnostics.is_empty() => Ok(Loaded {
-            project,
-            warnings: ctx.warnings,
-            environment: ctx.environment,
-        }),
-        _ => {
-            if ctx.diagnostics.is_empty() {
-                ctx.error(None, "the project could not be loaded");
-            }
-            Err(LoadError {
-                diagnostics: ctx.diagnostics,
-            })
+impl<'a> Ctx<'a> {
+    fn new(options: &'a LoadOptions) -> Self {
+        Ctx {
+            options,
+            environment: IndexMap::new(),
+            diagnostics: Vec::new(),
+            warnings: Vec::new(),
+            sources: Vec::new(),
+            home: options.environment.get("HOME").cloned(),
         }
     }
+
+    /// The result of a load: `value` when nothing went wrong, else every
+    /// diagnostic with its position.
+    fn finish<T>(mut self, value: Option<T>) -> Result<(T, Ctx<'a>), LoadError> {
+        self.locate_diagnostics();
+        match value {
+            Some(v) if self.diagnostics.is_empty() => Ok((v, self)),
+            _ => {
+                if self.diagnostics.is_empty() {
+                    self.error(None, "the project could not be loaded");
+                }
+                Err(LoadError {
+                    diagnostics: self.diagnostics,
+                })
+            }
+        }
+    }
+}
+
+/// Loads a project as `docker compose config` would.
+pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
+    let mut ctx = Ctx::new(options);
+    let result = load_in(&mut ctx);
+    let (project, ctx) = ctx.finish(result)?;
+    Ok(Loaded {
+        project,
+        warnings: ctx.warnings,
+        environment: ctx.environment,
+    })
 }
 
 /// The front half of loading: files found, parsed, interpolated, extended,
@@ -268,14 +281,7 @@ fn merged_tree(ctx: &mut Ctx<'_>) -> Option<(files::Plan, String, Value)> {
 /// Loads the project model as a plain tree, without interpolation, typing,
 /// profiles or environment resolution: what `config --no-interpolate` prints.
 pub fn load_model(options: &LoadOptions) -> Result<(serde_json::Value, Vec<String>), LoadError> {
-    let mut ctx = Ctx {
-        options,
-        environment: IndexMap::new(),
-        diagnostics: Vec::new(),
-        warnings: Vec::new(),
-        sources: Vec::new(),
-        home: options.environment.get("HOME").cloned(),
-    };
+    let mut ctx = Ctx::new(options);
     let result = merged_tree(&mut ctx).and_then(|(_, name, mut tree)| {
         if !options.no_normalize {
             normalize::normalize_tree(&ctx, &mut tree, &name);
@@ -287,18 +293,8 @@ pub fn load_model(options: &LoadOptions) -> Result<(serde_json::Value, Vec<Strin
         sort_keys(&mut json);
         Some(json)
     });
-    ctx.locate_diagnostics();
-    match result {
-        Some(model) if ctx.diagnostics.is_empty() => Ok((model, ctx.warnings)),
-        _ => {
-            if ctx.diagnostics.is_empty() {
-                ctx.error(None, "the project could not be loaded");
-            }
-            Err(LoadError {
-                diagnostics: ctx.diagnostics,
-            })
-        }
-    }
+    let (model, ctx) = ctx.finish(result)?;
+    Ok((model, ctx.warnings))
 }
 
 /// Sorts every object's keys, as Go prints its maps.
@@ -338,7 +334,7 @@ fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
         return None;
     }
     if !ctx.options.no_normalize {
-        normalize::resolve_environment(ctx, &mut project, &plan.working_dir);
+        normalize::resolve_environment(ctx, &mut project);
     }
     if !ctx.options.keep_unused_resources {
         normalize::drop_unused_resources(&mut project);

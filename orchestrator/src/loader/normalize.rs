@@ -566,7 +566,7 @@ pub(crate) fn select_services(ctx: &mut Ctx<'_>, project: &mut Project) {
 /// Folds `env_file` into `environment` (environment wins; variables in the
 /// files are looked up in the project environment first, then in the
 /// service's environment) and `label_file` into `labels` (labels win).
-pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project, _dir: &Path) {
+pub(crate) fn resolve_environment(ctx: &mut Ctx<'_>, project: &mut Project) {
     let env = ctx.environment.clone();
     let mut unset = Vec::new();
     for (name, service) in project.services.iter_mut() {
