@@ -488,3 +488,72 @@ fn exec_run_cp_and_wait() {
     let waited = p.rc(&["wait", "job"]);
     assert_eq!(waited.status.code(), Some(4), "{}", stderr(&waited));
 }
+
+#[test]
+fn attached_up_streams_prefixed_logs_and_returns_the_exit_code() {
+    if !engine_ready() {
+        return;
+    }
+    let compose = format!(
+        "services:\n  server:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n  tester:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo testing; exit 7\"]\n    depends_on: [server]\n"
+    );
+    let p = TestProject::new("attached", &compose);
+    let o = p.rc(&["up", "--exit-code-from", "tester"]);
+    assert_eq!(o.status.code(), Some(7), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tester-1") && l.ends_with("testing")),
+        "prefixed output:\n{out}"
+    );
+    // The project was stopped on the way out.
+    assert!(
+        p.containers(false).is_empty(),
+        "still running: {:?}",
+        p.containers(false)
+    );
+}
+
+#[test]
+fn logs_follow_picks_up_replicas_added_later() {
+    if !engine_ready() {
+        return;
+    }
+    let compose = format!(
+        "services:\n  ticker:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"while true; do echo tick from $$(hostname); sleep 0.2; done\"]\n    stop_signal: SIGKILL\n"
+    );
+    let p = TestProject::new("follow", &compose);
+    p.ok(&["up", "-d"]);
+    let log_path = p.dir.join("follow.log");
+    let file = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
+    let mut follower = Command::new(rcompose_bin())
+        .args(["-p", &p.name, "logs", "-f", "--no-color"])
+        .current_dir(&p.dir)
+        .stdout(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("the first replica's lines", || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("ticker-1")
+    });
+    p.ok(&["scale", "ticker=2"]);
+    let seen_second = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut found = false;
+        while Instant::now() < deadline && !found {
+            found = std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .contains("ticker-2");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        found
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        seen_second,
+        "logs -f did not follow the new replica:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+}

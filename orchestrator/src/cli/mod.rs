@@ -633,6 +633,10 @@ fn log_prefix(name: &str, width: usize, index: usize, no_color: bool, none: bool
     if none {
         return String::new();
     }
+    // Colors only on a terminal, and never when NO_COLOR is set.
+    let no_color = no_color
+        || std::env::var_os("NO_COLOR").is_some()
+        || !std::io::IsTerminal::is_terminal(&std::io::stdout());
     let colors = [36, 33, 32, 35, 34, 96, 93, 92, 95, 94];
     if no_color {
         format!("{name:<width$} | ")
