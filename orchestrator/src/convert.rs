@@ -402,6 +402,7 @@ pub fn container_spec(
         privileged: service.privileged,
         tty: service.tty,
         stdin_open: service.stdin_open,
+        stdin_once: false,
         cap_add: service.cap_add.clone(),
         cap_drop: service.cap_drop.clone(),
         security_opt: service.security_opt.clone(),

@@ -132,6 +132,25 @@ pub enum Action {
 }
 
 impl Action {
+    /// The service the action is about, for container, build and pull actions.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Action::Build { service, .. }
+            | Action::Pull { service, .. }
+            | Action::CreateContainer { service, .. }
+            | Action::Start { service, .. }
+            | Action::Stop { service, .. }
+            | Action::Restart { service, .. }
+            | Action::Kill { service, .. }
+            | Action::Pause { service, .. }
+            | Action::Unpause { service, .. }
+            | Action::Remove { service, .. }
+            | Action::WaitHealthy { service, .. }
+            | Action::WaitCompleted { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
     /// The resource the action is about, as the progress display names it.
     pub fn subject(&self) -> String {
         match self {
@@ -262,6 +281,30 @@ impl Plan {
     /// Whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The plan without the operations `drop` selects; edges to them are dropped
+    /// too (use it only to remove operations nothing kept depends on).
+    pub fn without(self, drop: impl Fn(&Op) -> bool) -> Plan {
+        let mut index = vec![None; self.ops.len()];
+        let mut ops = Vec::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            if !drop(op) {
+                index[i] = Some(ops.len());
+                ops.push(op.clone());
+            }
+        }
+        for op in &mut ops {
+            op.after = op
+                .after
+                .iter()
+                .filter_map(|a| index.get(*a).copied().flatten())
+                .collect();
+        }
+        Plan {
+            ops,
+            notes: self.notes,
+        }
     }
 }
 

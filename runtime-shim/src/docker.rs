@@ -831,6 +831,7 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         tty: Some(spec.tty),
         open_stdin: Some(spec.stdin_open),
+        stdin_once: Some(spec.stdin_once),
         env: nonempty_vec(&spec.env),
         cmd: spec.command.clone(),
         // An explicit empty entrypoint is sent as `[]`, which overrides the image's.
@@ -2920,6 +2921,7 @@ mod tests {
             privileged: true,
             tty: true,
             stdin_open: true,
+            stdin_once: true,
             cap_add: vec!["NET_ADMIN".into()],
             cap_drop: vec!["ALL".into()],
             security_opt: vec!["no-new-privileges".into()],
@@ -3026,6 +3028,7 @@ mod tests {
         assert_eq!(h["Privileged"], true);
         assert_eq!(c["Tty"], true);
         assert_eq!(c["OpenStdin"], true);
+        assert_eq!(c["StdinOnce"], true);
         assert_eq!(h["CapAdd"][0], "NET_ADMIN");
         assert_eq!(h["CapDrop"][0], "ALL");
         assert_eq!(h["SecurityOpt"][0], "no-new-privileges");

@@ -272,6 +272,9 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// Keep stdin open.
     pub stdin_open: bool,
+    /// Close the container's stdin when the first attached client detaches
+    /// from it (what `run` wants, so that piped input ends).
+    pub stdin_once: bool,
     /// Added capabilities.
     pub cap_add: Vec<String>,
     /// Dropped capabilities.

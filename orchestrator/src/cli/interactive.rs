@@ -371,33 +371,31 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         bail!("no such service: {}", args.service);
     };
     let rt = connect().await?;
-    // Dependencies first, as `up` would start them.
+    // The project's networks and volumes, and the dependencies, as `up`
+    // would start them; not the service itself, which runs as a one-off.
+    let observed = observe(rt.as_ref(), &project).await?;
     let deps: Vec<String> = service.depends_on.keys().cloned().collect();
-    if !args.no_deps && !deps.is_empty() {
-        let observed = observe(rt.as_ref(), &project).await?;
-        let build = plan_build(
-            &project,
-            &observed,
-            &BuildOptions {
-                services: deps.clone(),
-                ..BuildOptions::default()
-            },
-        );
-        let built = run_plan(&rt, &engine, &build, "Building", ExecuteOptions::default()).await;
-        let observed = observe(rt.as_ref(), &project).await?;
-        let plan = plan_up(
-            &project,
-            &observed,
-            &UpOptions {
-                services: deps,
-                env_files: engine.env_files.clone(),
-                ..UpOptions::default()
-            },
-        );
-        let ran = run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
-        if !built.success() || !ran.success() {
-            bail!("the dependencies of {} could not be started", args.service);
-        }
+    let build = plan_build(
+        &project,
+        &observed,
+        &BuildOptions {
+            services: deps.clone(),
+            ..BuildOptions::default()
+        },
+    );
+    let built = run_plan(&rt, &engine, &build, "Building", ExecuteOptions::default()).await;
+    let observed = observe(rt.as_ref(), &project).await?;
+    let up = UpOptions {
+        services: vec![args.service.clone()],
+        no_deps: args.no_deps,
+        env_files: engine.env_files.clone(),
+        ..UpOptions::default()
+    };
+    let plan = plan_up(&project, &observed, &up)
+        .without(|op| op.action.service() == Some(args.service.as_str()));
+    let ran = run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
+    if !built.success() || !ran.success() {
+        bail!("the dependencies of {} could not be started", args.service);
     }
     let observed = observe(rt.as_ref(), &project).await?;
     let mut build_only = plan_build(
@@ -508,6 +506,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
     if spec.restart.is_empty() || args.rm {
         spec.restart = "no".into();
     }
+    spec.stdin_once = !args.detach;
     let extra: Vec<runtime_shim::NetworkAttachment> = if spec.networks.len() > 1 {
         spec.networks.split_off(1)
     } else {
@@ -529,8 +528,16 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         println!("{}", spec.name);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut session = rt.attach(&id, true, true).await?;
-    rt.start_container(&id).await?;
+    // Input goes through an attach; output comes from the container's log,
+    // which holds everything from the start and ends when the container
+    // stops, whatever happens to the input side.
+    let mut session = rt.attach(&id, true, false).await?;
+    if let Err(e) = rt.start_container(&id).await {
+        if args.rm {
+            let _ = rt.remove_container(&id, true, true).await;
+        }
+        return Err(e.into());
+    }
     let _raw = tty.then(RawTerminal::enable);
     if tty {
         if let Some((w, h)) = terminal_size() {
@@ -538,6 +545,11 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         }
     }
     pump_stdin(session.input.take());
+    let follow = runtime_shim::LogOptions {
+        follow: true,
+        ..runtime_shim::LogOptions::default()
+    };
+    session.output = Some(rt.logs(&id, &follow).await?);
     drain(&mut session).await;
     drop(_raw);
     let code = rt.wait_container(&id).await.unwrap_or(-1);
