@@ -40,8 +40,6 @@ pub mod labels {
     pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
     /// The version of the tool that created the resource.
     pub const VERSION: &str = "com.docker.compose.version";
-    /// The container a recreated container replaces.
-    pub const REPLACE: &str = "com.docker.compose.replace";
 }
 
 /// The version written in [`labels::VERSION`].

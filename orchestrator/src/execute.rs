@@ -77,6 +77,8 @@ pub async fn execute(
     let mut state = vec![State::Pending; n];
     let mut outcome = Outcome::default();
     let mut running: JoinSet<(usize, OpResult)> = JoinSet::new();
+    let mut tasks: std::collections::HashMap<tokio::task::Id, usize> =
+        std::collections::HashMap::new();
     loop {
         // Launch what is ready; skip what can no longer run.
         let mut changed = true;
@@ -101,15 +103,17 @@ pub async fn execute(
                     let action = plan.ops[i].action.clone();
                     let rt = runtime.clone();
                     let tx = events.clone();
-                    running.spawn(
-                        async move { (i, run(rt.as_ref(), &action, i, options, &tx).await) },
-                    );
+                    let handle = running.spawn(async move {
+                        (i, run(rt.as_ref(), &action, i, options, &tx).await)
+                    });
+                    tasks.insert(handle.id(), i);
                 }
             }
         }
-        let Some(joined) = running.join_next().await else {
+        let Some(joined) = running.join_next_with_id().await else {
             break;
         };
+        let joined = joined.map(|(_, r)| r).map_err(|e| (e.id(), e));
         match joined {
             Ok((i, Ok(()))) => {
                 state[i] = State::Done;
@@ -121,13 +125,13 @@ pub async fn execute(
                 outcome.failures.push((i, e.clone()));
                 let _ = events.send(Progress::Failed(i, e));
             }
-            Err(e) => {
-                // A panicked task: mark whatever was running as failed.
-                for (i, s) in state.iter_mut().enumerate() {
-                    if *s == State::Running {
-                        *s = State::Failed;
-                        outcome.failures.push((i, format!("internal error: {e}")));
-                    }
+            Err((id, e)) => {
+                // A panicked task: only its own operation failed.
+                if let Some(&i) = tasks.get(&id) {
+                    state[i] = State::Failed;
+                    let message = format!("internal error: {e}");
+                    outcome.failures.push((i, message.clone()));
+                    let _ = events.send(Progress::Failed(i, message));
                 }
             }
         }
@@ -198,7 +202,11 @@ async fn run(
             Err(RuntimeError::NotFound { .. }) => Ok(()),
             other => other,
         },
-        Action::WaitHealthy { container, .. } => wait_healthy(rt, container, options).await,
+        Action::WaitHealthy {
+            container,
+            require_healthcheck,
+            ..
+        } => wait_healthy(rt, container, *require_healthcheck, options).await,
         Action::WaitCompleted { container, .. } => match rt.wait_container(container).await {
             Ok(0) => Ok(()),
             Ok(code) => Err(RuntimeError::Engine(format!(
@@ -233,6 +241,7 @@ async fn forward(
 async fn wait_healthy(
     rt: &dyn Runtime,
     container: &str,
+    require_healthcheck: bool,
     options: ExecuteOptions,
 ) -> Result<(), RuntimeError> {
     let start = tokio::time::Instant::now();
@@ -241,7 +250,12 @@ async fn wait_healthy(
         let d = rt.inspect_container(container).await?;
         match (d.container.state, d.health) {
             (_, Health::Healthy) => return Ok(()),
-            (ContainerState::Running, Health::None) => return Ok(()),
+            (ContainerState::Running, Health::None) if !require_healthcheck => return Ok(()),
+            (_, Health::None) if require_healthcheck => {
+                return Err(RuntimeError::Engine(format!(
+                    "container {container} has no healthcheck configured"
+                )))
+            }
             (_, Health::Unhealthy) => {
                 return Err(RuntimeError::Engine(format!(
                     "container {container} is unhealthy"

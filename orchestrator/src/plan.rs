@@ -115,12 +115,16 @@ pub enum Action {
         /// Remove its anonymous volumes too.
         volumes: bool,
     },
-    /// Wait until a container is healthy (or running, without a health check).
+    /// Wait until a container is healthy (or, unless `require_healthcheck`,
+    /// running when it has no health check).
     WaitHealthy {
         /// Its service.
         service: String,
         /// The container.
         container: String,
+        /// A container without a health check is an error (`service_healthy`),
+        /// rather than healthy once running (`--wait`).
+        require_healthcheck: bool,
     },
     /// Wait until a container has exited with status 0.
     WaitCompleted {
@@ -370,6 +374,8 @@ pub struct BuildOptions {
     pub never: bool,
     /// Do not use the build cache.
     pub no_cache: bool,
+    /// Build and pull what the named services depend on too.
+    pub with_deps: bool,
 }
 
 /// Services named plus, transitively, what they depend on (all when none named).
@@ -430,7 +436,7 @@ pub fn dependency_order(project: &Project) -> Vec<String> {
 /// service's `pull_policy` (`missing` by default, `always`, `never`, `build`).
 pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions) -> Plan {
     let mut plan = Plan::default();
-    let selected = selected_services(project, &options.services, false);
+    let selected = selected_services(project, &options.services, options.with_deps);
     let mut pulled = BTreeSet::new();
     for (name, s) in &project.services {
         if !selected.contains(name) {
@@ -484,9 +490,9 @@ pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions
     plan
 }
 
-/// Why a container must be recreated, if it must.
+/// Why a container must be recreated, if it must (`hash`: the service's config hash).
 fn must_recreate(
-    service: &Service,
+    hash: &str,
     c: &Container,
     image_id: &str,
     policy: Recreate,
@@ -495,7 +501,7 @@ fn must_recreate(
         Recreate::Never => None,
         Recreate::Force => Some("recreate forced"),
         Recreate::Diverged => {
-            if c.labels.get(labels::CONFIG_HASH) != Some(&config_hash(service)) {
+            if c.labels.get(labels::CONFIG_HASH).map(String::as_str) != Some(hash) {
                 Some("configuration changed")
             } else if !image_id.is_empty()
                 && c.labels.get(labels::IMAGE).map(String::as_str) != Some(image_id)
@@ -703,6 +709,7 @@ impl UpPlanner<'_> {
                 Action::WaitHealthy {
                     service: dep.to_string(),
                     container,
+                    require_healthcheck: true,
                 }
             } else {
                 Action::WaitCompleted {
@@ -743,12 +750,16 @@ impl UpPlanner<'_> {
             .get(&image)
             .map(|i| i.id.clone())
             .unwrap_or_default();
-        let mut existing: Vec<&Container> = self.observed.service_containers(name).collect();
+        let hash = config_hash(service);
+        let mut existing: Vec<(Option<&'static str>, &Container)> = self
+            .observed
+            .service_containers(name)
+            .map(|c| (must_recreate(&hash, c, &image_id, self.options.recreate), c))
+            .collect();
         // Obsolete containers first, then the highest numbers: they go first when scaling down.
-        existing.sort_by_key(|c| {
-            let obsolete = must_recreate(service, c, &image_id, self.options.recreate).is_some();
+        existing.sort_by_key(|(why, c)| {
             (
-                !obsolete,
+                why.is_none(),
                 std::cmp::Reverse(container_number(c).unwrap_or(0)),
             )
         });
@@ -758,12 +769,12 @@ impl UpPlanner<'_> {
         let desired_usize = desired as usize;
         let next = existing
             .iter()
-            .filter_map(|c| container_number(c))
+            .filter_map(|(_, c)| container_number(c))
             .max()
             .unwrap_or(0)
             + 1;
         let kept = existing.len().min(desired_usize);
-        for (i, c) in existing.iter().enumerate() {
+        for (i, &(recreate, c)) in existing.iter().enumerate() {
             let number = container_number(c).unwrap_or(0);
             if i >= desired_usize {
                 let stop = self.plan.push(
@@ -787,7 +798,7 @@ impl UpPlanner<'_> {
                 continue;
             }
             names.push((number, c.name.clone()));
-            if let Some(why) = must_recreate(service, c, &image_id, self.options.recreate) {
+            if let Some(why) = recreate {
                 let stop = self.plan.push(
                     Action::Stop {
                         service: name.into(),
@@ -1224,7 +1235,7 @@ pub fn plan_lifecycle(
             ),
             Lifecycle::Remove { stop, volumes } => {
                 let mut after = previous_ops.clone();
-                if running {
+                if running || c.state == ContainerState::Paused {
                     if !*stop {
                         plan.notes.push(format!(
                             "container {} is running: use -s to stop it first",

@@ -21,6 +21,8 @@ struct State {
     images: BTreeMap<String, Image>,
     failures: BTreeMap<String, String>,
     next_id: u64,
+    /// Containers created with a health check: healthy once running.
+    with_healthcheck: std::collections::BTreeSet<String>,
 }
 
 /// A runtime that keeps containers, networks, volumes and images in memory.
@@ -141,8 +143,13 @@ impl Runtime for FakeRuntime {
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails> {
         let mut s = self.lock();
         let c = Self::find(&mut s, id)?.clone();
+        let health = match (s.with_healthcheck.contains(&c.id), c.state) {
+            (true, ContainerState::Running) => Health::Healthy,
+            (true, _) => Health::Starting,
+            (false, _) => Health::None,
+        };
         Ok(ContainerDetails {
-            health: Health::None,
+            health,
             exit_code: 0,
             restarting: false,
             addresses: BTreeMap::new(),
@@ -161,6 +168,13 @@ impl Runtime for FakeRuntime {
         s.next_id += 1;
         let created = s.next_id as i64;
         let id = format!("{created:012x}");
+        if spec
+            .healthcheck
+            .as_ref()
+            .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"))
+        {
+            s.with_healthcheck.insert(id.clone());
+        }
         s.containers.insert(
             id.clone(),
             Container {

@@ -398,7 +398,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         bail!("the dependencies of {} could not be started", args.service);
     }
     let observed = observe(rt.as_ref(), &project).await?;
-    let mut build_only = plan_build(
+    let build_only = plan_build(
         &project,
         &observed,
         &BuildOptions {
@@ -407,12 +407,6 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
             ..BuildOptions::default()
         },
     );
-    build_only.ops.retain(|o| {
-        matches!(
-            o.action,
-            orchestrator::plan::Action::Build { .. } | orchestrator::plan::Action::Pull { .. }
-        )
-    });
     let built = run_plan(
         &rt,
         &engine,
@@ -507,6 +501,10 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         spec.restart = "no".into();
     }
     spec.stdin_once = !args.detach;
+    // A one-off answers to its own name only, not to the service's.
+    for a in &mut spec.networks {
+        a.aliases = vec![spec.name.clone()];
+    }
     let extra: Vec<runtime_shim::NetworkAttachment> = if spec.networks.len() > 1 {
         spec.networks.split_off(1)
     } else {

@@ -434,6 +434,13 @@ async fn converge(
     let observed = observe(rt.as_ref(), project).await?;
     let build_plan = plan_build(project, &observed, build);
     let built = run_plan(rt, engine, &build_plan, "Building", wait).await;
+    if !built.success() {
+        // Compose stops at a failed build or pull: no container is touched.
+        for (i, e) in &built.failures {
+            eprintln!("Error: {}: {e}", build_plan.ops[*i].action.subject());
+        }
+        return Ok((built, Outcome::default()));
+    }
     // Image ids may have changed: observe again before planning containers.
     let observed = if build_plan.is_empty() {
         observed
@@ -456,9 +463,6 @@ async fn converge(
     }
     for (i, e) in &ran.failures {
         eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
-    }
-    for (i, e) in &built.failures {
-        eprintln!("Error: {}: {e}", build_plan.ops[*i].action.subject());
     }
     Ok((built, ran))
 }
@@ -486,6 +490,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         always: args.build,
         never: args.no_build,
         no_cache: false,
+        with_deps: !args.no_deps,
     };
     let wait = ExecuteOptions {
         wait_timeout: args.wait_timeout.map(Duration::from_secs),
@@ -519,6 +524,7 @@ fn wait_plan(project: &Project, observed: &Observed, services: &[String]) -> Pla
             action: Action::WaitHealthy {
                 service,
                 container: c.name.clone(),
+                require_healthcheck: false,
             },
             reason: "--wait".into(),
             after: vec![],
@@ -677,6 +683,7 @@ pub async fn create(engine: Engine, options: LoadOptions, args: CreateArgs) -> R
         always: args.build,
         never: args.no_build,
         no_cache: false,
+        with_deps: true,
     };
     let (b, r) = converge(
         &engine,
@@ -721,8 +728,8 @@ pub async fn down(
     let mut plan = plan_down(&project, &observed, &options);
     if !args.services.is_empty() {
         // Networks and volumes stay while other services may use them.
-        plan.ops.retain(|o| {
-            !matches!(
+        plan = plan.without(|o| {
+            matches!(
                 o.action,
                 orchestrator::plan::Action::RemoveNetwork(_)
                     | orchestrator::plan::Action::RemoveVolume(_)
@@ -764,6 +771,7 @@ pub async fn scale(engine: Engine, options: LoadOptions, args: ScaleArgs) -> Res
     };
     let build = BuildOptions {
         services: up_options.services.clone(),
+        with_deps: !args.no_deps,
         ..BuildOptions::default()
     };
     let (b, r) = converge(
@@ -892,6 +900,7 @@ pub async fn build(engine: Engine, options: LoadOptions, args: BuildArgs) -> Res
             always: true,
             never: false,
             no_cache: args.no_cache,
+            with_deps: false,
         },
     );
     let engine = Engine {
