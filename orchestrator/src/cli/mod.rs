@@ -786,30 +786,13 @@ pub async fn scale(engine: Engine, options: LoadOptions, args: ScaleArgs) -> Res
     Ok(exit_code(&[&b, &r]))
 }
 
-/// The lifecycle commands.
-#[derive(Debug, Clone)]
-pub enum Verb {
-    /// `start`.
-    Start,
-    /// `stop`.
-    Stop(Option<i64>),
-    /// `restart`.
-    Restart(Option<i64>),
-    /// `kill`.
-    Kill(String),
-    /// `pause`.
-    Pause,
-    /// `unpause`.
-    Unpause,
-}
-
 /// `start`, `stop`, `restart`, `kill`, `pause`, `unpause`.
 pub async fn lifecycle(
     engine: Engine,
     options: LoadOptions,
     named: bool,
     services: Vec<String>,
-    verb: Verb,
+    command: Lifecycle,
 ) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     if !project.services.is_empty() {
@@ -817,13 +800,14 @@ pub async fn lifecycle(
     }
     let rt = connect().await?;
     let observed = observe_containers(rt.as_ref(), &project).await?;
-    let (command, title) = match verb {
-        Verb::Start => (Lifecycle::Start, "Running"),
-        Verb::Stop(t) => (Lifecycle::Stop(t), "Stopping"),
-        Verb::Restart(t) => (Lifecycle::Restart(t), "Restarting"),
-        Verb::Kill(s) => (Lifecycle::Kill(s), "Killing"),
-        Verb::Pause => (Lifecycle::Pause, "Pausing"),
-        Verb::Unpause => (Lifecycle::Unpause, "Unpausing"),
+    let title = match command {
+        Lifecycle::Start => "Running",
+        Lifecycle::Stop(_) => "Stopping",
+        Lifecycle::Restart(_) => "Restarting",
+        Lifecycle::Kill(_) => "Killing",
+        Lifecycle::Pause => "Pausing",
+        Lifecycle::Unpause => "Unpausing",
+        Lifecycle::Remove { .. } => "Removing",
     };
     let plan = plan_lifecycle(&project, &observed, &services, &command);
     let outcome = run_plan(&rt, &engine, &plan, title, ExecuteOptions::default()).await;
