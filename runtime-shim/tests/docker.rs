@@ -127,7 +127,12 @@ fn temp_dir(cleanup: &mut Cleanup, name: &str) -> PathBuf {
     dir
 }
 
+/// The test image's Dockerfile; `{unique}` becomes a label with the test's
+/// tag so that no two tests share a layer: tests run in parallel and remove
+/// their images, and a removed layer must not be one that another test's
+/// build is reusing from the cache at that moment.
 const DOCKERFILE: &str = r#"FROM scratch AS base
+LABEL rcs.test.unique={unique}
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 ARG GREETING=unset
@@ -143,7 +148,11 @@ RUN false
 async fn build_busybox(rt: &DockerRuntime, cleanup: &mut Cleanup, tag: &str) -> Vec<String> {
     let ctx = temp_dir(cleanup, &format!("{tag}-ctx").replace([':', '/'], "-"));
     std::fs::copy(BUSYBOX, ctx.join("busybox")).unwrap();
-    std::fs::write(ctx.join("Dockerfile.test"), DOCKERFILE).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile.test"),
+        DOCKERFILE.replace("{unique}", tag),
+    )
+    .unwrap();
     std::fs::write(ctx.join("junk-1"), "x").unwrap();
     std::fs::write(ctx.join("junk-keep"), "kept").unwrap();
     std::fs::create_dir_all(ctx.join("logs/deep")).unwrap();
