@@ -1,0 +1,754 @@
+//! The L7 frontend: HTTP/1.1 and h2c from clients, HTTP/1.1 with pooled
+//! keep-alive connections to endpoints, `Upgrade` tunnels, retries.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::backend::{ActiveGuard, BackendState, Hints, Replica};
+use crate::config::Timeouts;
+use crate::io::{Activity, Tracked};
+use crate::pool::{self, Sender, UpstreamBody};
+use crate::FrontendCounters;
+
+/// Endpoints tried for one request before giving up on connecting.
+const MAX_CONNECT_TRIES: usize = 3;
+
+/// A routing rule, ready to match.
+pub(crate) struct CompiledRoute {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub backend: Arc<BackendState>,
+}
+
+/// Everything an HTTP frontend needs to serve a request.
+pub(crate) struct HttpFrontend {
+    pub counters: Arc<FrontendCounters>,
+    pub routes: Vec<CompiledRoute>,
+    pub default: Option<Arc<BackendState>>,
+    pub timeouts: Timeouts,
+    pub port: u16,
+}
+
+impl HttpFrontend {
+    fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<BackendState>> {
+        let host = host.map(strip_port);
+        self.routes
+            .iter()
+            .find(|r| {
+                let host_ok = match (&r.host, host) {
+                    (None, _) => true,
+                    (Some(p), Some(h)) => glob_match(p.as_bytes(), h.as_bytes()),
+                    (Some(_), None) => false,
+                };
+                host_ok
+                    && r.path
+                        .as_ref()
+                        .is_none_or(|p| glob_match(p.as_bytes(), path.as_bytes()))
+            })
+            .map(|r| &r.backend)
+            .or(self.default.as_ref())
+    }
+}
+
+/// The host without its port (and without the brackets of an IPv6 literal
+/// with a port).
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Matches `text` against `pattern`, where `*` stands for any run of bytes,
+/// ignoring ASCII case. Linear apart from backtracking to the last `*`.
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p].eq_ignore_ascii_case(&text[t]) {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    frontend: Arc<HttpFrontend>,
+    limit: Arc<Semaphore>,
+    max_header_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(frontend.timeouts.client_header)
+        .max_buf_size(max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = crate::stopped(&mut shutdown) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, say: wait a little rather than spin.
+                    tracing::warn!("accept on {}: {e}", frontend.counters.name);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = crate::stopped(&mut shutdown) => return,
+        };
+        let frontend = Arc::clone(&frontend);
+        let builder = Arc::clone(&builder);
+        tokio::spawn(connection(stream, peer, frontend, builder, permit));
+    }
+}
+
+/// What a client connection shares with its requests.
+struct ConnState {
+    in_flight: AtomicUsize,
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    frontend: Arc<HttpFrontend>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    frontend.counters.opened();
+    let activity = Activity::new();
+    let state = Arc::new(ConnState {
+        in_flight: AtomicUsize::new(0),
+    });
+    let service = Proxy {
+        frontend: Arc::clone(&frontend),
+        peer,
+        conn: Arc::clone(&state),
+    };
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+    let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    let idle = frontend.timeouts.idle;
+    let mut closing = false;
+    loop {
+        let check = idle
+            .saturating_sub(activity.quiet_for())
+            .max(Duration::from_millis(100));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "client connection: {e}");
+                }
+                break;
+            }
+            _ = tokio::time::sleep(check), if !closing => {
+                if activity.quiet_for() >= idle && state.in_flight.load(Relaxed) == 0 {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+    frontend.counters.closed();
+}
+
+/// The proxy as a tower service, one per client connection.
+#[derive(Clone)]
+struct Proxy {
+    frontend: Arc<HttpFrontend>,
+    peer: SocketAddr,
+    conn: Arc<ConnState>,
+}
+
+impl tower::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            this.conn.in_flight.fetch_add(1, Relaxed);
+            let response = this.handle(request).await;
+            this.conn.in_flight.fetch_sub(1, Relaxed);
+            Ok(response)
+        })
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like).
+fn wants_upgrade(request: &Request<Incoming>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && connection_tokens(request.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the headers that concern one connection only (RFC 9110 §7.6.1),
+/// keeping the upgrade handshake when asked to.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Rejects framing that two parsers could read differently (request
+/// smuggling): both Content-Length and Transfer-Encoding, or several
+/// Content-Lengths.
+fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 0 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Some("both Content-Length and Transfer-Encoding");
+    }
+    if lengths > 1
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().contains(&b','))
+    {
+        return Some("more than one Content-Length");
+    }
+    None
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The parts of a request with an empty body, kept to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut r = Request::new(Either::Right(Empty::new()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+impl Proxy {
+    async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        self.frontend.counters.request();
+        if let Some(why) = ambiguous_framing(request.headers()) {
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()));
+        let Some(backend) = self
+            .frontend
+            .route(host.as_deref(), request.uri().path())
+            .cloned()
+        else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no backend for this request",
+            );
+        };
+        let upgrade = wants_upgrade(&request);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+
+        let (mut parts, body) = request.into_parts();
+        let uri_key = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
+        let sticky = backend
+            .config
+            .sticky_cookie
+            .as_deref()
+            .and_then(|name| cookie_value(&parts.headers, name))
+            .map(str::to_string);
+        self.prepare(&mut parts, host.as_deref(), upgrade, &backend);
+        let replay =
+            (!upgrade && is_idempotent(&parts.method) && body.is_end_stream()).then(|| Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+            });
+        let mut outgoing = Some(Request::from_parts(parts, Either::Left(body)));
+        let mut tried: Vec<Arc<Replica>> = Vec::new();
+        let mut replayed = false;
+        loop {
+            let hints = Hints {
+                client: Some(self.peer.ip()),
+                uri: uri_key.as_deref(),
+                sticky: sticky.as_deref(),
+                exclude: &tried,
+            };
+            let Some(replica) = backend.pick(&hints) else {
+                backend.unavailable.fetch_add(1, Relaxed);
+                return if tried.is_empty() {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "no endpoint available")
+                } else {
+                    error(StatusCode::BAD_GATEWAY, "no endpoint could be reached")
+                };
+            };
+            let guard = replica.begin(false);
+            let sender = if upgrade {
+                pool::connect(replica.addr, self.frontend.timeouts.connect).await
+            } else {
+                self.connection(&replica).await
+            };
+            let mut sender = match sender {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(backend = %backend.config.name, endpoint = %replica.id, "{e}");
+                    replica.failed(&backend);
+                    tried.push(replica);
+                    if tried.len() >= MAX_CONNECT_TRIES {
+                        return error(StatusCode::BAD_GATEWAY, "no endpoint could be reached");
+                    }
+                    continue;
+                }
+            };
+            let Some(req) = outgoing.take() else {
+                return error(StatusCode::BAD_GATEWAY, "request lost");
+            };
+            let sent = Instant::now();
+            let result =
+                tokio::time::timeout(self.frontend.timeouts.server, sender.try_send_request(req))
+                    .await;
+            let failure = match result {
+                Ok(Ok(response)) => {
+                    replica.observe_latency(sent.elapsed());
+                    replica.succeeded();
+                    return self.respond(
+                        response,
+                        sender,
+                        guard,
+                        &backend,
+                        sticky.as_deref(),
+                        client_upgrade,
+                    );
+                }
+                Ok(Err(mut e)) => {
+                    if let Some(unsent) = e.take_message() {
+                        // The connection closed before the request went out
+                        // (an idle keep-alive the endpoint had just dropped):
+                        // nothing was sent, so any request may go again.
+                        outgoing = Some(unsent);
+                        continue;
+                    }
+                    (StatusCode::BAD_GATEWAY, format!("{}", e.into_error()))
+                }
+                Err(_) => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the endpoint did not answer in time".to_string(),
+                ),
+            };
+            tracing::debug!(backend = %backend.config.name, endpoint = %replica.id, "{}", failure.1);
+            replica.failed(&backend);
+            match &replay {
+                Some(replay) if !replayed => {
+                    // Idempotent and bodiless: safe to send once more,
+                    // elsewhere.
+                    replayed = true;
+                    outgoing = Some(replay.request());
+                    tried.push(replica);
+                }
+                _ => return error(failure.0, &failure.1),
+            }
+        }
+    }
+
+    /// An idle pooled connection, or a new one.
+    async fn connection(&self, replica: &Replica) -> Result<Sender, pool::ConnectError> {
+        while let Some(mut sender) = replica.pool.take() {
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        pool::connect(replica.addr, self.frontend.timeouts.connect).await
+    }
+
+    /// Turns the client's request into the one the endpoint gets.
+    fn prepare(
+        &self,
+        parts: &mut http::request::Parts,
+        host: Option<&str>,
+        upgrade: bool,
+        backend: &BackendState,
+    ) {
+        if parts.version == Version::HTTP_2 {
+            if let Some(host) = host {
+                if !parts.headers.contains_key(header::HOST) {
+                    if let Ok(v) = HeaderValue::from_str(host) {
+                        parts.headers.insert(header::HOST, v);
+                    }
+                }
+            }
+        }
+        parts.version = Version::HTTP_11;
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let origin = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            if let Ok(uri) = origin.parse() {
+                parts.uri = uri;
+            }
+        }
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        let headers = &mut parts.headers;
+        let ip = self.peer.ip().to_string();
+        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert("x-forwarded-for", v);
+        }
+        if !(backend.config.keep_forwarded_proto && headers.contains_key("x-forwarded-proto")) {
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        }
+        if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.entry("x-forwarded-host").or_insert(host);
+        }
+        headers
+            .entry("x-forwarded-port")
+            .or_insert_with(|| HeaderValue::from(self.frontend.port));
+    }
+
+    fn respond(
+        &self,
+        response: Response<Incoming>,
+        sender: Sender,
+        guard: ActiveGuard,
+        backend: &BackendState,
+        sticky: Option<&str>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(&mut parts.headers, switching);
+        if let Some(name) = &backend.config.sticky_cookie {
+            let key = &guard.replica().key;
+            if sticky != Some(key.as_str()) {
+                if let Ok(v) = HeaderValue::from_str(&format!("{name}={key}; Path=/")) {
+                    parts.headers.append(header::SET_COOKIE, v);
+                }
+            }
+        }
+        if switching {
+            return self.tunnel(parts, body, sender, guard, client_upgrade);
+        }
+        if body.is_end_stream() {
+            // Nothing more to read: the connection is free again.
+            if !guard.replica().is_draining() {
+                guard.replica().pool.put(sender);
+            }
+            return Response::from_parts(parts, ProxyBody::Empty);
+        }
+        Response::from_parts(
+            parts,
+            ProxyBody::Upstream {
+                body,
+                done: Some((sender, guard)),
+            },
+        )
+    }
+
+    /// Joins the client and the endpoint once both have switched protocols.
+    fn tunnel(
+        &self,
+        parts: http::response::Parts,
+        body: Incoming,
+        sender: Sender,
+        guard: ActiveGuard,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        let Some(client_upgrade) = client_upgrade else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "the endpoint switched protocols unasked",
+            );
+        };
+        let mut upstream_response = Response::new(body);
+        let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
+        let replica = Arc::clone(guard.replica());
+        let idle = self.frontend.timeouts.tunnel;
+        let tunnel_guard = guard.into_tunnel();
+        tokio::spawn(async move {
+            let _sender = sender;
+            let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!("upgrade failed: {e}");
+                    return;
+                }
+            };
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            let mut closing = replica.closing();
+            tokio::select! {
+                r = crate::tcp::splice(&mut client, &mut upstream, idle) => {
+                    if let Err(e) = r {
+                        tracing::debug!("tunnel ended: {e}");
+                    }
+                }
+                _ = closing.wait_for(|c| *c) => {
+                    tracing::debug!(endpoint = %replica.id, "tunnel closed: endpoint drained");
+                }
+            }
+            drop(tunnel_guard);
+        });
+        Response::from_parts(parts, ProxyBody::Empty)
+    }
+}
+
+/// A short plain-text answer made by the balancer itself.
+fn error(status: StatusCode, why: &str) -> Response<ProxyBody> {
+    let text = format!(
+        "{} {}: {why}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ProxyBody::Full(Some(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The body of an answer to a client.
+pub(crate) enum ProxyBody {
+    /// No body.
+    Empty,
+    /// A body made here.
+    Full(Option<Bytes>),
+    /// An endpoint's body; once read in full, its connection goes back to
+    /// the pool and the request stops counting as in flight.
+    Upstream {
+        body: Incoming,
+        done: Option<(Sender, ActiveGuard)>,
+    },
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Upstream { body, done } => {
+                let frame = Pin::new(&mut *body).poll_frame(cx);
+                match &frame {
+                    Poll::Ready(None) => {
+                        if let Some((sender, guard)) = done.take() {
+                            if !guard.replica().is_draining() {
+                                guard.replica().pool.put(sender);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some((_, guard)) = done.take() {
+                            guard.replica().errored();
+                        }
+                    }
+                    _ => {}
+                }
+                frame
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_hosts_and_paths() {
+        assert!(glob_match(b"example.com", b"Example.COM"));
+        assert!(!glob_match(b"example.com", b"www.example.com"));
+        assert!(glob_match(b"*.example.com", b"www.example.com"));
+        assert!(!glob_match(b"*.example.com", b"example.com"));
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"/api/*", b"/api/users/1"));
+        assert!(!glob_match(b"/api/*", b"/apix"));
+        assert!(glob_match(b"/path*", b"/pathology"));
+        assert!(glob_match(b"*/*.js", b"/static/app.js"));
+        assert!(!glob_match(b"*/*.js", b"/static/app.css"));
+        assert!(glob_match(b"a*b*c", b"aXXbYYbZZc"));
+        assert!(!glob_match(b"a*b*c", b"aXXbYY"));
+    }
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("[::1]"), "::1");
+    }
+
+    #[test]
+    fn smuggling_prone_framing_is_found() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(ambiguous_framing(&h), None);
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(ambiguous_framing(&h).is_some());
+        h.remove(header::CONTENT_LENGTH);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        assert!(ambiguous_framing(&h).is_some());
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(ambiguous_framing(&h).is_some());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut upgrade = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(upgrade.get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(upgrade.get(header::UPGRADE).unwrap(), "websocket");
+        assert!(!upgrade.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SRV=abc; b=2"),
+        );
+        assert_eq!(cookie_value(&h, "SRV"), Some("abc"));
+        assert_eq!(cookie_value(&h, "srv"), None);
+    }
+}
