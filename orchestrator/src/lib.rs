@@ -4,7 +4,9 @@
 //! The binary (`src/main.rs`) is a thin layer over this library: it parses
 //! flags, gathers the process environment and prints results.
 
+pub mod balancer;
 pub mod convert;
+pub mod discover;
 pub mod execute;
 pub mod loader;
 pub mod model;

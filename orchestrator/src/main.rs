@@ -65,6 +65,8 @@ enum Command {
     Ps(cli::PsArgs),
     /// Scale services
     Scale(cli::ScaleArgs),
+    /// Run the built-in load balancer (what balancer services run)
+    Balancer(cli::balancer::BalancerArgs),
     /// Start services
     Start(cli::ServicesArgs),
     /// Stop services
@@ -266,6 +268,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Top(args) => cli::block_on(cli::top(load(&[])?, g.project_name.is_some(), args)),
         Command::Ls(args) => cli::block_on(cli::ls(args)),
         Command::Version(args) => cli::version(args),
+        Command::Balancer(args) => cli::balancer::run(args),
         Command::Exec(args) => cli::block_on(cli::interactive::exec(
             load(&[])?,
             g.project_name.is_some(),

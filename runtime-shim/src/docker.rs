@@ -957,6 +957,18 @@ fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
             Some((name, addr))
         })
         .collect();
+    let mut exposed_tcp_ports: Vec<u16> = config
+        .exposed_ports
+        .iter()
+        .flatten()
+        .filter_map(|key| match key.split_once('/') {
+            Some((port, "tcp")) => port.parse().ok(),
+            None => key.parse().ok(),
+            _ => None,
+        })
+        .collect();
+    exposed_tcp_ports.sort_unstable();
+    exposed_tcp_ports.dedup();
     let mut command = i.path.unwrap_or_default();
     for arg in i.args.unwrap_or_default() {
         command.push(' ');
@@ -996,6 +1008,7 @@ fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
         exit_code: state.exit_code.unwrap_or(0),
         restarting: state.restarting.unwrap_or(false),
         addresses,
+        exposed_tcp_ports,
     }
 }
 

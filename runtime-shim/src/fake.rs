@@ -153,6 +153,7 @@ impl Runtime for FakeRuntime {
             exit_code: 0,
             restarting: false,
             addresses: BTreeMap::new(),
+            exposed_tcp_ports: Vec::new(),
             container: c,
         })
     }

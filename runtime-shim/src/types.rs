@@ -115,6 +115,8 @@ pub struct ContainerDetails {
     pub restarting: bool,
     /// Addresses per network.
     pub addresses: BTreeMap<String, String>,
+    /// The TCP ports it exposes (its image's and its own), ascending.
+    pub exposed_tcp_ports: Vec<u16>,
 }
 
 /// A port to publish.

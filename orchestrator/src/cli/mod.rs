@@ -3,6 +3,7 @@
 //! `--dry-run`). Everything decided is decided by the library; this module
 //! only parses flags and prints.
 
+pub mod balancer;
 pub mod interactive;
 pub mod progress;
 
@@ -60,7 +61,9 @@ pub(crate) fn load_project(options: &LoadOptions, named: bool) -> Result<Project
             for w in &loaded.warnings {
                 eprintln!("WARN[0000] {w}");
             }
-            Ok(loaded.project)
+            // Balancer services run the built-in balancer.
+            orchestrator::balancer::prepare(&loaded.project, &balancer::image_tag())
+                .map_err(|e| anyhow::anyhow!(e))
         }
         Err(e)
             if named
@@ -431,6 +434,14 @@ async fn converge(
     up: &UpOptions,
     wait: ExecuteOptions,
 ) -> Result<(Outcome, Outcome)> {
+    if !engine.dry_run
+        && project
+            .services
+            .values()
+            .any(orchestrator::balancer::is_prepared)
+    {
+        balancer::ensure_image(rt.as_ref(), &balancer::image_tag()).await?;
+    }
     let observed = observe(rt.as_ref(), project).await?;
     let build_plan = plan_build(project, &observed, build);
     let built = run_plan(rt, engine, &build_plan, "Building", wait).await;

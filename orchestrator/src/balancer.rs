@@ -1,0 +1,1036 @@
+//! Balancer services: a compose service that rcompose serves with its
+//! built-in balancer instead of running the service's image.
+//!
+//! Two spellings select one:
+//! - `image: dockercloud/haproxy` (the classic Compose frontend), read with
+//!   that image's knobs: `BALANCE`, `MODE`, `HEALTH_CHECK`, `TIMEOUT`,
+//!   `MAXCONN`, `STATS_PORT`, `STATS_AUTH`, `SKIP_FORWARDED_PROTO` on the
+//!   frontend; `VIRTUAL_HOST`, `VIRTUAL_HOST_WEIGHT`, `BALANCE`, `COOKIE`,
+//!   `HEALTH_CHECK`, `HTTP_CHECK`, `TCP_PORTS`, `EXCLUDE_PORTS` on the
+//!   linked services;
+//! - an `x-rcompose-balancer` block on a service, the same options in
+//!   structured form (see [`Structured`]).
+//!
+//! Everything here is pure: the project in, a [`BalancerSpec`] out, which the
+//! balancer's container receives whole. The spec's `members` say which
+//! containers feed which backend; [`endpoints_of`] turns one container into
+//! its endpoints, for the balancer's own discovery and for the CLI alike.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use runtime_shim::ContainerDetails;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{values, Project, Service};
+
+/// The service extension of the structured spelling.
+pub const EXTENSION: &str = "x-rcompose-balancer";
+
+/// The environment variable that carries the spec into the container.
+pub const SPEC_ENV: &str = "RCOMPOSE_BALANCER_SPEC";
+
+/// The port the balancer's control listener uses inside its container
+/// (never published; reachable on the project's networks only).
+pub const CONTROL_PORT: u16 = 19736;
+
+/// Everything a balancer container needs to know.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalancerSpec {
+    /// The project's name (its containers carry it as a label).
+    pub project: String,
+    /// The balancer's own service.
+    pub service: String,
+    /// Listeners, backends, policies.
+    pub config: lb::Config,
+    /// Which services' containers feed which backend.
+    pub members: Vec<Member>,
+    /// Engine names of the networks the balancer is on, in order of
+    /// preference for reaching an endpoint.
+    pub networks: Vec<String>,
+}
+
+/// A service whose containers are endpoints of a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The backend.
+    pub backend: String,
+    /// The compose service.
+    pub service: String,
+    /// The container port; none means every exposed TCP port but `exclude`.
+    pub port: Option<u16>,
+    /// Ports left out when `port` is none.
+    #[serde(default)]
+    pub exclude: Vec<u16>,
+}
+
+/// Whether a service is served by the built-in balancer.
+pub fn is_balancer(service: &Service) -> bool {
+    service.extensions.contains_key(EXTENSION) || is_dockercloud_image(&service.image)
+}
+
+/// Whether a service has been through [`prepare`] (it runs the balancer).
+pub fn is_prepared(service: &Service) -> bool {
+    service.environment.0.contains_key(SPEC_ENV)
+}
+
+fn is_dockercloud_image(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or(image);
+    // Drop a tag (a colon after the last slash) and a registry prefix.
+    let name = match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    };
+    name == "dockercloud/haproxy" || name.ends_with("/dockercloud/haproxy")
+}
+
+/// Every balancer service of the project with its spec, in service order.
+pub fn balancers(project: &Project) -> Vec<(String, Result<BalancerSpec, String>)> {
+    project
+        .services
+        .iter()
+        .filter(|(_, s)| is_balancer(s))
+        .map(|(name, _)| (name.clone(), spec(project, name)))
+        .collect()
+}
+
+/// The spec of balancer service `name`; an error names the service and the
+/// setting that is wrong.
+pub fn spec(project: &Project, name: &str) -> Result<BalancerSpec, String> {
+    let service = project
+        .services
+        .get(name)
+        .ok_or_else(|| format!("no service {name:?}"))?;
+    let mut spec = match service.extensions.get(EXTENSION) {
+        Some(value) => structured(project, name, service, value)?,
+        None => dockercloud(project, name, service)?,
+    };
+    spec.config.control = Some(lb::Control {
+        listen: any(CONTROL_PORT),
+        token: control_token(&spec),
+    });
+    if spec
+        .config
+        .frontends
+        .iter()
+        .any(|f| f.listen.port() == CONTROL_PORT)
+    {
+        return Err(format!(
+            "service {name:?}: port {CONTROL_PORT} is the balancer's control port"
+        ));
+    }
+    spec.config
+        .validate()
+        .map_err(|e| format!("service {name:?}: {e}"))?;
+    Ok(spec)
+}
+
+/// The control token: derived from the spec, so that planning stays a pure
+/// function. It keeps out other containers that share a network and do not
+/// know the project; it is not a secret from anyone who can inspect the
+/// balancer's container (who can control the engine anyway).
+fn control_token(spec: &BalancerSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn any(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+/// The services a balancer sends to by default: its links and its
+/// dependencies, each once, in name order.
+fn default_backends(name: &str, service: &Service) -> Vec<String> {
+    let mut names: Vec<String> = service
+        .links
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or(l).to_string())
+        .chain(service.depends_on.keys().cloned())
+        .filter(|s| s != name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn networks(project: &Project, service: &Service) -> Vec<String> {
+    let mut keys: Vec<&String> = service.networks.keys().collect();
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    // Highest priority first, as the engine attaches them.
+    keys.sort_by_key(|k| {
+        std::cmp::Reverse(service.networks[*k].as_ref().map_or(0, |n| n.priority))
+    });
+    keys.iter()
+        .map(|k| {
+            project
+                .networks
+                .get(*k)
+                .map_or_else(|| (*k).clone(), |n| n.name.clone())
+        })
+        .collect()
+}
+
+fn env<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
+    service
+        .environment
+        .0
+        .get(key)
+        .and_then(|v| v.as_deref())
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// Reads a balancing algorithm in HAProxy's spelling or rcompose's.
+fn policy(value: &str) -> Option<lb::Policy> {
+    let first = value.split_whitespace().next().unwrap_or("");
+    Some(
+        match first.to_ascii_lowercase().replace('-', "_").as_str() {
+            "roundrobin" | "round_robin" | "static_rr" | "first" => lb::Policy::RoundRobin,
+            "leastconn" | "least_conn" => lb::Policy::LeastConn,
+            "p2c" | "power_of_two" => lb::Policy::PowerOfTwo,
+            "random" => lb::Policy::Random,
+            "source" | "source_hash" => lb::Policy::SourceHash,
+            "uri" | "uri_hash" => lb::Policy::UriHash,
+            _ => return None,
+        },
+    )
+}
+
+fn policy_of(service: &str, var: &str, value: &str) -> Result<lb::Policy, String> {
+    policy(value).ok_or_else(|| {
+        format!(
+            "service {service:?}: {var}={value:?} is not a balancing algorithm rcompose knows \
+             (roundrobin, leastconn, p2c, random, source, uri)"
+        )
+    })
+}
+
+/// HAProxy's time syntax: a number of milliseconds, or with a unit.
+fn haproxy_time(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "" | "ms" => Duration::from_millis(n),
+        "us" => Duration::from_micros(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => return None,
+    })
+}
+
+/// `HEALTH_CHECK` (`check inter 2000 rise 2 fall 3`): an active TCP check
+/// when it says `check`, none otherwise.
+fn health_check(service: &str, value: &str) -> Result<Option<lb::HealthCheck>, String> {
+    let words: Vec<&str> = value.split_whitespace().collect();
+    if !words.contains(&"check") {
+        return Ok(None);
+    }
+    let mut check = lb::HealthCheck::default();
+    let bad = |w: &str| format!("service {service:?}: HEALTH_CHECK={value:?}: cannot read {w:?}");
+    let mut i = 0;
+    while i < words.len() {
+        let arg = words.get(i + 1).copied().unwrap_or("");
+        match words[i] {
+            "inter" => check.interval = haproxy_time(arg).ok_or_else(|| bad(arg))?,
+            "rise" => check.rise = arg.parse().map_err(|_| bad(arg))?,
+            "fall" => check.fall = arg.parse().map_err(|_| bad(arg))?,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    check.timeout = check.interval.min(Duration::from_secs(2));
+    Ok(Some(check))
+}
+
+/// `HTTP_CHECK` (`OPTIONS /health HTTP/1.1...`): the path of an HTTP check.
+fn http_check_path(value: &str) -> Option<String> {
+    let mut words = value.split_whitespace();
+    let first = words.next()?;
+    let path = if first.starts_with('/') {
+        first
+    } else {
+        words.next()?
+    };
+    path.starts_with('/').then(|| path.to_string())
+}
+
+/// `TIMEOUT` (`connect 5000, client 50000, server 50000`).
+fn timeouts(service: &str, value: &str) -> Result<lb::Timeouts, String> {
+    let mut t = lb::Timeouts::default();
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (what, time) = part.split_once(char::is_whitespace).unwrap_or((part, ""));
+        let time = haproxy_time(time)
+            .ok_or_else(|| format!("service {service:?}: TIMEOUT: cannot read {part:?}"))?;
+        match what {
+            "connect" => t.connect = time,
+            "client" => t.idle = time,
+            "server" => t.server = time,
+            "http-request" => t.client_header = time,
+            "tunnel" => t.tunnel = time,
+            // Other HAProxy timeouts have no counterpart; they are harmless.
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+fn ports(service: &str, var: &str, value: Option<&str>) -> Result<Vec<u16>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let number = p.split('/').next().unwrap_or(p);
+            number
+                .parse()
+                .map_err(|_| format!("service {service:?}: {var}: {p:?} is not a port"))
+        })
+        .collect()
+}
+
+/// One `VIRTUAL_HOST` entry: `[scheme://]host[:port][/path]`.
+#[derive(Debug, PartialEq)]
+struct VirtualHost {
+    port: u16,
+    host: Option<String>,
+    path: Option<String>,
+}
+
+fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, String> {
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (scheme, rest) = match entry.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            None => ("http".to_string(), entry),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], Some(rest[i..].to_string())),
+            None => (rest, None),
+        };
+        let default_port = if scheme == "https" || scheme == "wss" {
+            443
+        } else {
+            80
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse().map_err(|_| {
+                    format!("service {service:?}: VIRTUAL_HOST: bad port in {entry:?}")
+                })?,
+            ),
+            None => (authority, default_port),
+        };
+        out.push(VirtualHost {
+            port,
+            host: (!host.is_empty()).then(|| host.to_string()),
+            path,
+        });
+    }
+    Ok(out)
+}
+
+/// The `dockercloud/haproxy` spelling.
+fn dockercloud(project: &Project, name: &str, service: &Service) -> Result<BalancerSpec, String> {
+    let global_policy = match env(service, "BALANCE") {
+        Some(v) => policy_of(name, "BALANCE", v)?,
+        None => lb::Policy::RoundRobin,
+    };
+    let global_mode = match env(service, "MODE").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("http") => lb::Mode::Http,
+        Some("tcp") => lb::Mode::Tcp,
+        Some(other) => {
+            return Err(format!(
+                "service {name:?}: MODE={other:?}: expected http or tcp"
+            ))
+        }
+    };
+    let global_check = health_check(
+        name,
+        env(service, "HEALTH_CHECK").unwrap_or("check inter 2000 rise 2 fall 3"),
+    )?;
+    let mut config = lb::Config {
+        timeouts: timeouts(
+            name,
+            env(service, "TIMEOUT").unwrap_or("connect 5000, client 50000, server 50000"),
+        )?,
+        ..lb::Config::default()
+    };
+    if let Some(max) = env(service, "MAXCONN") {
+        config.max_connections = max
+            .trim()
+            .parse()
+            .map_err(|_| format!("service {name:?}: MAXCONN={max:?} is not a number"))?;
+    }
+    let stats_port = match env(service, "STATS_PORT") {
+        Some(p) => p
+            .trim()
+            .parse()
+            .map_err(|_| format!("service {name:?}: STATS_PORT={p:?} is not a port"))?,
+        None => 1936,
+    };
+    config.stats = Some(lb::Stats {
+        listen: any(stats_port),
+        auth: Some(
+            env(service, "STATS_AUTH")
+                .unwrap_or("stats:stats")
+                .to_string(),
+        ),
+    });
+    let keep_proto = env(service, "SKIP_FORWARDED_PROTO").is_some();
+
+    let mut members = Vec::new();
+    let mut backends: Vec<lb::Backend> = Vec::new();
+    let mut frontends: Vec<lb::Frontend> = Vec::new();
+    let make_backend =
+        |backend_name: String, svc: &Service, svc_name: &str| -> Result<lb::Backend, String> {
+            let mut check = match env(svc, "HEALTH_CHECK") {
+                Some(v) => health_check(svc_name, v)?,
+                None => global_check.clone(),
+            };
+            if let (Some(check), Some(path)) = (
+                check.as_mut(),
+                env(svc, "HTTP_CHECK").and_then(http_check_path),
+            ) {
+                check.http_path = Some(path);
+            }
+            Ok(lb::Backend {
+                policy: match env(svc, "BALANCE") {
+                    Some(v) => policy_of(svc_name, "BALANCE", v)?,
+                    None => global_policy,
+                },
+                sticky_cookie: env(svc, "COOKIE")
+                    .and_then(|c| c.split_whitespace().next())
+                    .map(str::to_string),
+                health_check: check,
+                keep_forwarded_proto: keep_proto,
+                ..lb::Backend::new(backend_name)
+            })
+        };
+
+    let linked = default_backends(name, service);
+    let mut vhosts: Vec<(i64, String, Vec<VirtualHost>)> = Vec::new();
+    let mut plain: Vec<String> = Vec::new();
+    for svc_name in &linked {
+        let Some(svc) = project.services.get(svc_name) else {
+            continue;
+        };
+        let tcp_ports = ports(svc_name, "TCP_PORTS", env(svc, "TCP_PORTS"))?;
+        let mut exclude = ports(svc_name, "EXCLUDE_PORTS", env(svc, "EXCLUDE_PORTS"))?;
+        for &p in &tcp_ports {
+            let backend = format!("port_{p}");
+            if !backends.iter().any(|b| b.name == backend) {
+                backends.push(make_backend(backend.clone(), svc, svc_name)?);
+                frontends.push(lb::Frontend {
+                    name: backend.clone(),
+                    listen: any(p),
+                    mode: lb::Mode::Tcp,
+                    routes: Vec::new(),
+                    default_backend: Some(backend.clone()),
+                });
+            }
+            members.push(Member {
+                backend,
+                service: svc_name.clone(),
+                port: Some(p),
+                exclude: Vec::new(),
+            });
+        }
+        exclude.extend(&tcp_ports);
+        match env(svc, "VIRTUAL_HOST") {
+            Some(v) => {
+                let weight = env(svc, "VIRTUAL_HOST_WEIGHT")
+                    .and_then(|w| w.trim().parse().ok())
+                    .unwrap_or(0);
+                let backend = format!("SERVICE_{svc_name}");
+                backends.push(make_backend(backend.clone(), svc, svc_name)?);
+                members.push(Member {
+                    backend,
+                    service: svc_name.clone(),
+                    port: None,
+                    exclude,
+                });
+                vhosts.push((weight, svc_name.clone(), virtual_hosts(svc_name, v)?));
+            }
+            None => {
+                plain.push(svc_name.clone());
+                members.push(Member {
+                    backend: "default_service".into(),
+                    service: svc_name.clone(),
+                    port: None,
+                    exclude,
+                });
+            }
+        }
+    }
+    if vhosts.is_empty() {
+        // Without VIRTUAL_HOST, every linked service is one pool on port 80;
+        // its settings come from the first service that sets them.
+        if !plain.is_empty() {
+            let mut backend = lb::Backend {
+                policy: global_policy,
+                health_check: global_check.clone(),
+                keep_forwarded_proto: keep_proto,
+                ..lb::Backend::new("default_service")
+            };
+            for svc_name in &plain {
+                let svc = &project.services[svc_name];
+                let own = make_backend("default_service".into(), svc, svc_name)?;
+                if env(svc, "BALANCE").is_some() && backend.policy == global_policy {
+                    backend.policy = own.policy;
+                }
+                if backend.sticky_cookie.is_none() {
+                    backend.sticky_cookie = own.sticky_cookie;
+                }
+                if env(svc, "HEALTH_CHECK").is_some() || env(svc, "HTTP_CHECK").is_some() {
+                    backend.health_check = own.health_check;
+                }
+            }
+            backends.push(backend);
+            frontends.push(lb::Frontend {
+                name: "default_port_80".into(),
+                listen: any(80),
+                mode: global_mode,
+                routes: Vec::new(),
+                default_backend: Some("default_service".into()),
+            });
+        }
+    } else {
+        // With VIRTUAL_HOST, services without one are not reachable (as with
+        // the image), and rules go by weight, highest first.
+        members.retain(|m| m.backend != "default_service");
+        vhosts.sort_by_key(|(weight, _, _)| std::cmp::Reverse(*weight));
+        for (_, svc_name, entries) in &vhosts {
+            for vh in entries {
+                let frontend_name = format!("port_{}", vh.port);
+                if !frontends.iter().any(|f| f.name == frontend_name) {
+                    frontends.push(lb::Frontend {
+                        name: frontend_name.clone(),
+                        listen: any(vh.port),
+                        mode: lb::Mode::Http,
+                        routes: Vec::new(),
+                        default_backend: None,
+                    });
+                }
+                if let Some(f) = frontends.iter_mut().find(|f| f.name == frontend_name) {
+                    f.routes.push(lb::Route {
+                        host: vh.host.clone(),
+                        path: vh.path.clone(),
+                        backend: format!("SERVICE_{svc_name}"),
+                    });
+                }
+            }
+        }
+    }
+    // A TCP port that is also an HTTP port stays TCP, as with the image.
+    let tcp: Vec<u16> = frontends
+        .iter()
+        .filter(|f| f.mode == lb::Mode::Tcp && f.name.starts_with("port_"))
+        .map(|f| f.listen.port())
+        .collect();
+    frontends.retain(|f| f.mode == lb::Mode::Tcp || !tcp.contains(&f.listen.port()));
+    config.frontends = frontends;
+    config.backends = backends;
+    Ok(BalancerSpec {
+        project: project.name.clone(),
+        service: name.to_string(),
+        config,
+        members,
+        networks: networks(project, service),
+    })
+}
+
+/// The structured spelling, `x-rcompose-balancer` on a service:
+///
+/// ```yaml
+/// x-rcompose-balancer:
+///   listen: 80                  # the HTTP port (default 80)
+///   balance: least_conn         # default round_robin
+///   stats: { port: 8404, auth: "admin:secret" }   # off by default
+///   health_check: { http_path: /health, interval: 2s, rise: 2, fall: 3 }
+///   slow_start: 5s
+///   timeouts: { connect: 5s, client_header: 10s, idle: 50s, server: 50s }
+///   max_connections: 4096
+///   backends:                   # default: links and depends_on, on
+///     - service: api            # every exposed port
+///       port: 8080
+///       host: api.example.com   # routing (optional); an entry without
+///       path: /v1/*             # host and path is the default
+///       balance: p2c
+///       sticky_cookie: SRV
+///   tcp:
+///     - { listen: 6379, service: redis, port: 6379 }
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Structured {
+    #[serde(default)]
+    listen: Option<u16>,
+    #[serde(default)]
+    balance: Option<String>,
+    #[serde(default)]
+    stats: Option<StructuredStats>,
+    #[serde(default)]
+    health_check: Option<StructuredCheck>,
+    #[serde(default)]
+    slow_start: Option<values::Duration>,
+    #[serde(default)]
+    timeouts: Option<StructuredTimeouts>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    backends: Option<Vec<StructuredBackend>>,
+    #[serde(default)]
+    tcp: Vec<StructuredTcp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredStats {
+    port: u16,
+    #[serde(default)]
+    auth: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredCheck {
+    #[serde(default)]
+    http_path: Option<String>,
+    #[serde(default)]
+    expect_status: Option<u16>,
+    #[serde(default)]
+    interval: Option<values::Duration>,
+    #[serde(default)]
+    timeout: Option<values::Duration>,
+    #[serde(default)]
+    rise: Option<u32>,
+    #[serde(default)]
+    fall: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredTimeouts {
+    #[serde(default)]
+    connect: Option<values::Duration>,
+    #[serde(default)]
+    client_header: Option<values::Duration>,
+    #[serde(default)]
+    idle: Option<values::Duration>,
+    #[serde(default)]
+    server: Option<values::Duration>,
+    #[serde(default)]
+    tunnel: Option<values::Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredBackend {
+    service: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    balance: Option<String>,
+    #[serde(default)]
+    sticky_cookie: Option<String>,
+    #[serde(default)]
+    health_check: Option<StructuredCheck>,
+    #[serde(default)]
+    slow_start: Option<values::Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredTcp {
+    listen: u16,
+    service: String,
+    port: u16,
+    #[serde(default)]
+    balance: Option<String>,
+}
+
+fn std_duration(d: &values::Duration) -> Duration {
+    Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+}
+
+impl StructuredCheck {
+    fn to_lb(&self) -> lb::HealthCheck {
+        let mut c = lb::HealthCheck {
+            http_path: self.http_path.clone(),
+            expect_status: self.expect_status,
+            ..lb::HealthCheck::default()
+        };
+        if let Some(d) = &self.interval {
+            c.interval = std_duration(d);
+        }
+        if let Some(d) = &self.timeout {
+            c.timeout = std_duration(d);
+        }
+        c.rise = self.rise.unwrap_or(c.rise);
+        c.fall = self.fall.unwrap_or(c.fall);
+        c
+    }
+}
+
+fn structured(
+    project: &Project,
+    name: &str,
+    service: &Service,
+    value: &serde_yaml::Value,
+) -> Result<BalancerSpec, String> {
+    let s: Structured = serde_yaml::from_value(value.clone())
+        .map_err(|e| format!("service {name:?}: {EXTENSION}: {e}"))?;
+    let policy = match &s.balance {
+        Some(b) => policy_of(name, &format!("{EXTENSION}.balance"), b)?,
+        None => lb::Policy::RoundRobin,
+    };
+    let mut config = lb::Config::default();
+    if let Some(t) = &s.timeouts {
+        let set = |slot: &mut Duration, v: &Option<values::Duration>| {
+            if let Some(v) = v {
+                *slot = std_duration(v);
+            }
+        };
+        set(&mut config.timeouts.connect, &t.connect);
+        set(&mut config.timeouts.client_header, &t.client_header);
+        set(&mut config.timeouts.idle, &t.idle);
+        set(&mut config.timeouts.server, &t.server);
+        set(&mut config.timeouts.tunnel, &t.tunnel);
+    }
+    if let Some(max) = s.max_connections {
+        config.max_connections = max;
+    }
+    config.stats = s.stats.as_ref().map(|st| lb::Stats {
+        listen: any(st.port),
+        auth: st.auth.clone(),
+    });
+    let entries: Vec<StructuredBackend> = match s.backends {
+        Some(b) => b,
+        None => default_backends(name, service)
+            .into_iter()
+            .map(|service| StructuredBackend {
+                service,
+                port: None,
+                host: None,
+                path: None,
+                balance: None,
+                sticky_cookie: None,
+                health_check: None,
+                slow_start: None,
+            })
+            .collect(),
+    };
+    let mut members = Vec::new();
+    let mut frontend = lb::Frontend {
+        name: "http".into(),
+        listen: any(s.listen.unwrap_or(80)),
+        ..lb::Frontend::default()
+    };
+    let mut pooled: Option<String> = None;
+    for (i, e) in entries.iter().enumerate() {
+        if !project.services.contains_key(&e.service) {
+            return Err(format!(
+                "service {name:?}: {EXTENSION}: backend service {:?} is not defined",
+                e.service
+            ));
+        }
+        let routed = e.host.is_some() || e.path.is_some();
+        let unique = e.balance.is_some()
+            || e.sticky_cookie.is_some()
+            || e.health_check.is_some()
+            || e.slow_start.is_some();
+        // Entries with neither routing nor options of their own share one
+        // default backend, so that several plain services are one pool.
+        let backend_name = if !routed && !unique {
+            pooled.get_or_insert_with(|| "default".to_string()).clone()
+        } else {
+            format!("{}-{i}", e.service)
+        };
+        if !config.backends.iter().any(|b| b.name == backend_name) {
+            config.backends.push(lb::Backend {
+                policy: match &e.balance {
+                    Some(b) => policy_of(name, &format!("{EXTENSION}.backends.balance"), b)?,
+                    None => policy,
+                },
+                sticky_cookie: e.sticky_cookie.clone(),
+                health_check: e
+                    .health_check
+                    .as_ref()
+                    .or(s.health_check.as_ref())
+                    .map(StructuredCheck::to_lb),
+                slow_start: e
+                    .slow_start
+                    .as_ref()
+                    .or(s.slow_start.as_ref())
+                    .map(std_duration)
+                    .unwrap_or_default(),
+                ..lb::Backend::new(backend_name.clone())
+            });
+        }
+        if routed {
+            frontend.routes.push(lb::Route {
+                host: e.host.clone(),
+                path: e.path.clone(),
+                backend: backend_name.clone(),
+            });
+        } else if frontend.default_backend.is_none() {
+            frontend.default_backend = Some(backend_name.clone());
+        }
+        members.push(Member {
+            backend: backend_name,
+            service: e.service.clone(),
+            port: e.port,
+            exclude: Vec::new(),
+        });
+    }
+    if !config.backends.is_empty() {
+        config.frontends.push(frontend);
+    }
+    for t in &s.tcp {
+        if !project.services.contains_key(&t.service) {
+            return Err(format!(
+                "service {name:?}: {EXTENSION}: tcp service {:?} is not defined",
+                t.service
+            ));
+        }
+        let backend = format!("tcp-{}", t.listen);
+        config.backends.push(lb::Backend {
+            policy: match &t.balance {
+                Some(b) => policy_of(name, &format!("{EXTENSION}.tcp.balance"), b)?,
+                None => policy,
+            },
+            ..lb::Backend::new(backend.clone())
+        });
+        config.frontends.push(lb::Frontend {
+            name: backend.clone(),
+            listen: any(t.listen),
+            mode: lb::Mode::Tcp,
+            routes: Vec::new(),
+            default_backend: Some(backend.clone()),
+        });
+        members.push(Member {
+            backend,
+            service: t.service.clone(),
+            port: Some(t.port),
+            exclude: Vec::new(),
+        });
+    }
+    Ok(BalancerSpec {
+        project: project.name.clone(),
+        service: name.to_string(),
+        config,
+        members,
+        networks: networks(project, service),
+    })
+}
+
+/// Where the engine's socket is, for the balancer to follow events.
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// The project as rcompose runs it: each balancer service runs the built-in
+/// balancer from `image` (built from rcompose itself) with its spec in the
+/// environment, restarts unless stopped (unless told otherwise), and can
+/// reach the engine's socket. The spec is part of the service's config, so a
+/// change to the balancer's backends or options recreates it.
+pub fn prepare(project: &Project, image: &str) -> Result<Project, String> {
+    let mut out = project.clone();
+    for (name, spec) in balancers(project) {
+        let spec = spec?;
+        let Some(service) = out.services.get_mut(&name) else {
+            continue;
+        };
+        service.image = image.to_string();
+        service.build = None;
+        service.pull_policy = "never".to_string();
+        service.entrypoint = Some(values::ShellCommand(vec![
+            "/rcompose".into(),
+            "balancer".into(),
+        ]));
+        service.command = None;
+        let json = serde_json::to_string(&spec).map_err(|e| format!("service {name:?}: {e}"))?;
+        service
+            .environment
+            .0
+            .insert(SPEC_ENV.to_string(), Some(json));
+        if service.restart.is_empty() {
+            service.restart = "unless-stopped".to_string();
+        }
+        let has_socket = service.volumes.iter().any(|v| v.target == DOCKER_SOCKET);
+        if !has_socket {
+            service.volumes.push(crate::model::VolumeMount {
+                kind: "bind".into(),
+                source: DOCKER_SOCKET.into(),
+                target: DOCKER_SOCKET.into(),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The endpoints a container provides, by backend: one per member its
+/// service is, on the address it has on the first network it shares with
+/// the balancer. The endpoint id is `<container id>:<port>`.
+pub fn endpoints_of(
+    spec: &BalancerSpec,
+    details: &ContainerDetails,
+) -> Vec<(String, lb::Endpoint)> {
+    let c = &details.container;
+    let Some(service) = c.labels.get(crate::convert::labels::SERVICE) else {
+        return Vec::new();
+    };
+    if c.labels
+        .get(crate::convert::labels::ONEOFF)
+        .map(String::as_str)
+        == Some("True")
+    {
+        return Vec::new();
+    }
+    let address = spec
+        .networks
+        .iter()
+        .find_map(|n| details.addresses.get(n))
+        .or_else(|| details.addresses.values().next())
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    let Some(ip) = address else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for m in spec.members.iter().filter(|m| &m.service == service) {
+        let ports: Vec<u16> = match m.port {
+            Some(p) => vec![p],
+            None => details
+                .exposed_tcp_ports
+                .iter()
+                .copied()
+                .filter(|p| !m.exclude.contains(p))
+                .collect(),
+        };
+        for port in ports {
+            out.push((
+                m.backend.clone(),
+                lb::Endpoint::new(format!("{}:{port}", c.id), SocketAddr::new(ip, port)),
+            ));
+        }
+    }
+    out
+}
+
+/// The services whose containers feed some balancer of the project.
+pub fn backend_services(project: &Project) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (balancer, spec) in balancers(project) {
+        let Ok(spec) = spec else { continue };
+        for m in spec.members {
+            let list = out.entry(m.service).or_default();
+            if !list.contains(&balancer) {
+                list.push(balancer.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dockercloud_image_is_recognised_in_its_spellings() {
+        for image in [
+            "dockercloud/haproxy",
+            "dockercloud/haproxy:1.6.7",
+            "docker.io/dockercloud/haproxy",
+            "dockercloud/haproxy@sha256:abc",
+        ] {
+            assert!(is_dockercloud_image(image), "{image}");
+        }
+        for image in ["haproxy", "dockercloud/haproxyx", "me/dockercloud-haproxy"] {
+            assert!(!is_dockercloud_image(image), "{image}");
+        }
+    }
+
+    #[test]
+    fn haproxy_settings_are_read() {
+        assert_eq!(policy("leastconn"), Some(lb::Policy::LeastConn));
+        assert_eq!(policy("source"), Some(lb::Policy::SourceHash));
+        assert_eq!(policy("uri whole"), Some(lb::Policy::UriHash));
+        assert_eq!(policy("bogus"), None);
+        let check = health_check("f", "check inter 500 rise 1 fall 4")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (check.interval, check.rise, check.fall),
+            (Duration::from_millis(500), 1, 4)
+        );
+        assert_eq!(health_check("f", "").unwrap(), None);
+        assert!(health_check("f", "check inter soon").is_err());
+        let t = timeouts("f", "connect 2s, client 1m, server 3000").unwrap();
+        assert_eq!(
+            (t.connect, t.idle, t.server),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(60),
+                Duration::from_secs(3)
+            )
+        );
+        assert_eq!(
+            http_check_path("OPTIONS /health HTTP/1.1\\r\\nHost:\\ www"),
+            Some("/health".into())
+        );
+    }
+
+    #[test]
+    fn virtual_hosts_are_parsed() {
+        let v = virtual_hosts("web", "a.com, https://b.com, c.com:8080/api*, /static").unwrap();
+        assert_eq!(
+            v,
+            [
+                VirtualHost {
+                    port: 80,
+                    host: Some("a.com".into()),
+                    path: None
+                },
+                VirtualHost {
+                    port: 443,
+                    host: Some("b.com".into()),
+                    path: None
+                },
+                VirtualHost {
+                    port: 8080,
+                    host: Some("c.com".into()),
+                    path: Some("/api*".into())
+                },
+                VirtualHost {
+                    port: 80,
+                    host: None,
+                    path: Some("/static".into())
+                },
+            ]
+        );
+    }
+}

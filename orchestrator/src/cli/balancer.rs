@@ -1,0 +1,231 @@
+//! The `balancer` command (what a balancer service's container runs) and
+//! the image it runs from, made from this very executable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures_util::StreamExt;
+use orchestrator::balancer::{BalancerSpec, SPEC_ENV};
+use runtime_shim::{BuildSpec, Runtime};
+
+/// Arguments of `balancer`.
+#[derive(Args, Debug)]
+pub struct BalancerArgs {
+    /// A balancer spec (JSON), as rcompose gives a balancer service; by
+    /// default read from the RCOMPOSE_BALANCER_SPEC variable
+    #[arg(long, conflicts_with = "config")]
+    spec: Option<PathBuf>,
+    /// A plain balancer configuration (JSON) with no discovery, to run the
+    /// balancer on its own (endpoints from --endpoint)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A fixed endpoint, BACKEND=HOST:PORT (repeatable)
+    #[arg(long = "endpoint", value_name = "BACKEND=ADDR")]
+    endpoints: Vec<String>,
+    /// Worker threads (default: one per CPU)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `balancer`: serves until SIGINT or SIGTERM.
+pub fn run(args: BalancerArgs) -> Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+    let (config, spec) = match (&args.config, &args.spec) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let config: lb::Config = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a balancer configuration", path.display()))?;
+            (config, None)
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let spec: BalancerSpec = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a balancer spec", path.display()))?;
+            (spec.config.clone(), Some(spec))
+        }
+        (None, None) => {
+            let text = std::env::var(SPEC_ENV).with_context(|| {
+                format!("no --config or --spec given, and {SPEC_ENV} is not set")
+            })?;
+            let spec: BalancerSpec = serde_json::from_str(&text)
+                .with_context(|| format!("{SPEC_ENV}: not a balancer spec"))?;
+            (spec.config.clone(), Some(spec))
+        }
+    };
+    let mut fixed = Vec::new();
+    for e in &args.endpoints {
+        let Some((backend, addr)) = e.split_once('=') else {
+            bail!("--endpoint {e:?}: expected BACKEND=HOST:PORT");
+        };
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--endpoint {e:?}: bad address"))?;
+        fixed.push(lb::Change::Add {
+            backend: backend.to_string(),
+            endpoint: lb::Endpoint::new(e.clone(), addr),
+        });
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(serve(config, spec, fixed))
+}
+
+async fn serve(
+    config: lb::Config,
+    spec: Option<BalancerSpec>,
+    fixed: Vec<lb::Change>,
+) -> Result<ExitCode> {
+    let balancer = lb::Balancer::start(config.clone()).await?;
+    let handle = balancer.handle();
+    handle.apply_all(&fixed)?;
+    for f in &config.frontends {
+        tracing::info!(
+            "listening on {} ({:?}, frontend {})",
+            f.listen,
+            f.mode,
+            f.name
+        );
+    }
+    if let Some(addr) = balancer.stats_addr() {
+        tracing::info!("statistics on http://{addr}/");
+    }
+    if let Some(spec) = spec.filter(|s| !s.members.is_empty()) {
+        let rt = runtime_shim::docker::DockerRuntime::connect()
+            .await
+            .context("connecting to the Docker Engine (is its socket mounted?)")?;
+        tokio::spawn(orchestrator::discover::follow(Arc::new(rt), spec, handle));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    balancer.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The tag of the balancer image for this executable: it changes whenever
+/// the executable does.
+pub fn image_tag() -> String {
+    let stamp = std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .map(|m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{:x}{:x}", m.len(), modified)
+        })
+        .unwrap_or_default();
+    format!(
+        "rcompose-balancer:{}-{stamp}",
+        orchestrator::convert::VERSION
+    )
+}
+
+/// The shared libraries this process has loaded (the dynamic loader
+/// included), which the image needs to run the executable.
+fn loaded_libraries() -> Result<Vec<PathBuf>> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    let mut libs: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/') && p.contains(".so"))
+        .map(PathBuf::from)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+fn copy_into(root: &Path, file: &Path, at: &Path) -> Result<()> {
+    let target = root.join(at.strip_prefix("/").unwrap_or(at));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(file, &target).with_context(|| format!("copying {}", file.display()))?;
+    Ok(())
+}
+
+/// Builds the balancer image unless the engine has it already.
+pub async fn ensure_image(rt: &dyn Runtime, tag: &str) -> Result<()> {
+    if rt.inspect_image(tag).await?.is_some() {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("rcompose-balancer-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = build_image(rt, tag, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn build_image(rt: &dyn Runtime, tag: &str, dir: &Path) -> Result<()> {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(&root)?;
+    let exe = std::env::current_exe().context("finding the rcompose executable")?;
+    copy_into(&root, &exe, Path::new("/rcompose"))?;
+    let mut library_dirs: Vec<String> = Vec::new();
+    for lib in loaded_libraries()? {
+        copy_into(&root, &lib, &lib)?;
+        let name = lib
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("ld-linux") {
+            // The interpreter path written in the executable.
+            copy_into(&root, &lib, &Path::new("/lib64").join(&name))?;
+            copy_into(&root, &lib, &Path::new("/lib").join(&name))?;
+        }
+        if let Some(parent) = lib.parent().map(|p| p.display().to_string()) {
+            if !library_dirs.contains(&parent) {
+                library_dirs.push(parent);
+            }
+        }
+    }
+    let dockerfile = format!(
+        "FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH={}\nEXPOSE 80 1936\nENTRYPOINT [\"/rcompose\", \"balancer\"]\n",
+        library_dirs.join(":")
+    );
+    std::fs::write(dir.join("Dockerfile"), dockerfile)?;
+    let spec = BuildSpec {
+        context: dir.display().to_string(),
+        dockerfile: "Dockerfile".into(),
+        tags: vec![tag.to_string()],
+        labels: [("io.rcompose.balancer".to_string(), "true".to_string())].into(),
+        ..BuildSpec::default()
+    };
+    let mut output = rt
+        .build_image(&spec)
+        .await
+        .context("building the balancer image")?;
+    while let Some(line) = output.next().await {
+        line.context("building the balancer image")?;
+    }
+    Ok(())
+}
