@@ -75,6 +75,12 @@ pub fn is_prepared(service: &Service) -> bool {
     service.environment.0.contains_key(SPEC_ENV)
 }
 
+/// The spec a prepared balancer service runs with.
+pub fn prepared_spec(service: &Service) -> Option<BalancerSpec> {
+    let json = service.environment.0.get(SPEC_ENV)?.as_deref()?;
+    serde_json::from_str(json).ok()
+}
+
 fn is_dockercloud_image(image: &str) -> bool {
     let name = image.split('@').next().unwrap_or(image);
     // Drop a tag (a colon after the last slash) and a registry prefix.

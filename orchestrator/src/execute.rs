@@ -10,7 +10,8 @@ use runtime_shim::{ContainerState, Health, Runtime, RuntimeError};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
-use crate::plan::{Action, Plan};
+use crate::balancer::{endpoints_of, CONTROL_PORT};
+use crate::plan::{Action, BalancerTarget, Plan};
 
 /// What happens to the operations of a plan, for the progress display.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +208,26 @@ async fn run(
             require_healthcheck,
             ..
         } => wait_healthy(rt, container, *require_healthcheck, options).await,
+        Action::Announce {
+            container,
+            balancer,
+            ..
+        } => {
+            if let Err(e) = announce(rt, container, balancer).await {
+                let _ = events.send(Progress::Output(index, format!("balancer not told: {e}")));
+            }
+            Ok(())
+        }
+        Action::Drain {
+            container,
+            balancer,
+            ..
+        } => {
+            if let Err(e) = drain(rt, container, balancer).await {
+                let _ = events.send(Progress::Output(index, format!("balancer not told: {e}")));
+            }
+            Ok(())
+        }
         Action::WaitCompleted { container, .. } => match rt.wait_container(container).await {
             Ok(0) => Ok(()),
             Ok(code) => Err(RuntimeError::Engine(format!(
@@ -279,4 +300,95 @@ async fn wait_healthy(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(500));
     }
+}
+
+/// How long a balancer may take to drain a container: requests in flight
+/// finish first (the balancer gives up after its server timeout and grace).
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// A control client for a running balancer container, on its address in
+/// the first network it shares with the project.
+async fn control(rt: &dyn Runtime, balancer: &BalancerTarget) -> Result<lb::ControlClient, String> {
+    let details = rt
+        .inspect_container(&balancer.container)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ip = balancer
+        .spec
+        .networks
+        .iter()
+        .find_map(|n| details.addresses.get(n))
+        .or_else(|| details.addresses.values().next())
+        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+        .ok_or_else(|| format!("balancer {} has no address", balancer.container))?;
+    let token = balancer
+        .spec
+        .config
+        .control
+        .as_ref()
+        .map(|c| c.token.clone())
+        .unwrap_or_default();
+    Ok(lb::ControlClient::new(
+        std::net::SocketAddr::new(ip, CONTROL_PORT),
+        token,
+        DRAIN_LIMIT,
+    ))
+}
+
+/// Puts a started container's endpoints in the balancer's rotation (unless
+/// its image's own healthcheck has not passed yet: the balancer then takes
+/// it from the engine's events once healthy).
+async fn announce(
+    rt: &dyn Runtime,
+    container: &str,
+    balancer: &BalancerTarget,
+) -> Result<(), String> {
+    let details = rt
+        .inspect_container(container)
+        .await
+        .map_err(|e| e.to_string())?;
+    if matches!(details.health, Health::Starting | Health::Unhealthy) {
+        return Ok(());
+    }
+    let changes: Vec<lb::Change> = endpoints_of(&balancer.spec, &details)
+        .into_iter()
+        .map(|(backend, endpoint)| lb::Change::Add { backend, endpoint })
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let client = control(rt, balancer).await?;
+    client.apply(&changes).await.map_err(|e| e.to_string())
+}
+
+/// Drains a container's endpoints in the balancer, all at once, and waits
+/// until they are drained.
+async fn drain(rt: &dyn Runtime, container: &str, balancer: &BalancerTarget) -> Result<(), String> {
+    let details = rt
+        .inspect_container(container)
+        .await
+        .map_err(|e| e.to_string())?;
+    let prefix = format!("{}:", details.container.id);
+    let client = control(rt, balancer).await?;
+    let state = client.state().await.map_err(|e| e.to_string())?;
+    let mut drains = JoinSet::new();
+    for b in state.backends {
+        for e in b
+            .endpoints
+            .into_iter()
+            .filter(|e| e.id.starts_with(&prefix))
+        {
+            let client = client.clone();
+            let backend = b.name.clone();
+            drains.spawn(async move { client.drain(&backend, &e.id).await });
+        }
+    }
+    while let Some(done) = drains.join_next().await {
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
 }

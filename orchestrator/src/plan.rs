@@ -12,6 +12,7 @@ use runtime_shim::{
     BuildSpec, Container, ContainerSpec, ContainerState, NetworkAttachment, NetworkSpec, VolumeSpec,
 };
 
+use crate::balancer::{self, BalancerSpec};
 use crate::convert::{self, labels, ContainerContext};
 use crate::model::{Project, Service};
 use crate::observe::{container_number, Observed};
@@ -133,6 +134,37 @@ pub enum Action {
         /// The container.
         container: String,
     },
+    /// Tell a running balancer about a container that has just started, so
+    /// that it gets traffic at once. Best effort: when the balancer cannot
+    /// be told, it still learns from the engine's events.
+    Announce {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// The balancer.
+        balancer: BalancerTarget,
+    },
+    /// Have a running balancer drain a container before it stops: no new
+    /// requests go to it, and the ones in flight finish. Best effort, as
+    /// `Announce`.
+    Drain {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// The balancer.
+        balancer: BalancerTarget,
+    },
+}
+
+/// A running balancer container and what it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalancerTarget {
+    /// The balancer's container.
+    pub container: String,
+    /// Its spec (control port, token, members).
+    pub spec: Box<BalancerSpec>,
 }
 
 impl Action {
@@ -150,7 +182,9 @@ impl Action {
             | Action::Unpause { service, .. }
             | Action::Remove { service, .. }
             | Action::WaitHealthy { service, .. }
-            | Action::WaitCompleted { service, .. } => Some(service),
+            | Action::WaitCompleted { service, .. }
+            | Action::Announce { service, .. }
+            | Action::Drain { service, .. } => Some(service),
             _ => None,
         }
     }
@@ -176,7 +210,9 @@ impl Action {
             | Action::Unpause { container, .. }
             | Action::Remove { container, .. }
             | Action::WaitHealthy { container, .. }
-            | Action::WaitCompleted { container, .. } => format!("Container {container}"),
+            | Action::WaitCompleted { container, .. }
+            | Action::Announce { container, .. }
+            | Action::Drain { container, .. } => format!("Container {container}"),
         }
     }
 
@@ -201,6 +237,8 @@ impl Action {
             Action::Unpause { .. } => ("Unpausing", "Unpaused"),
             Action::WaitHealthy { .. } => ("Waiting", "Healthy"),
             Action::WaitCompleted { .. } => ("Waiting", "Exited"),
+            Action::Announce { .. } => ("Announcing", "In rotation"),
+            Action::Drain { .. } => ("Draining", "Drained"),
         }
     }
 }
@@ -245,6 +283,24 @@ impl fmt::Display for Action {
             Action::WaitCompleted { container, .. } => {
                 write!(f, "wait for container {container} to complete")
             }
+            Action::Announce {
+                container,
+                balancer,
+                ..
+            } => write!(
+                f,
+                "announce container {container} to balancer {}",
+                balancer.container
+            ),
+            Action::Drain {
+                container,
+                balancer,
+                ..
+            } => write!(
+                f,
+                "drain container {container} in balancer {}",
+                balancer.container
+            ),
         }
     }
 }
@@ -304,6 +360,135 @@ impl Plan {
                 .iter()
                 .filter_map(|a| index.get(*a).copied().flatten())
                 .collect();
+        }
+        Plan {
+            ops,
+            notes: self.notes,
+        }
+    }
+}
+
+impl Plan {
+    /// Adds the balancer operations: a container of a service that a running
+    /// balancer sends to is drained in it before it stops, restarts or is
+    /// removed, and announced to it once started (when it has no
+    /// healthcheck; a healthy one is picked up from the engine's events).
+    fn with_balancers(self, project: &Project, observed: &Observed) -> Plan {
+        let touched: BTreeSet<&str> = self
+            .ops
+            .iter()
+            .filter_map(|op| match &op.action {
+                Action::Stop { container, .. }
+                | Action::Remove { container, .. }
+                | Action::Kill { container, .. }
+                | Action::Restart { container, .. } => Some(container.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut targets: Vec<BalancerTarget> = Vec::new();
+        for (name, service) in &project.services {
+            let Some(spec) = balancer::prepared_spec(service) else {
+                continue;
+            };
+            for c in observed.service_containers(name) {
+                if c.state == ContainerState::Running && !touched.contains(c.name.as_str()) {
+                    targets.push(BalancerTarget {
+                        container: c.name.clone(),
+                        spec: Box::new(spec.clone()),
+                    });
+                }
+            }
+        }
+        if targets.is_empty() {
+            return self;
+        }
+        let feeds = |service: &str| -> Vec<&BalancerTarget> {
+            targets
+                .iter()
+                .filter(|t| t.spec.members.iter().any(|m| m.service == service))
+                .collect()
+        };
+        let running: BTreeSet<&str> = observed
+            .containers
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .map(|c| c.name.as_str())
+            .collect();
+        let stopped: BTreeSet<&str> = self
+            .ops
+            .iter()
+            .filter_map(|op| match &op.action {
+                Action::Stop { container, .. } => Some(container.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut ops: Vec<Op> = Vec::new();
+        let mut index = vec![0; self.ops.len()];
+        for (i, op) in self.ops.iter().enumerate() {
+            let (service, container, before, after) = match &op.action {
+                Action::Stop {
+                    service, container, ..
+                }
+                | Action::Restart {
+                    service, container, ..
+                } => (
+                    service,
+                    container,
+                    running.contains(container.as_str()),
+                    matches!(op.action, Action::Restart { .. }),
+                ),
+                Action::Remove {
+                    service, container, ..
+                } => (
+                    service,
+                    container,
+                    running.contains(container.as_str()) && !stopped.contains(container.as_str()),
+                    false,
+                ),
+                Action::Start { service, container } => (service, container, false, true),
+                _ => {
+                    index[i] = ops.len();
+                    ops.push(op.clone());
+                    continue;
+                }
+            };
+            let checked = project
+                .services
+                .get(service)
+                .and_then(|s| s.healthcheck.as_ref())
+                .is_some_and(|h| !h.disable && !h.test.is_empty());
+            let mut drains = Vec::new();
+            if before {
+                for t in feeds(service) {
+                    drains.push(ops.len());
+                    ops.push(Op {
+                        action: Action::Drain {
+                            service: service.clone(),
+                            container: container.clone(),
+                            balancer: t.clone(),
+                        },
+                        reason: format!("balancer {} sends to it", t.container),
+                        after: op.after.iter().map(|a| index[*a]).collect(),
+                    });
+                }
+            }
+            index[i] = ops.len();
+            let mut this = op.clone();
+            this.after = op.after.iter().map(|a| index[*a]).chain(drains).collect();
+            ops.push(this);
+            if after && !checked {
+                for t in feeds(service) {
+                    ops.push(Op {
+                        action: Action::Announce {
+                            service: service.clone(),
+                            container: container.clone(),
+                            balancer: t.clone(),
+                        },
+                        reason: format!("balancer {} sends to it", t.container),
+                        after: vec![index[i]],
+                    });
+                }
+            }
         }
         Plan {
             ops,
@@ -560,7 +745,7 @@ pub fn plan_up(project: &Project, observed: &Observed, options: &UpOptions) -> P
             p.keep_service(&name);
         }
     }
-    p.plan
+    p.plan.with_balancers(project, observed)
 }
 
 impl UpPlanner<'_> {
@@ -1271,5 +1456,5 @@ pub fn plan_lifecycle(
         let reason = format!("service {service}");
         current_ops.push(plan.push(action, reason, previous_ops.clone()));
     }
-    plan
+    plan.with_balancers(project, observed)
 }
