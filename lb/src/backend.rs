@@ -116,6 +116,8 @@ pub(crate) struct Replica {
     weight: AtomicU32,
     added: Instant,
     state: AtomicU8,
+    /// Whether it is new and has not accepted a connection yet.
+    probing: AtomicBool,
     /// Health reported from outside (a container healthcheck).
     reported_healthy: AtomicBool,
     /// Health as this balancer's own checks see it.
@@ -151,6 +153,7 @@ impl Replica {
             weight: AtomicU32::new(endpoint.weight),
             added: Instant::now(),
             state: AtomicU8::new(ACTIVE),
+            probing: AtomicBool::new(false),
             reported_healthy: AtomicBool::new(true),
             checked_healthy: AtomicBool::new(true),
             check_passes: AtomicU32::new(0),
@@ -260,8 +263,14 @@ impl Replica {
         self.closing.subscribe()
     }
 
+    /// Whether it is still waiting for its first accepted connection.
+    pub fn is_probing(&self) -> bool {
+        self.probing.load(Relaxed)
+    }
+
     fn in_rotation(&self, now_ms: u64) -> bool {
         self.state.load(Relaxed) == ACTIVE
+            && !self.probing.load(Relaxed)
             && self.reported_healthy.load(Relaxed)
             && self.checked_healthy.load(Relaxed)
             && self.weight.load(Relaxed) > 0
@@ -296,6 +305,26 @@ impl Replica {
         }
         None
     }
+}
+
+/// How long a new endpoint may take to accept its first connection before
+/// it joins the rotation anyway (health checks then judge it).
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Connects to a new endpoint until it accepts, then puts it in rotation.
+async fn probe(replica: Arc<Replica>) {
+    let started = Instant::now();
+    while started.elapsed() < PROBE_LIMIT && !replica.is_draining() {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(replica.addr),
+        );
+        if let Ok(Ok(_)) = attempt.await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    replica.probing.store(false, SeqCst);
 }
 
 /// Counts a request or tunnel as active on an endpoint until dropped.
@@ -452,6 +481,13 @@ impl BackendState {
         }
         tracing::info!(backend = %self.config.name, endpoint = %endpoint.id, addr = %endpoint.addr, "endpoint added");
         let replica = Arc::new(Replica::new(endpoint));
+        // A replica that has just started may not listen yet: it joins the
+        // rotation once it accepts a connection, so that no client request
+        // is the one that finds out.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            replica.probing.store(true, SeqCst);
+            runtime.spawn(probe(Arc::clone(&replica)));
+        }
         self.replace(|list| list.push(replica));
     }
 
@@ -683,7 +719,8 @@ pub struct EndpointStats {
     pub id: String,
     /// Its address.
     pub addr: SocketAddr,
-    /// `up`, `draining`, `unhealthy` or `ejected`.
+    /// `up`, `starting` (not yet accepting connections), `draining`,
+    /// `unhealthy` or `ejected`.
     pub state: String,
     /// Its configured weight.
     pub weight: u32,
@@ -721,6 +758,8 @@ impl BackendState {
             .map(|r| {
                 let state = if r.is_draining() {
                     "draining"
+                } else if r.is_probing() {
+                    "starting"
                 } else if !r.reported_healthy.load(Relaxed) || !r.checked_healthy.load(Relaxed) {
                     "unhealthy"
                 } else if r.ejected_until.load(Relaxed) > now {

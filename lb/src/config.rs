@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Everything a balancer serves.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The listeners.
@@ -43,6 +43,23 @@ pub struct Config {
     /// before they are closed.
     #[serde(default = "default_drain_grace", with = "millis")]
     pub drain_grace: Duration,
+}
+
+/// The same defaults as an empty JSON object gets (a derived `Default`
+/// would give 0 for the limits: one connection at a time, no h2c header).
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            frontends: Vec::new(),
+            backends: Vec::new(),
+            stats: None,
+            control: None,
+            timeouts: Timeouts::default(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            drain_grace: default_drain_grace(),
+        }
+    }
 }
 
 fn default_max_connections() -> usize {
@@ -338,7 +355,8 @@ impl Config {
             .map(|f| f.listen)
             .chain(self.stats.iter().map(|s| s.listen))
             .chain(self.control.iter().map(|c| c.listen));
-        for addr in listens {
+        // Port 0 asks for any free port: those never clash.
+        for addr in listens.filter(|a| a.port() != 0) {
             if !addrs.insert(addr) {
                 return Err(ConfigError::DuplicateListen(addr));
             }

@@ -3,7 +3,8 @@
 //!
 //! Requests carry `Authorization: Bearer <token>`:
 //! - `POST /v1/changes` with a JSON array of [`Change`]s applies them all,
-//!   or none when one names an unknown backend;
+//!   or none when one names an unknown backend, and answers once the
+//!   endpoints added accept connections;
 //! - `POST /v1/drain` with `{"backend": ..., "id": ...}` answers once the
 //!   endpoint has drained, with a [`DrainReport`];
 //! - `GET /v1/state` answers a [`Snapshot`].
@@ -109,7 +110,7 @@ async fn answer(
                 Ok(c) => c,
                 Err(e) => return failure(StatusCode::BAD_REQUEST, &e.to_string()),
             };
-            match handle.apply_all(&changes) {
+            match handle.apply_and_wait(&changes).await {
                 Ok(()) => json(
                     StatusCode::OK,
                     serde_json::json!({ "applied": changes.len() }).to_string(),

@@ -45,6 +45,9 @@ pub(crate) struct HttpFrontend {
     pub default: Option<Arc<BackendState>>,
     pub timeouts: Timeouts,
     pub port: u16,
+    /// Largest request head accepted; hyper's own limit for HTTP/1.1 cannot
+    /// go below 8 KiB, so smaller ones are enforced here.
+    pub max_header_bytes: usize,
 }
 
 impl HttpFrontend {
@@ -296,6 +299,22 @@ fn ambiguous_framing(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
+/// The size of a request's head as HTTP/1.1 would put it on the wire.
+fn head_size<B>(request: &Request<B>) -> usize {
+    // "METHOD target HTTP/1.1\r\n", each "name: value\r\n", "\r\n".
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |pq| pq.as_str().len())
+        + request.uri().authority().map_or(0, |a| a.as_str().len());
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    request.method().as_str().len() + target + 12 + headers + 2
+}
+
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -327,6 +346,12 @@ impl Replay {
 impl Proxy {
     async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         self.frontend.counters.request();
+        if head_size(&request) > self.frontend.max_header_bytes {
+            return error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            );
+        }
         if let Some(why) = ambiguous_framing(request.headers()) {
             return error(StatusCode::BAD_REQUEST, why);
         }
@@ -559,8 +584,11 @@ impl Proxy {
                 "the endpoint switched protocols unasked",
             );
         };
-        let mut upstream_response = Response::new(body);
+        // hyper keeps the endpoint's side of the upgrade in the response's
+        // extensions, which are in `parts`, not with the body.
+        let mut upstream_response = Response::from_parts(parts, body);
         let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
+        let (parts, _) = upstream_response.into_parts();
         let replica = Arc::clone(guard.replica());
         let idle = self.frontend.timeouts.tunnel;
         let tunnel_guard = guard.into_tunnel();
@@ -636,7 +664,11 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, done } => {
                 let frame = Pin::new(&mut *body).poll_frame(cx);
                 match &frame {
-                    Poll::Ready(None) => {
+                    // The server stops polling once the body says it has
+                    // ended, so release on the last frame, not after it.
+                    Poll::Ready(None) | Poll::Ready(Some(Ok(_)))
+                        if body.is_end_stream() || matches!(frame, Poll::Ready(None)) =>
+                    {
                         if let Some((sender, guard)) = done.take() {
                             if !guard.replica().is_draining() {
                                 guard.replica().pool.put(sender);

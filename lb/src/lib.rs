@@ -153,6 +153,25 @@ impl Handle {
         Ok(())
     }
 
+    /// Applies every change (or none, as [`Handle::apply_all`]), then waits
+    /// until each endpoint added has accepted a connection and joined the
+    /// rotation (a few seconds at most).
+    pub async fn apply_and_wait(&self, changes: &[Change]) -> Result<(), UnknownBackend> {
+        self.apply_all(changes)?;
+        for change in changes {
+            let Change::Add { backend, endpoint } = change else {
+                continue;
+            };
+            let Some(state) = self.shared.backend(backend) else {
+                continue;
+            };
+            while state.find(&endpoint.id).is_some_and(|r| r.is_probing()) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Drains an endpoint: no new work goes to it; this returns once its
     /// requests in flight are done and, after the configured grace, its
     /// tunnels are closed. The endpoint stays listed (as draining) until a
@@ -267,6 +286,7 @@ impl Balancer {
                         routes,
                         default,
                         timeouts: config.timeouts.clone(),
+                        max_header_bytes: config.max_header_bytes,
                     });
                     tasks.push(tokio::spawn(http::serve(
                         listener,
