@@ -279,3 +279,29 @@ async fn dependants_with_restart_follow_a_recreated_dependency() {
     .await;
     check("restart_dependants", &log);
 }
+
+#[tokio::test]
+async fn replicas_behind_a_balancer_are_announced_and_drained() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("web:1");
+    rt.add_image("rcompose-balancer:test");
+    let seed = project(
+        "services:\n  web:\n    image: web:1\n    expose: [\"80\"]\n  frontend:\n    image: dockercloud/haproxy\n    links: [web]\n    ports: [\"80:80\"]\n",
+    );
+    let p = orchestrator::balancer::prepare(&seed, "rcompose-balancer:test")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut log = String::new();
+    // The balancer starts with the project: it finds the replicas itself.
+    up(&rt, &p, &UpOptions::default(), &mut log, "first up").await;
+    let mut options = UpOptions::default();
+    options.scale.insert("web".into(), 3);
+    up(&rt, &p, &options, &mut log, "scale web to 3").await;
+    options.scale.insert("web".into(), 1);
+    up(&rt, &p, &options, &mut log, "scale web to 1").await;
+    let observed = observe(rt.as_ref(), &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restart = plan_lifecycle(&p, &observed, &["web".into()], &Lifecycle::Restart(None));
+    log.push_str(&format!("== restart web\n{restart}"));
+    check("balancer", &log);
+}

@@ -85,3 +85,186 @@ pub fn require(ok: bool, what: &str) -> bool {
     }
     ok
 }
+
+/// The local test image: `FROM scratch` with a static busybox.
+pub const IMAGE: &str = "local/busybox:latest";
+
+/// Whether the Docker Engine answers.
+pub fn docker_available() -> bool {
+    Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Builds the busybox image once per machine; false when it cannot.
+pub fn ensure_image() -> bool {
+    let present = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if present {
+        return true;
+    }
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() {
+        return false;
+    }
+    let dir = std::env::temp_dir().join(format!("rcompose-busybox-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let ok = std::fs::copy(busybox, dir.join("busybox")).is_ok()
+        && std::fs::write(
+            dir.join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"sh\"]\n",
+        )
+        .is_ok()
+        && Command::new("docker")
+            .args(["build", "-q", "-t", IMAGE, "."])
+            .current_dir(&dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
+/// Whether the engine tests can run here; prints why not.
+pub fn engine_ready() -> bool {
+    require(docker_available(), "the Docker Engine")
+        && require(
+            ensure_image(),
+            "the busybox test image (/bin/busybox from busybox-static)",
+        )
+}
+
+/// A project folder with a compose file, removed from the engine on drop.
+pub struct TestProject {
+    /// The project name (`rct-<tag>-<pid>`).
+    pub name: String,
+    /// Its folder.
+    pub dir: PathBuf,
+}
+
+impl TestProject {
+    /// A project named after `tag` and this process, in a fresh folder.
+    pub fn new(tag: &str, compose: &str) -> TestProject {
+        let name = format!("rct-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::create_dir_all(&dir);
+        let p = TestProject { name, dir };
+        p.write(compose);
+        p
+    }
+
+    /// Writes its `compose.yaml`.
+    pub fn write(&self, compose: &str) {
+        std::fs::write(self.dir.join("compose.yaml"), compose).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs rcompose with `-p <name>` in the project folder.
+    pub fn rc(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(rcompose_bin());
+        cmd.arg("-p")
+            .arg(&self.name)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("NO_COLOR", "1");
+        cmd.output()
+            .unwrap_or_else(|e| panic!("running rcompose: {e}"))
+    }
+
+    /// Runs rcompose and requires success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.rc(args);
+        assert!(
+            o.status.success(),
+            "rcompose {args:?} failed:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// Runs the reference `docker compose` with `-p <name>`.
+    pub fn dc(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("compose")
+            .arg("-p")
+            .arg(&self.name)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("running docker compose: {e}"))
+    }
+
+    /// Names of the project's containers on the engine (by label), sorted.
+    pub fn containers(&self, all: bool) -> Vec<String> {
+        let mut args = vec!["ps", "--format", "{{.Names}} {{.State}}", "--filter"];
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        args.push(&filter);
+        if all {
+            args.push("-a");
+        }
+        let o = Command::new("docker")
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut names: Vec<String> = stdout(&o)
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Names of the project's networks on the engine (by label).
+    pub fn networks(&self) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        let o = Command::new("docker")
+            .args([
+                "network",
+                "ls",
+                "--format",
+                "{{.Name}}",
+                "--filter",
+                &filter,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        stdout(&o).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for TestProject {
+    fn drop(&mut self) {
+        // Remove everything of the project whatever happened, without relying on rcompose.
+        let filter = format!("label=com.docker.compose.project={}", self.name);
+        if let Ok(o) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .arg("-v")
+                    .args(&ids)
+                    .output();
+            }
+        }
+        for (kind, fmt) in [("network", "{{.Name}}"), ("volume", "{{.Name}}")] {
+            if let Ok(o) = Command::new("docker")
+                .args([kind, "ls", "-q", "--format", fmt, "--filter", &filter])
+                .output()
+            {
+                for n in stdout(&o).lines() {
+                    let _ = Command::new("docker").args([kind, "rm", n]).output();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,486 @@
+//! The built-in balancer in a compose project on the real Docker Engine:
+//! the classic `dockercloud/haproxy` frontend served without its image,
+//! scaling under load with no failed request, pickup of new replicas, and
+//! the statistics page in a headless browser. Traffic goes only to
+//! loopback ports published by the test's own containers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rcompose_tests::{engine_ready, require, stdout, TestProject, IMAGE};
+
+/// A web service whose replicas answer with their own hostname.
+fn web_service() -> String {
+    format!(
+        r#"  web:
+    image: {IMAGE}
+    command: ["sh", "-c", "hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    expose: ["80"]
+    tmpfs: [/www]
+    stop_grace_period: 2s
+"#
+    )
+}
+
+/// The seed's frontend, unchanged but for random host ports.
+fn seed_stack() -> String {
+    format!(
+        r#"services:
+{}  frontend:
+    image: dockercloud/haproxy
+    links:
+      - web
+    ports:
+      - "80"
+      - "1936"
+    environment:
+      BALANCE: roundrobin
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock
+"#,
+        web_service()
+    )
+}
+
+/// The loopback address a service's container port is published on.
+fn published(p: &TestProject, service: &str, port: &str) -> String {
+    let out = p.ok(&["port", service, port]);
+    let line = out.lines().next().unwrap_or_default().trim().to_string();
+    let port = line.rsplit(':').next().unwrap_or_default();
+    format!("127.0.0.1:{port}")
+}
+
+/// One HTTP/1.1 response: status and body.
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, String)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).trim().to_string()))
+}
+
+/// A keep-alive HTTP client that reconnects after an error.
+struct Client {
+    addr: String,
+    conn: Option<(TcpStream, BufReader<TcpStream>)>,
+}
+
+impl Client {
+    fn new(addr: &str) -> Client {
+        Client {
+            addr: addr.to_string(),
+            conn: None,
+        }
+    }
+
+    fn get(&mut self, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(&self.addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let reader = BufReader::new(stream.try_clone()?);
+            self.conn = Some((stream, reader));
+        }
+        let result = match self.conn.as_mut() {
+            Some((stream, reader)) => stream
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n").as_bytes())
+                .and_then(|()| read_response(reader)),
+            None => unreachable!("connected above"),
+        };
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+}
+
+/// Polls until the frontend answers 200 (the balancer has found a replica).
+fn wait_served(addr: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match Client::new(addr).get("/", "") {
+            Ok((200, body)) => return body,
+            Ok((status, body)) => last = format!("{status} {body}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the frontend at {addr} never answered 200; last: {last}");
+}
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+/// The hostname (short id) of a container, which is what it answers.
+fn hostname_of(container: &str) -> String {
+    docker(&["inspect", "-f", "{{.Config.Hostname}}", container])
+        .trim()
+        .to_string()
+}
+
+fn started_at(container: &str) -> SystemTime {
+    let text = docker(&["inspect", "-f", "{{.State.StartedAt}}", container]);
+    parse_rfc3339(text.trim()).unwrap_or_else(|| panic!("cannot read StartedAt {text:?}"))
+}
+
+/// Reads `2026-12-01T03:33:11.535387123Z` (UTC, as the engine writes it).
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+}
+
+#[test]
+fn the_seed_frontend_serves_alternating_replicas_right_after_scale() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new("lb-seed", &seed_stack());
+    p.ok(&["up", "-d"]);
+    let ps = p.ok(&["ps"]);
+    assert!(
+        ps.contains("frontend"),
+        "the balancer is a service of the project:\n{ps}"
+    );
+    let addr = published(&p, "frontend", "80");
+    let first = wait_served(&addr);
+
+    let scaled = p.rc(&["--progress", "plain", "scale", "web=2"]);
+    eprintln!("{}", rcompose_tests::stderr(&scaled));
+    assert!(scaled.status.success());
+    // No waiting: scale returns with the new replica in rotation.
+    let mut client = Client::new(&addr);
+    let bodies: Vec<String> = (0..4)
+        .map(|_| {
+            let (status, body) = client.get("/", "").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(status, 200, "{body}");
+            body
+        })
+        .collect();
+    eprintln!("answers after scale web=2: {bodies:?}");
+    assert_ne!(bodies[0], bodies[1], "two replicas in turn: {bodies:?}");
+    assert_eq!(bodies[0], bodies[2], "{bodies:?}");
+    assert_eq!(bodies[1], bodies[3], "{bodies:?}");
+    assert!(bodies.contains(&first), "{bodies:?}");
+
+    // Reachable by its service name from the other services.
+    let inside = p.ok(&["exec", "-T", "web", "wget", "-qO-", "http://frontend/"]);
+    assert!(
+        bodies.contains(&inside.trim().to_string()),
+        "{inside:?} from inside"
+    );
+
+    // The statistics of the image's default settings, with its credentials.
+    let stats = published(&p, "frontend", "1936");
+    let (status, _) = Client::new(&stats)
+        .get("/stats.json", "")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 401, "stats need the credentials");
+    let (status, json) = Client::new(&stats)
+        .get("/stats.json", "Authorization: Basic c3RhdHM6c3RhdHM=\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200);
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let endpoints = &snapshot["backends"][0]["endpoints"];
+    assert_eq!(endpoints.as_array().map(Vec::len), Some(2), "{json}");
+
+    let logs = p.ok(&["logs", "frontend"]);
+    assert!(logs.contains("endpoint added"), "{logs}");
+    p.ok(&["down", "-t", "1"]);
+    assert!(
+        p.containers(true).is_empty(),
+        "down removes the balancer too"
+    );
+}
+
+/// Clients that send requests in a loop until told to stop, counting.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<(SystemTime, String)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: &str, clients: usize) -> Load {
+        let load = Load {
+            stop: Arc::default(),
+            ok: Arc::default(),
+            failed: Arc::default(),
+            failures: Arc::default(),
+            seen: Arc::default(),
+            threads: Vec::new(),
+        };
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed) = (load.stop.clone(), load.ok.clone(), load.failed.clone());
+                let (failures, seen) = (load.failures.clone(), load.seen.clone());
+                let addr = addr.to_string();
+                std::thread::spawn(move || {
+                    let mut client = Client::new(&addr);
+                    let mut last = String::new();
+                    while !stop.load(Relaxed) {
+                        match client.get("/", "") {
+                            Ok((200, body)) => {
+                                ok.fetch_add(1, Relaxed);
+                                if body != last {
+                                    if let Ok(mut s) = seen.lock() {
+                                        s.push((SystemTime::now(), body.clone()));
+                                    }
+                                    last = body;
+                                }
+                            }
+                            Ok((status, body)) => {
+                                failed.fetch_add(1, Relaxed);
+                                if let Ok(mut f) = failures.lock() {
+                                    f.push(format!("{status} {body}"));
+                                }
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Relaxed);
+                                if let Ok(mut f) = failures.lock() {
+                                    f.push(e.to_string());
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { threads, ..load }
+    }
+
+    fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        (self.ok.load(Relaxed), self.failed.load(Relaxed), failures)
+    }
+}
+
+#[test]
+fn scaling_and_a_killed_replica_fail_no_request_under_load() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new("lb-load", &seed_stack());
+    p.ok(&["up", "-d"]);
+    let addr = published(&p, "frontend", "80");
+    wait_served(&addr);
+
+    let load = Load::start(&addr, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    p.ok(&["scale", "web=4"]);
+    std::thread::sleep(Duration::from_millis(500));
+    p.ok(&["scale", "web=1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    p.ok(&["scale", "web=2"]);
+    std::thread::sleep(Duration::from_millis(500));
+    // A crash that rcompose did not cause.
+    docker(&["kill", "-s", "KILL", &format!("{}-web-2", p.name)]);
+    std::thread::sleep(Duration::from_millis(500));
+    p.ok(&["scale", "web=1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, failures) = load.finish();
+    eprintln!("under load, scaling 1 -> 4 -> 1 -> 2, SIGKILL of a replica, -> 1: {ok} requests succeeded, {failed} failed");
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+    assert!(
+        ok > 50,
+        "too few requests went through to prove anything: {ok}"
+    );
+}
+
+#[test]
+fn a_new_replica_gets_traffic_as_soon_as_it_is_ready() {
+    if !engine_ready() {
+        return;
+    }
+    let p = TestProject::new("lb-pickup", &seed_stack());
+    p.ok(&["up", "-d"]);
+    let addr = published(&p, "frontend", "80");
+    wait_served(&addr);
+
+    // Through rcompose: scale tells the balancer before it returns.
+    let load = Load::start(&addr, 2);
+    p.ok(&["scale", "web=2"]);
+    let returned = SystemTime::now();
+    let replica = format!("{}-web-2", p.name);
+    let host = hostname_of(&replica);
+    let ready = started_at(&replica);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first_seen = loop {
+        let seen = load.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some((at, _)) = seen.iter().find(|(_, body)| *body == host) {
+            break *at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new replica {host} never got a request"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let pickup = first_seen.duration_since(ready).unwrap_or_default();
+    let after_return = first_seen.duration_since(returned).unwrap_or_default();
+    eprintln!(
+        "pickup through scale: first proxied request {:.1} ms after the replica started (target < 100 ms), {:.1} ms after scale returned",
+        pickup.as_secs_f64() * 1000.0,
+        after_return.as_secs_f64() * 1000.0
+    );
+
+    // Outside rcompose: a replica stopped and started by hand is followed
+    // through the engine's events.
+    docker(&["stop", "-t", "1", &replica]);
+    docker(&["start", &replica]);
+    let ready = started_at(&replica);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first_seen = loop {
+        let seen = load.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Some((at, _)) = seen.iter().find(|(at, body)| *body == host && *at > ready) {
+            break *at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted replica {host} never got a request"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (ok, failed, failures) = load.finish();
+    eprintln!(
+        "pickup through engine events: first proxied request {:.1} ms after the replica started (target < 100 ms); {ok} requests, {failed} failed",
+        first_seen.duration_since(ready).unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    assert_eq!(failed, 0, "failed requests: {failures:?}");
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn the_stats_page_renders_in_a_headless_browser() {
+    if !engine_ready() {
+        return;
+    }
+    let Some(browser) = chromium() else {
+        require(false, "chromium (headless browser)");
+        return;
+    };
+    // The first-class spelling, with the statistics listener turned on.
+    let compose = format!(
+        r#"services:
+{}  lb:
+    image: rcompose/balancer
+    depends_on: [web]
+    ports:
+      - "80"
+      - "8404"
+    x-rcompose-balancer:
+      balance: least_conn
+      stats:
+        port: 8404
+"#,
+        web_service()
+    );
+    let p = TestProject::new("lb-stats", &compose);
+    p.ok(&["up", "-d", "--scale", "web=2"]);
+    let addr = published(&p, "lb", "80");
+    wait_served(&addr);
+    let mut client = Client::new(&addr);
+    for _ in 0..10 {
+        let _ = client.get("/", "");
+    }
+    let stats = published(&p, "lb", "8404");
+    let shot = p.dir.join("stats.png");
+    let profile = p.dir.join("chromium-profile");
+    let run = |extra: &str| {
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                &format!("--user-data-dir={}", profile.display()),
+                extra,
+                &format!("http://{stats}/"),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("running {browser}: {e}"))
+    };
+    let dom = stdout(&run("--dump-dom"));
+    assert!(dom.contains("<title>rcompose balancer</title>"), "{dom}");
+    assert!(dom.contains("Backend default"), "{dom}");
+    let up_rows = dom.matches("class=\"l up\"").count();
+    assert_eq!(up_rows, 2, "two replicas shown up:\n{dom}");
+    let _ = run(&format!("--screenshot={}", shot.display()));
+    if let Ok(keep) = std::env::var("RCOMPOSE_KEEP_SCREENSHOT") {
+        let _ = std::fs::copy(&shot, keep);
+    }
+    assert!(
+        shot.exists(),
+        "the browser rendered the page to {}",
+        shot.display()
+    );
+}
