@@ -550,68 +550,76 @@ impl BackendState {
         })
     }
 
-    /// Chooses an endpoint, or none when nothing is in rotation.
+    /// Chooses an endpoint, or none when nothing is in rotation. Allocates
+    /// nothing: the candidates are walked as often as the policy needs.
     pub fn pick(&self, hints: &Hints<'_>) -> Option<Arc<Replica>> {
         let all = self.replicas();
         let now = self.now_ms();
-        let usable = |r: &&Arc<Replica>| !hints.exclude.iter().any(|x| Arc::ptr_eq(x, r));
-        let mut candidates: Vec<&Arc<Replica>> = all
-            .iter()
-            .filter(|r| r.in_rotation(now))
-            .filter(usable)
-            .collect();
-        if candidates.is_empty() {
-            // Everything is ejected: better to try an ejected endpoint than
-            // to refuse outright (a passive ejection may be a false alarm).
-            candidates = all
-                .iter()
-                .filter(|r| {
-                    r.state.load(Relaxed) == ACTIVE
-                        && r.reported_healthy.load(Relaxed)
-                        && r.checked_healthy.load(Relaxed)
-                        && r.weight.load(Relaxed) > 0
-                })
-                .filter(usable)
-                .collect();
+        let excluded = |r: &Arc<Replica>| hints.exclude.iter().any(|x| Arc::ptr_eq(x, r));
+        let strict = |r: &&Arc<Replica>| r.in_rotation(now) && !excluded(r);
+        let n = all.iter().filter(strict).count();
+        if n > 0 {
+            return Some(Arc::clone(self.choose(all.iter().filter(strict), n, hints)));
         }
-        if candidates.is_empty() {
-            return None;
-        }
-        if let (Some(name), Some(value)) = (&self.config.sticky_cookie, hints.sticky) {
-            let _ = name;
-            if let Some(r) = candidates.iter().find(|r| r.key == value) {
-                return Some(Arc::clone(r));
+        // Everything is ejected: better to try an ejected endpoint than to
+        // refuse outright (a passive ejection may be a false alarm).
+        let loose = |r: &&Arc<Replica>| r.in_rotation(u64::MAX) && !excluded(r);
+        let n = all.iter().filter(loose).count();
+        (n > 0).then(|| Arc::clone(self.choose(all.iter().filter(loose), n, hints)))
+    }
+
+    /// Chooses among `n > 0` candidates.
+    fn choose<'a, I>(&self, candidates: I, n: usize, hints: &Hints<'_>) -> &'a Arc<Replica>
+    where
+        I: Iterator<Item = &'a Arc<Replica>> + Clone,
+    {
+        let mut first = candidates.clone();
+        if self.config.sticky_cookie.is_some() {
+            if let Some(value) = hints.sticky {
+                if let Some(r) = candidates.clone().find(|r| r.key == value) {
+                    return r;
+                }
             }
         }
-        if candidates.len() == 1 {
-            return Some(Arc::clone(candidates[0]));
+        if n == 1 {
+            if let Some(only) = first.next() {
+                return only;
+            }
         }
         let slow = self.config.slow_start;
-        let chosen = match self.config.policy {
-            Policy::RoundRobin => self.round_robin(&candidates, slow),
-            Policy::LeastConn => self.least_conn(&candidates, slow),
-            Policy::PowerOfTwo => power_of_two(&candidates, slow),
-            Policy::Random => weighted_random(&candidates, slow),
+        match self.config.policy {
+            Policy::RoundRobin => self.round_robin(candidates, slow),
+            Policy::LeastConn => self.least_conn(candidates, n, slow),
+            Policy::PowerOfTwo => power_of_two(candidates, n, slow),
+            Policy::Random => weighted_random(candidates, slow),
             Policy::SourceHash => match hints.client {
-                Some(ip) => rendezvous(&candidates, &ip_bytes(ip), slow),
-                None => self.round_robin(&candidates, slow),
+                Some(ip) => rendezvous(candidates, &ip_bytes(ip), slow),
+                None => self.round_robin(candidates, slow),
             },
             Policy::UriHash => match hints.uri {
-                Some(uri) => rendezvous(&candidates, uri.as_bytes(), slow),
-                None => self.round_robin(&candidates, slow),
+                Some(uri) => rendezvous(candidates, uri.as_bytes(), slow),
+                None => self.round_robin(candidates, slow),
             },
-        };
-        Some(Arc::clone(chosen))
+        }
     }
 
     /// Smooth weighted round robin: each pick raises every candidate by its
     /// weight and lowers the chosen one by the total, which interleaves
     /// endpoints in proportion to their weights.
-    fn round_robin<'a>(&self, candidates: &[&'a Arc<Replica>], slow: Duration) -> &'a Arc<Replica> {
+    fn round_robin<'a>(
+        &self,
+        mut candidates: impl Iterator<Item = &'a Arc<Replica>>,
+        slow: Duration,
+    ) -> &'a Arc<Replica> {
         let _serial = self.rr.lock();
         let mut total = 0i64;
-        let mut best = candidates[0];
-        let mut best_current = i64::MIN;
+        let Some(mut best) = candidates.next() else {
+            unreachable!("choose is never called without candidates")
+        };
+        let w = (best.effective_weight(slow) * 100.0) as i64;
+        let mut best_current = best.current.load(Relaxed) + w;
+        best.current.store(best_current, Relaxed);
+        total += w;
         for r in candidates {
             let w = (r.effective_weight(slow) * 100.0) as i64;
             let current = r.current.load(Relaxed) + w;
@@ -626,72 +634,95 @@ impl BackendState {
         best
     }
 
-    fn least_conn<'a>(&self, candidates: &[&'a Arc<Replica>], slow: Duration) -> &'a Arc<Replica> {
+    fn least_conn<'a>(
+        &self,
+        candidates: impl Iterator<Item = &'a Arc<Replica>> + Clone,
+        n: usize,
+        slow: Duration,
+    ) -> &'a Arc<Replica> {
         // Start at a rotating position so that ties are spread out.
-        let start = self.rotor.fetch_add(1, Relaxed);
-        let n = candidates.len();
-        let mut best = candidates[start % n];
+        let start = self.rotor.fetch_add(1, Relaxed) % n;
+        let rotated = candidates.clone().skip(start).chain(candidates.take(start));
+        let mut best = None;
         let mut best_load = f64::INFINITY;
-        for i in 0..n {
-            let r = candidates[(start + i) % n];
+        for r in rotated {
             let load = (r.active.load(Relaxed) + 1) as f64 / r.effective_weight(slow);
-            if load < best_load {
+            if best.is_none() || load < best_load {
                 best_load = load;
-                best = r;
+                best = Some(r);
             }
         }
-        best
+        best.unwrap_or_else(|| unreachable!("choose is never called without candidates"))
     }
 }
 
-fn power_of_two<'a>(candidates: &[&'a Arc<Replica>], slow: Duration) -> &'a Arc<Replica> {
-    let n = candidates.len();
+fn power_of_two<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Replica>> + Clone,
+    n: usize,
+    slow: Duration,
+) -> &'a Arc<Replica> {
     let a = fastrand::usize(..n);
     let mut b = fastrand::usize(..n - 1);
     if b >= a {
         b += 1;
     }
+    let nth = |i: usize| {
+        candidates
+            .clone()
+            .nth(i)
+            .unwrap_or_else(|| unreachable!("{i} < {n} candidates"))
+    };
+    let (ra, rb) = (nth(a), nth(b));
     let cost = |r: &Replica| {
         // An endpoint with no sample yet looks as fast as the fastest.
         let latency = r.latency_ewma.load(Relaxed).max(1) as f64;
         latency * (r.active.load(Relaxed) + 1) as f64 / r.effective_weight(slow)
     };
-    if cost(candidates[a]) <= cost(candidates[b]) {
-        candidates[a]
+    if cost(ra) <= cost(rb) {
+        ra
     } else {
-        candidates[b]
+        rb
     }
 }
 
-fn weighted_random<'a>(candidates: &[&'a Arc<Replica>], slow: Duration) -> &'a Arc<Replica> {
-    let total: f64 = candidates.iter().map(|r| r.effective_weight(slow)).sum();
+fn weighted_random<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Replica>> + Clone,
+    slow: Duration,
+) -> &'a Arc<Replica> {
+    let total: f64 = candidates.clone().map(|r| r.effective_weight(slow)).sum();
     let mut point = fastrand::f64() * total;
+    let mut last = None;
     for r in candidates {
         point -= r.effective_weight(slow);
         if point < 0.0 {
             return r;
         }
+        last = Some(r);
     }
-    candidates[candidates.len() - 1]
+    last.unwrap_or_else(|| unreachable!("choose is never called without candidates"))
 }
 
 /// Weighted rendezvous hashing: each key goes to the endpoint with the
 /// highest score, so adding or removing one endpoint moves only the keys
 /// that belong to it.
-fn rendezvous<'a>(candidates: &[&'a Arc<Replica>], key: &[u8], slow: Duration) -> &'a Arc<Replica> {
-    let mut best = candidates[0];
+fn rendezvous<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Replica>>,
+    key: &[u8],
+    slow: Duration,
+) -> &'a Arc<Replica> {
+    let mut best = None;
     let mut best_score = f64::NEG_INFINITY;
     for r in candidates {
         let h = hash_of(&[key, r.id.as_bytes()]);
         // A uniform number in (0, 1), then -w / ln(u).
         let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
         let score = -r.effective_weight(slow) / u.ln();
-        if score > best_score {
+        if best.is_none() || score > best_score {
             best_score = score;
-            best = r;
+            best = Some(r);
         }
     }
-    best
+    best.unwrap_or_else(|| unreachable!("choose is never called without candidates"))
 }
 
 fn ip_bytes(ip: IpAddr) -> Vec<u8> {

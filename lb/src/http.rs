@@ -2,6 +2,7 @@
 //! keep-alive connections to endpoints, `Upgrade` tunnels, retries.
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -28,6 +29,21 @@ use crate::io::{Activity, Tracked};
 use crate::pool::{self, Sender, UpstreamBody};
 use crate::FrontendCounters;
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Formats into a `BytesMut` without an intermediate `String`.
+struct IoWriter<'a>(&'a mut bytes::BytesMut);
+
+impl std::fmt::Write for IoWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// Endpoints tried for one request before giving up on connecting.
 const MAX_CONNECT_TRIES: usize = 3;
 
@@ -44,7 +60,8 @@ pub(crate) struct HttpFrontend {
     pub routes: Vec<CompiledRoute>,
     pub default: Option<Arc<BackendState>>,
     pub timeouts: Timeouts,
-    pub port: u16,
+    /// `port` as an `X-Forwarded-Port` value, made once.
+    pub port_value: HeaderValue,
     /// Largest request head accepted; hyper's own limit for HTTP/1.1 cannot
     /// go below 8 KiB, so smaller ones are enforced here.
     pub max_header_bytes: usize,
@@ -355,17 +372,16 @@ impl Proxy {
         if let Some(why) = ambiguous_framing(request.headers()) {
             return error(StatusCode::BAD_REQUEST, why);
         }
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| request.uri().authority().map(|a| a.to_string()));
-        let Some(backend) = self
-            .frontend
-            .route(host.as_deref(), request.uri().path())
-            .cloned()
-        else {
+        // A clone of a header value shares its bytes: no copy.
+        let host: Option<HeaderValue> = match request.headers().get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+        let Some(backend) = self.frontend.route(host_str, request.uri().path()).cloned() else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no backend for this request",
@@ -375,14 +391,16 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
 
         let (mut parts, body) = request.into_parts();
-        let uri_key = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
+        let uri_key = (backend.config.policy == crate::config::Policy::UriHash)
+            .then(|| parts.uri.path_and_query().map(|pq| pq.as_str().to_string()))
+            .flatten();
         let sticky = backend
             .config
             .sticky_cookie
             .as_deref()
             .and_then(|name| cookie_value(&parts.headers, name))
             .map(str::to_string);
-        self.prepare(&mut parts, host.as_deref(), upgrade, &backend);
+        self.prepare(&mut parts, host, upgrade, &backend);
         let replay =
             (!upgrade && is_idempotent(&parts.method) && body.is_end_stream()).then(|| Replay {
                 method: parts.method.clone(),
@@ -489,17 +507,13 @@ impl Proxy {
     fn prepare(
         &self,
         parts: &mut http::request::Parts,
-        host: Option<&str>,
+        host: Option<HeaderValue>,
         upgrade: bool,
         backend: &BackendState,
     ) {
-        if parts.version == Version::HTTP_2 {
-            if let Some(host) = host {
-                if !parts.headers.contains_key(header::HOST) {
-                    if let Ok(v) = HeaderValue::from_str(host) {
-                        parts.headers.insert(header::HOST, v);
-                    }
-                }
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = &host {
+                parts.headers.insert(header::HOST, host.clone());
             }
         }
         parts.version = Version::HTTP_11;
@@ -511,23 +525,24 @@ impl Proxy {
         }
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let headers = &mut parts.headers;
-        let ip = self.peer.ip().to_string();
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {ip}"),
-            None => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-            headers.insert("x-forwarded-for", v);
+        let mut forwarded_for = bytes::BytesMut::with_capacity(48);
+        if let Some(earlier) = headers.get(&X_FORWARDED_FOR) {
+            forwarded_for.extend_from_slice(earlier.as_bytes());
+            forwarded_for.extend_from_slice(b", ");
         }
-        if !(backend.config.keep_forwarded_proto && headers.contains_key("x-forwarded-proto")) {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        let _ = write!(IoWriter(&mut forwarded_for), "{}", self.peer.ip());
+        if let Ok(v) = HeaderValue::from_maybe_shared(forwarded_for.freeze()) {
+            headers.insert(X_FORWARDED_FOR, v);
         }
-        if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.entry("x-forwarded-host").or_insert(host);
+        if !(backend.config.keep_forwarded_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if let Some(host) = host {
+            headers.entry(X_FORWARDED_HOST).or_insert(host);
         }
         headers
-            .entry("x-forwarded-port")
-            .or_insert_with(|| HeaderValue::from(self.frontend.port));
+            .entry(X_FORWARDED_PORT)
+            .or_insert_with(|| self.frontend.port_value.clone());
     }
 
     fn respond(

@@ -281,7 +281,7 @@ impl Balancer {
                         })
                         .collect();
                     let frontend = Arc::new(http::HttpFrontend {
-                        port: counters.listen.port(),
+                        port_value: ::http::HeaderValue::from(counters.listen.port()),
                         counters,
                         routes,
                         default,
