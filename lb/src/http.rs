@@ -25,6 +25,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::{ActiveGuard, BackendState, Hints, Replica};
 use crate::config::Timeouts;
+use crate::framing::{Scanner, Verdicts};
 use crate::io::{Activity, Tracked};
 use crate::pool::{self, Sender, UpstreamBody};
 use crate::FrontendCounters;
@@ -172,6 +173,9 @@ pub(crate) async fn serve(
 /// What a client connection shares with its requests.
 struct ConnState {
     in_flight: AtomicUsize,
+    /// Requests received so far, numbering them for `verdicts`.
+    received: std::sync::atomic::AtomicU64,
+    verdicts: Arc<Verdicts>,
 }
 
 async fn connection(
@@ -184,15 +188,22 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     frontend.counters.opened();
     let activity = Activity::new();
+    let verdicts = Verdicts::new();
     let state = Arc::new(ConnState {
         in_flight: AtomicUsize::new(0),
+        received: std::sync::atomic::AtomicU64::new(0),
+        verdicts: Arc::clone(&verdicts),
     });
     let service = Proxy {
         frontend: Arc::clone(&frontend),
         peer,
         conn: Arc::clone(&state),
     };
-    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(Tracked::scanned(
+        stream,
+        Arc::clone(&activity),
+        Scanner::new(verdicts),
+    ));
     let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
     tokio::pin!(conn);
     let idle = frontend.timeouts.idle;
@@ -240,7 +251,18 @@ impl tower::Service<Request<Incoming>> for Proxy {
         let this = self.clone();
         Box::pin(async move {
             this.conn.in_flight.fetch_add(1, Relaxed);
-            let response = this.handle(request).await;
+            let index = this.conn.received.fetch_add(1, Relaxed);
+            let response = if this.conn.verdicts.is_bad(index) {
+                let mut r = error(
+                    StatusCode::BAD_REQUEST,
+                    "ambiguous framing: Content-Length with Transfer-Encoding, or several Content-Lengths",
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                r
+            } else {
+                this.handle(request).await
+            };
             this.conn.in_flight.fetch_sub(1, Relaxed);
             Ok(response)
         })

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::framing::Scanner;
+
 /// When a connection last moved bytes, in milliseconds since it opened.
 pub(crate) struct Activity {
     opened: Instant,
@@ -36,15 +38,30 @@ impl Activity {
     }
 }
 
-/// A stream that records its activity.
+/// A stream that records its activity and, optionally, shows what it reads
+/// to a request framing scanner.
 pub(crate) struct Tracked<T> {
     inner: T,
     activity: Arc<Activity>,
+    scanner: Option<Scanner>,
 }
 
 impl<T> Tracked<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
+        Tracked {
+            inner,
+            activity,
+            scanner: None,
+        }
+    }
+
+    /// Also feeds every byte read to `scanner`.
+    pub fn scanned(inner: T, activity: Arc<Activity>, scanner: Scanner) -> Self {
+        Tracked {
+            inner,
+            activity,
+            scanner: Some(scanner),
+        }
     }
 }
 
@@ -59,6 +76,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touch();
+            if let Some(scanner) = &mut this.scanner {
+                scanner.feed(&buf.filled()[before..]);
+            }
         }
         result
     }

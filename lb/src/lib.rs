@@ -17,6 +17,7 @@
 mod backend;
 mod config;
 mod control;
+mod framing;
 mod health;
 mod http;
 mod io;
