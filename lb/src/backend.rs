@@ -469,26 +469,42 @@ impl BackendState {
         }
     }
 
+    /// Adds an endpoint, or updates it in place; atomic under the list's
+    /// lock, so that two feeders (engine events and rcompose) adding the
+    /// same endpoint at once make one replica.
     fn add(&self, endpoint: &Endpoint) {
-        if let Some(r) = self.find(&endpoint.id) {
-            if r.addr == endpoint.addr && !r.is_draining() {
-                r.weight.store(endpoint.weight, Relaxed);
-                return;
+        let mut added = None;
+        let mut replaced = None;
+        self.replace(|list| {
+            if let Some(i) = list.iter().position(|r| r.id == endpoint.id) {
+                let r = &list[i];
+                if r.addr == endpoint.addr && !r.is_draining() {
+                    r.weight.store(endpoint.weight, Relaxed);
+                    return;
+                }
+                // A new address (or a comeback after draining) is a new
+                // replica.
+                replaced = Some(list.remove(i));
             }
-            // A new address (or a comeback after draining) is a new replica.
-            self.start_draining(&r);
-            self.remove(&r.id);
+            let replica = Arc::new(Replica::new(endpoint));
+            // A replica that has just started may not listen yet: it joins
+            // the rotation once it accepts a connection, so that no client
+            // request is the one that finds out.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                replica.probing.store(true, SeqCst);
+            }
+            list.push(Arc::clone(&replica));
+            added = Some(replica);
+        });
+        if let Some(old) = replaced {
+            self.retire(&old);
         }
-        tracing::info!(backend = %self.config.name, endpoint = %endpoint.id, addr = %endpoint.addr, "endpoint added");
-        let replica = Arc::new(Replica::new(endpoint));
-        // A replica that has just started may not listen yet: it joins the
-        // rotation once it accepts a connection, so that no client request
-        // is the one that finds out.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            replica.probing.store(true, SeqCst);
-            runtime.spawn(probe(Arc::clone(&replica)));
+        if let Some(replica) = added {
+            tracing::info!(backend = %self.config.name, endpoint = %endpoint.id, addr = %endpoint.addr, "endpoint added");
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(probe(replica));
+            }
         }
-        self.replace(|list| list.push(replica));
     }
 
     fn start_draining(&self, r: &Replica) {
@@ -506,11 +522,16 @@ impl BackendState {
             }
         });
         if let Some(r) = removed {
-            r.state.store(GONE, SeqCst);
-            r.pool.clear();
-            r.closing.send_replace(true);
-            tracing::info!(backend = %self.config.name, endpoint = %id, "endpoint removed");
+            self.retire(&r);
         }
+    }
+
+    /// Closes what is left of a replica taken out of the list.
+    fn retire(&self, r: &Replica) {
+        r.state.store(GONE, SeqCst);
+        r.pool.clear();
+        r.closing.send_replace(true);
+        tracing::info!(backend = %self.config.name, endpoint = %r.id, "endpoint removed");
     }
 
     /// Waits until a draining endpoint has no request in flight and then,
@@ -925,6 +946,27 @@ mod tests {
             b.pick(&Hints::default()).map(|r| r.id.clone()),
             Some("a".into())
         );
+    }
+
+    #[test]
+    fn feeders_adding_the_same_endpoint_at_once_make_one_replica() {
+        let b = Arc::new(backend(Policy::RoundRobin));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let b = Arc::clone(&b);
+                std::thread::spawn(move || {
+                    for i in 0..200u16 {
+                        add(&b, &format!("e{}", i % 5), 1 + i % 5, 1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut ids: Vec<String> = b.replicas().iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4"]);
     }
 
     #[test]
