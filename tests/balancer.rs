@@ -484,3 +484,20 @@ fn the_stats_page_renders_in_a_headless_browser() {
         shot.display()
     );
 }
+
+#[test]
+fn a_bad_balancer_setting_is_refused_before_anything_runs() {
+    let p = TestProject::new(
+        "lb-bad",
+        "services:\n  web:\n    image: web:1\n  frontend:\n    image: dockercloud/haproxy\n    links: [web]\n    environment:\n      BALANCE: fastest\n",
+    );
+    let o = p.rc(&["up", "-d"]);
+    assert!(!o.status.success());
+    let err = rcompose_tests::stderr(&o);
+    assert!(
+        err.contains(
+            "compose.yaml: service \"frontend\": BALANCE=\"fastest\" is not a balancing algorithm"
+        ),
+        "{err}"
+    );
+}

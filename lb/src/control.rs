@@ -43,18 +43,9 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let expected = Arc::new(format!("Bearer {token}"));
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept on the control listener: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = crate::stopped(&mut shutdown) => return,
-        };
+    while let Some((stream, _, _)) =
+        crate::accept(&listener, "the control listener", None, &mut shutdown).await
+    {
         let _ = stream.set_nodelay(true);
         let handle = handle.clone();
         let expected = Arc::clone(&expected);

@@ -144,26 +144,10 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = crate::stopped(&mut shutdown) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors, say: wait a little rather than spin.
-                    tracing::warn!("accept on {}: {e}", frontend.counters.name);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = crate::stopped(&mut shutdown) => return,
-        };
+    let what = format!("frontend {}", frontend.counters.name);
+    while let Some((stream, peer, permit)) =
+        crate::accept(&listener, &what, Some(&limit), &mut shutdown).await
+    {
         let frontend = Arc::clone(&frontend);
         let builder = Arc::clone(&builder);
         tokio::spawn(connection(stream, peer, frontend, builder, permit));
@@ -183,7 +167,7 @@ async fn connection(
     peer: SocketAddr,
     frontend: Arc<HttpFrontend>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
     frontend.counters.opened();

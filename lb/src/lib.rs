@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use backend::{BackendStats, Change, DrainReport, Endpoint, EndpointStats};
@@ -47,6 +47,40 @@ use backend::BackendState;
 /// Resolves once `shutdown` turns true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// The next connection on `listener`, holding a permit of `limit` when one
+/// is given; `None` once `shutdown` turns true. An accept error (out of
+/// descriptors, say) is logged and waited out rather than spun on.
+async fn accept(
+    listener: &TcpListener,
+    what: &str,
+    limit: Option<&Arc<Semaphore>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    Option<OwnedSemaphorePermit>,
+)> {
+    let permit = match limit {
+        Some(limit) => tokio::select! {
+            p = Arc::clone(limit).acquire_owned() => Some(p.ok()?),
+            _ = stopped(shutdown) => return None,
+        },
+        None => None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => return Some((stream, peer, permit)),
+                Err(e) => {
+                    tracing::warn!("accept on {what}: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = stopped(shutdown) => return None,
+        }
+    }
 }
 
 /// Counters of one listener.

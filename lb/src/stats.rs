@@ -60,18 +60,9 @@ pub(crate) async fn serve(
         )
     });
     let expected = Arc::new(expected);
-    loop {
-        let (stream, _) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept on the stats listener: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = crate::stopped(&mut shutdown) => return,
-        };
+    while let Some((stream, _, _)) =
+        crate::accept(&listener, "the stats listener", None, &mut shutdown).await
+    {
         let handle = handle.clone();
         let expected = Arc::clone(&expected);
         tokio::spawn(async move {

@@ -52,25 +52,10 @@ pub(crate) async fn serve(
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&limit).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = crate::stopped(&mut shutdown) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("accept on {}: {e}", counters.name);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = crate::stopped(&mut shutdown) => return,
-        };
+    let what = format!("frontend {}", counters.name);
+    while let Some((stream, peer, permit)) =
+        crate::accept(&listener, &what, Some(&limit), &mut shutdown).await
+    {
         tokio::spawn(connection(
             stream,
             peer,
@@ -88,7 +73,7 @@ async fn connection(
     counters: Arc<FrontendCounters>,
     backend: Arc<BackendState>,
     timeouts: Timeouts,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = client.set_nodelay(true);
     counters.opened();

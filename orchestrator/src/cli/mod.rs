@@ -62,8 +62,15 @@ pub(crate) fn load_project(options: &LoadOptions, named: bool) -> Result<Project
                 eprintln!("WARN[0000] {w}");
             }
             // Balancer services run the built-in balancer.
-            orchestrator::balancer::prepare(&loaded.project, &balancer::image_tag())
-                .map_err(|e| anyhow::anyhow!(e))
+            orchestrator::balancer::prepare(&loaded.project, &balancer::image_tag()).map_err(|e| {
+                let files: Vec<&str> = loaded
+                    .project
+                    .config_files
+                    .iter()
+                    .map(|f| f.rsplit('/').next().unwrap_or(f))
+                    .collect();
+                anyhow::anyhow!("{}: {e}", files.join(", "))
+            })
         }
         Err(e)
             if named
