@@ -661,7 +661,9 @@ async fn runs_a_container_through_its_lifecycle() {
     assert!(out.contains("rcs-host\n"), "{out}");
     assert!(out.contains("02:42:ac:11:99:01"), "mac address: {out}");
     assert_eq!(err, "oops\n");
-    let (tail, _) = logs_of(
+    // The engine copies stdout and stderr separately, so the stderr line may
+    // be stamped last: the tail counts lines of both streams.
+    let (tail_out, tail_err) = logs_of(
         &rt,
         &id,
         &LogOptions {
@@ -671,6 +673,7 @@ async fn runs_a_container_through_its_lifecycle() {
         },
     )
     .await;
+    let tail = tail_out + &tail_err;
     assert_eq!(tail.lines().count(), 1, "{tail}");
     assert!(tail.starts_with("20"), "timestamped: {tail}");
 
