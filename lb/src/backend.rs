@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Backend, Policy};
-use crate::pool::Pool;
+use crate::pool::{Pool, RawConn, Sender};
 
 /// One address that a backend can send traffic to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,8 +140,10 @@ pub(crate) struct Replica {
     closing: watch::Sender<bool>,
     /// Smooth weighted round robin's running weight.
     current: AtomicI64,
-    /// Idle keep-alive connections to the endpoint.
-    pub pool: Pool,
+    /// Idle keep-alive connections to the endpoint, for the general path
+    /// (hyper) and for the HTTP/1.1 fast path.
+    pub pool: Pool<Sender>,
+    pub raw: Pool<RawConn>,
 }
 
 impl Replica {
@@ -169,6 +171,7 @@ impl Replica {
             closing: watch::channel(false).0,
             current: AtomicI64::new(0),
             pool: Pool::default(),
+            raw: Pool::default(),
         }
     }
 
@@ -512,6 +515,7 @@ impl BackendState {
             tracing::info!(backend = %self.config.name, endpoint = %r.id, "endpoint draining");
         }
         r.pool.clear();
+        r.raw.clear();
     }
 
     fn remove(&self, id: &str) {
@@ -530,6 +534,7 @@ impl BackendState {
     fn retire(&self, r: &Replica) {
         r.state.store(GONE, SeqCst);
         r.pool.clear();
+        r.raw.clear();
         r.closing.send_replace(true);
         tracing::info!(backend = %self.config.name, endpoint = %r.id, "endpoint removed");
     }

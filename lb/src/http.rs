@@ -20,8 +20,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 
 use crate::backend::{ActiveGuard, BackendState, Hints, Replica};
 use crate::config::Timeouts;
@@ -46,7 +47,7 @@ impl std::fmt::Write for IoWriter<'_> {
 }
 
 /// Endpoints tried for one request before giving up on connecting.
-const MAX_CONNECT_TRIES: usize = 3;
+pub(crate) const MAX_CONNECT_TRIES: usize = 3;
 
 /// A routing rule, ready to match.
 pub(crate) struct CompiledRoute {
@@ -69,7 +70,7 @@ pub(crate) struct HttpFrontend {
 }
 
 impl HttpFrontend {
-    fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<BackendState>> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<BackendState>> {
         let host = host.map(strip_port);
         self.routes
             .iter()
@@ -150,7 +151,7 @@ pub(crate) async fn serve(
     {
         let frontend = Arc::clone(&frontend);
         let builder = Arc::clone(&builder);
-        tokio::spawn(connection(stream, peer, frontend, builder, permit));
+        tokio::spawn(crate::h1::client(stream, peer, frontend, builder, permit));
     }
 }
 
@@ -162,15 +163,16 @@ struct ConnState {
     verdicts: Arc<Verdicts>,
 }
 
-async fn connection(
-    stream: TcpStream,
+/// Serves a client connection with hyper: HTTP/1.x and h2c, everything the
+/// fast path hands over.
+pub(crate) async fn connection<T>(
+    stream: T,
     peer: SocketAddr,
     frontend: Arc<HttpFrontend>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    _permit: Option<OwnedSemaphorePermit>,
-) {
-    let _ = stream.set_nodelay(true);
-    frontend.counters.opened();
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let verdicts = Verdicts::new();
     let state = Arc::new(ConnState {
@@ -211,7 +213,6 @@ async fn connection(
             }
         }
     }
-    frontend.counters.closed();
 }
 
 /// The proxy as a tower service, one per client connection.
@@ -253,7 +254,7 @@ impl tower::Service<Request<Incoming>> for Proxy {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
@@ -343,7 +344,13 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .find_map(|v| cookie_in(v, name))
+}
+
+/// The value of cookie `name` in one `Cookie` header's value.
+pub(crate) fn cookie_in<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
@@ -643,18 +650,22 @@ impl Proxy {
 
 /// A short plain-text answer made by the balancer itself.
 fn error(status: StatusCode, why: &str) -> Response<ProxyBody> {
-    let text = format!(
-        "{} {}: {why}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(ProxyBody::Full(Some(Bytes::from(text))));
+    let mut response = Response::new(ProxyBody::Full(Some(Bytes::from(error_text(status, why)))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The body of the balancer's own answers.
+pub(crate) fn error_text(status: StatusCode, why: &str) -> String {
+    format!(
+        "{} {}: {why}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
 }
 
 /// The body of an answer to a client.

@@ -7,7 +7,9 @@
 //!
 //! - L7: HTTP/1.1 and h2c from clients, HTTP/1.1 with pooled keep-alive
 //!   connections to endpoints, `Upgrade` tunnels (WebSocket), routing by
-//!   host and path, `X-Forwarded-*` headers ([`http`](crate::http) module).
+//!   host and path, `X-Forwarded-*` headers. Plain HTTP/1.1 takes a fast
+//!   path over bytes ([`h1`](crate::h1)); the rest goes through hyper
+//!   ([`http`](crate::http)).
 //! - L4: TCP connections proxied whole.
 //! - Endpoint choice: round robin, least connections, power of two choices
 //!   on latency, random, source and URI hashing, weights, sticky cookies,
@@ -18,6 +20,7 @@ mod backend;
 mod config;
 mod control;
 mod framing;
+mod h1;
 mod health;
 mod http;
 mod io;

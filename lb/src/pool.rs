@@ -3,9 +3,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -22,35 +22,97 @@ pub(crate) type Sender = http1::SendRequest<UpstreamBody>;
 /// Idle connections kept per endpoint; more than this are closed.
 const MAX_IDLE: usize = 512;
 
-/// An endpoint's idle connections, most recently used last.
-#[derive(Default)]
-pub(crate) struct Pool {
-    idle: Mutex<Vec<Sender>>,
+/// A connection that can wait in a [`Pool`].
+pub(crate) trait Reusable {
+    /// Whether it still looks usable (not closed by the endpoint).
+    fn usable(&mut self) -> bool;
 }
 
-impl Pool {
+impl Reusable for Sender {
+    fn usable(&mut self) -> bool {
+        !self.is_closed()
+    }
+}
+
+/// An endpoint's idle connections, most recently used last.
+pub(crate) struct Pool<T> {
+    idle: Mutex<Vec<T>>,
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Reusable> Pool<T> {
     /// An idle connection that is still open, if there is one.
-    pub fn take(&self) -> Option<Sender> {
+    pub fn take(&self) -> Option<T> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+        while let Some(mut conn) = idle.pop() {
+            if conn.usable() {
+                return Some(conn);
             }
         }
         None
     }
 
     /// Keeps a connection whose last response has been read in full.
-    pub fn put(&self, sender: Sender) {
+    pub fn put(&self, mut conn: T) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE && !sender.is_closed() {
-            idle.push(sender);
+        if idle.len() < MAX_IDLE && conn.usable() {
+            idle.push(conn);
         }
     }
 
     /// Closes every idle connection.
     pub fn clear(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A plain TCP connection to an endpoint for the HTTP/1.1 fast path, with
+/// the bytes read from it and not yet used.
+pub(crate) struct RawConn {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    idle_since: Instant,
+}
+
+/// Idle longer than this, a pooled connection is checked for a close by
+/// the endpoint before it is used again (a check costs a system call).
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(500);
+
+impl RawConn {
+    pub fn new(stream: TcpStream) -> Self {
+        RawConn {
+            stream,
+            buf: BytesMut::new(),
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// Marks the start of an idle time (its response read in full).
+    pub fn idle(&mut self) {
+        self.buf.clear();
+        self.idle_since = Instant::now();
+    }
+}
+
+impl RawConn {
+    /// Whether the endpoint has not closed the connection (nor sent
+    /// anything unasked, which is as bad), at the cost of a system call.
+    pub fn is_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl Reusable for RawConn {
+    fn usable(&mut self) -> bool {
+        self.idle_since.elapsed() < CHECK_AFTER_IDLE || self.is_open()
     }
 }
 

@@ -997,3 +997,178 @@ async fn an_idle_client_connection_does_not_hold_up_others() {
     }
     assert_eq!(first.get("x", "/again").await.status, StatusCode::OK);
 }
+
+fn framings(path: &str) -> (Vec<Vec<u8>>, bool) {
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec();
+    match path {
+        "/chunked" => (
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhel"
+                    .to_vec(),
+                b"lo\r\n6;x=y\r\n world\r\n0\r\nX-Sum: 11\r\n".to_vec(),
+                b"\r\n".to_vec(),
+            ],
+            false,
+        ),
+        "/big" => {
+            let body: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            (vec![head.into_bytes(), body], false)
+        }
+        "/early" => (
+            vec![
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n".to_vec(),
+                ok,
+            ],
+            false,
+        ),
+        "/until-close" => (
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ".to_vec(),
+                b"the end".to_vec(),
+            ],
+            true,
+        ),
+        // Answers, then closes without saying so.
+        "/bye" => (vec![ok], true),
+        _ => (vec![ok], false),
+    }
+}
+
+#[tokio::test]
+async fn responses_of_every_framing_are_relayed_whole_on_one_connection() {
+    let server = ScriptedServer::start(framings).await;
+    let lb = Balancer::start(simple_config(Backend::new("web")))
+        .await
+        .unwrap();
+    add(&lb.handle(), "web", Endpoint::new("s", server.addr)).await;
+    let mut client = TcpStream::connect(lb.local_addr("web").unwrap())
+        .await
+        .unwrap();
+
+    client
+        .write_all(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    let wanted = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n";
+    let mut body = vec![0u8; wanted.len()];
+    within("chunked body", client.read_exact(&mut body))
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(wanted)
+    );
+
+    // Two requests in one write, answered in order, one of them large.
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /early HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_sized(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, framings("/big").0[1]);
+    let early = read_head(&mut client).await;
+    assert!(early.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{early}");
+    assert!(early.contains("Link: </s.css>"), "{early}");
+    let (head, body) = read_sized(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    assert_eq!(
+        server.connections.load(SeqCst),
+        1,
+        "one endpoint connection served all, kept alive"
+    );
+
+    // A body that ends when the endpoint closes: the client connection
+    // closes after it, and says so.
+    client
+        .write_all(b"GET /until-close HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    within("body until close", client.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&rest), "until the end");
+}
+
+#[tokio::test]
+async fn an_endpoint_closing_its_idle_connections_costs_no_request() {
+    let server = ScriptedServer::start(framings).await;
+    let lb = Balancer::start(simple_config(Backend::new("web")))
+        .await
+        .unwrap();
+    add(&lb.handle(), "web", Endpoint::new("s", server.addr)).await;
+    let mut client = Http1::connect(lb.local_addr("web").unwrap()).await;
+    for i in 0..5 {
+        let reply = client.get("x", "/bye").await;
+        assert_eq!(reply.status, StatusCode::OK, "GET {i}: {}", reply.text());
+        let reply = client
+            .send(request(Method::POST, "x", "/bye", &[], "form=1"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "POST {i}: {}", reply.text());
+    }
+    assert_eq!(
+        server.requests.load(SeqCst),
+        10,
+        "each request reached the endpoint once"
+    );
+}
+
+#[tokio::test]
+async fn requests_the_fast_path_leaves_are_served_on_the_same_connection() {
+    let backend = TestBackend::start("a").await;
+    let lb = Balancer::start(simple_config(Backend::new("web")))
+        .await
+        .unwrap();
+    add(&lb.handle(), "web", backend.endpoint()).await;
+    let addr = lb.local_addr("web").unwrap();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let body_of = |body: &[u8]| -> serde_json::Value { serde_json::from_slice(body).unwrap() };
+
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_sized(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body_of(&body)["uri"], "/one");
+    // A chunked request body is beyond the fast path: the rest of the
+    // connection goes to the general one, which still serves it.
+    client
+        .write_all(
+            b"POST /two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (head, body) = read_sized(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body_of(&body)["body"], "abc");
+    client
+        .write_all(b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, body) = read_sized(&mut client).await;
+    assert_eq!(body_of(&body)["uri"], "/three");
+
+    // HTTP/1.0, and a body too large to hold.
+    let (status, body) = raw_exchange(addr, b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert_eq!(body_of(&body)["uri"], "/old");
+    let large = "b".repeat(200_000);
+    let reply = send(addr, request(Method::PUT, "x", "/large", &[], &large)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.json()["body"].as_str().map(str::len),
+        Some(large.len())
+    );
+}

@@ -532,3 +532,90 @@ pub async fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<u8>) {
         .unwrap();
     (status, body)
 }
+
+/// What a [`ScriptedServer`] answers to a request for a path: the pieces
+/// it writes (flushed one by one, a little apart), and whether it closes
+/// the connection right after, without a word.
+pub type Script = fn(&str) -> (Vec<Vec<u8>>, bool);
+
+/// An endpoint that answers with raw bytes chosen by the request's path,
+/// for framings and misbehaviour a well-behaved server never shows.
+pub struct ScriptedServer {
+    pub addr: SocketAddr,
+    /// Connections that carried a request (the balancer's probe of a new
+    /// endpoint carries none).
+    pub connections: Arc<AtomicUsize>,
+    /// Requests read.
+    pub requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedServer {
+    pub async fn start(script: Script) -> ScriptedServer {
+        let listener = TcpListener::bind(any_port()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (conns, reqs) = (Arc::clone(&connections), Arc::clone(&requests));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (conns, reqs) = (Arc::clone(&conns), Arc::clone(&reqs));
+                tokio::spawn(async move {
+                    let mut first = true;
+                    while let Some(request) = read_request(&mut stream).await {
+                        if std::mem::take(&mut first) {
+                            conns.fetch_add(1, SeqCst);
+                        }
+                        reqs.fetch_add(1, SeqCst);
+                        let head = String::from_utf8_lossy(&request).into_owned();
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        let (pieces, close) = script(&path);
+                        for (i, piece) in pieces.iter().enumerate() {
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            if stream.write_all(piece).await.is_err() {
+                                return;
+                            }
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedServer {
+            addr,
+            connections,
+            requests,
+            task,
+        }
+    }
+}
+
+/// Reads a response whose body has a `Content-Length` from `stream`;
+/// returns its head and body.
+pub async fn read_sized(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let head = read_head(stream).await;
+    let length: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    within("response body", stream.read_exact(&mut body))
+        .await
+        .unwrap();
+    (head, body)
+}
