@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use rcompose_tests::{engine_ready, require, stdout, TestProject, IMAGE};
+use rcompose_tests::{engine_ready, require, stderr, stdout, TestProject, IMAGE};
 
 /// A web service whose replicas answer with their own hostname.
 fn web_service() -> String {
@@ -327,16 +327,16 @@ fn scaling_and_a_killed_replica_fail_no_request_under_load() {
 
     let load = Load::start(&addr, 4);
     std::thread::sleep(Duration::from_millis(500));
-    p.ok(&["scale", "web=4"]);
+    scale_telling_the_balancer(&p, "web=4");
     std::thread::sleep(Duration::from_millis(500));
-    p.ok(&["scale", "web=1"]);
+    scale_telling_the_balancer(&p, "web=1");
     std::thread::sleep(Duration::from_millis(500));
-    p.ok(&["scale", "web=2"]);
+    scale_telling_the_balancer(&p, "web=2");
     std::thread::sleep(Duration::from_millis(500));
     // A crash that rcompose did not cause.
     docker(&["kill", "-s", "KILL", &format!("{}-web-2", p.name)]);
     std::thread::sleep(Duration::from_millis(500));
-    p.ok(&["scale", "web=1"]);
+    scale_telling_the_balancer(&p, "web=1");
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed, failures) = load.finish();
     eprintln!("under load, scaling 1 -> 4 -> 1 -> 2, SIGKILL of a replica, -> 1: {ok} requests succeeded, {failed} failed");
@@ -344,6 +344,18 @@ fn scaling_and_a_killed_replica_fail_no_request_under_load() {
     assert!(
         ok > 50,
         "too few requests went through to prove anything: {ok}"
+    );
+}
+
+/// Runs `rcompose scale`, which must have told the balancer (it says so on
+/// stderr when it could not, and goes on).
+fn scale_telling_the_balancer(p: &TestProject, arg: &str) {
+    let scaled = p.rc(&["scale", arg]);
+    let said = stderr(&scaled);
+    assert!(scaled.status.success(), "scale {arg} failed: {said}");
+    assert!(
+        !said.contains("balancer not told"),
+        "scale {arg} could not tell the balancer: {said}"
     );
 }
 
@@ -359,7 +371,7 @@ fn a_new_replica_gets_traffic_as_soon_as_it_is_ready() {
 
     // Through rcompose: scale tells the balancer before it returns.
     let load = Load::start(&addr, 2);
-    p.ok(&["scale", "web=2"]);
+    scale_telling_the_balancer(&p, "web=2");
     let returned = SystemTime::now();
     let replica = format!("{}-web-2", p.name);
     let host = hostname_of(&replica);

@@ -56,6 +56,7 @@ pub async fn render(plan: &Plan, mode: Mode, title: &str, mut rx: UnboundedRecei
     let mut lines: BTreeMap<String, Line> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut drawn = 0usize;
+    let mut notes: Vec<String> = Vec::new();
     let mut err = std::io::stderr();
     let total = plan
         .ops
@@ -70,8 +71,18 @@ pub async fn render(plan: &Plan, mode: Mode, title: &str, mut rx: UnboundedRecei
             Progress::Failed(i, e) => (*i, format!("Error {e}"), true, true),
             Progress::Skipped(i) => (*i, "Skipped".to_string(), true, true),
             Progress::Output(i, text) => {
-                if mode == Mode::Plain {
-                    let _ = writeln!(err, "{} {}", plan.ops[*i].action.subject(), text.trim_end());
+                let subject = plan.ops[*i].action.subject();
+                match mode {
+                    Mode::Plain => {
+                        let _ = writeln!(err, "{subject} {}", text.trim_end());
+                    }
+                    Mode::Json => {
+                        let v = serde_json::json!({ "id": subject, "text": text.trim_end() });
+                        let _ = writeln!(err, "{v}");
+                    }
+                    // Below the live lines once they are final.
+                    Mode::Tty => notes.push(format!("{subject} {}", text.trim_end())),
+                    Mode::Quiet => {}
                 }
                 continue;
             }
@@ -136,5 +147,8 @@ pub async fn render(plan: &Plan, mode: Mode, title: &str, mut rx: UnboundedRecei
                 let _ = err.write_all(out.as_bytes());
             }
         }
+    }
+    for note in notes {
+        let _ = writeln!(err, "{note}");
     }
 }
