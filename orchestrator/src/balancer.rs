@@ -526,6 +526,14 @@ fn dockercloud(project: &Project, name: &str, service: &Service) -> Result<Balan
         vhosts.sort_by_key(|(weight, _, _)| std::cmp::Reverse(*weight));
         for (_, svc_name, entries) in &vhosts {
             for vh in entries {
+                // A port in some TCP_PORTS stays TCP, as with the image: its
+                // routes would mean nothing there.
+                if frontends
+                    .iter()
+                    .any(|f| f.mode == lb::Mode::Tcp && f.listen.port() == vh.port)
+                {
+                    continue;
+                }
                 let frontend_name = format!("port_{}", vh.port);
                 if !frontends.iter().any(|f| f.name == frontend_name) {
                     frontends.push(lb::Frontend {
@@ -1008,6 +1016,41 @@ mod tests {
             http_check_path("OPTIONS /health HTTP/1.1\\r\\nHost:\\ www"),
             Some("/health".into())
         );
+    }
+
+    fn load(yaml: &str) -> Project {
+        let dir = std::env::temp_dir();
+        match crate::loader::load_from_str(yaml, &dir, indexmap::IndexMap::new()) {
+            Ok(l) => l.project,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_tcp_port_that_is_also_a_virtual_host_port_stays_tcp() {
+        let p = load(
+            "services:\n  db:\n    image: db\n    environment:\n      TCP_PORTS: \"8080\"\n  \
+             web:\n    image: web\n    environment:\n      VIRTUAL_HOST: \"a.test:8080, b.test\"\n  \
+             lb:\n    image: dockercloud/haproxy\n    links: [db, web]\n",
+        );
+        let spec = spec(&p, "lb").unwrap();
+        let on = |port: u16| {
+            spec.config
+                .frontends
+                .iter()
+                .filter(|f| f.listen.port() == port)
+                .collect::<Vec<_>>()
+        };
+        let tcp = on(8080);
+        assert_eq!(tcp.len(), 1, "{:?}", spec.config.frontends);
+        assert_eq!(tcp[0].mode, lb::Mode::Tcp);
+        assert!(tcp[0].routes.is_empty(), "{:?}", tcp[0].routes);
+        let http = on(80);
+        assert_eq!(http.len(), 1);
+        assert_eq!(http[0].mode, lb::Mode::Http);
+        assert_eq!(http[0].routes.len(), 1);
+        assert_eq!(http[0].routes[0].host.as_deref(), Some("b.test"));
+        spec.config.validate().unwrap();
     }
 
     #[test]
