@@ -508,7 +508,21 @@ fn a_bad_balancer_setting_is_refused_before_anything_runs() {
     let err = rcompose_tests::stderr(&o);
     assert!(
         err.contains(
-            "compose.yaml: service \"frontend\": BALANCE=\"fastest\" is not a balancing algorithm"
+            "compose.yaml:8:7: service \"frontend\": BALANCE=\"fastest\" is not a balancing algorithm"
+        ),
+        "{err}"
+    );
+    // The list form points at the entry.
+    let p = TestProject::new(
+        "lb-bad-list",
+        "services:\n  web:\n    image: web:1\n  frontend:\n    image: dockercloud/haproxy\n    links: [web]\n    environment:\n      - MODE=http\n      - TIMEOUT=connect soon\n",
+    );
+    let o = p.rc(&["up", "-d"]);
+    assert!(!o.status.success());
+    let err = rcompose_tests::stderr(&o);
+    assert!(
+        err.contains(
+            "compose.yaml:9:9: service \"frontend\": TIMEOUT: cannot read \"connect soon\""
         ),
         "{err}"
     );

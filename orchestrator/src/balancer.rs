@@ -91,8 +91,43 @@ fn is_dockercloud_image(image: &str) -> bool {
     name == "dockercloud/haproxy" || name.ends_with("/dockercloud/haproxy")
 }
 
+/// A balancer setting that cannot be used: its message names the service
+/// and the setting; `key` leads to it inside the service's YAML, for the
+/// caller to find its line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SettingError {
+    /// The balancer service.
+    pub service: String,
+    /// The path below `services.<service>`: `["environment", "BALANCE"]`,
+    /// `["x-rcompose-balancer", "tcp"]`; empty when no one setting is to
+    /// blame.
+    pub key: Vec<String>,
+    /// What is wrong, naming the service and the setting.
+    pub message: String,
+}
+
+impl SettingError {
+    /// An error in environment variable `var` (or, when it starts with the
+    /// extension's name, in that part of the extension).
+    fn new(service: &str, var: &str, message: String) -> Self {
+        let key = if var.starts_with(EXTENSION) {
+            var.split('.').map(str::to_string).collect()
+        } else if var.is_empty() {
+            Vec::new()
+        } else {
+            vec!["environment".to_string(), var.to_string()]
+        };
+        SettingError {
+            service: service.to_string(),
+            key,
+            message,
+        }
+    }
+}
+
 /// Every balancer service of the project with its spec, in service order.
-pub fn balancers(project: &Project) -> Vec<(String, Result<BalancerSpec, String>)> {
+pub fn balancers(project: &Project) -> Vec<(String, Result<BalancerSpec, SettingError>)> {
     project
         .services
         .iter()
@@ -103,11 +138,11 @@ pub fn balancers(project: &Project) -> Vec<(String, Result<BalancerSpec, String>
 
 /// The spec of balancer service `name`; an error names the service and the
 /// setting that is wrong.
-pub fn spec(project: &Project, name: &str) -> Result<BalancerSpec, String> {
+pub fn spec(project: &Project, name: &str) -> Result<BalancerSpec, SettingError> {
     let service = project
         .services
         .get(name)
-        .ok_or_else(|| format!("no service {name:?}"))?;
+        .ok_or_else(|| SettingError::new(name, "", format!("no service {name:?}")))?;
     let mut spec = match service.extensions.get(EXTENSION) {
         Some(value) => structured(project, name, service, value)?,
         None => dockercloud(project, name, service)?,
@@ -122,13 +157,15 @@ pub fn spec(project: &Project, name: &str) -> Result<BalancerSpec, String> {
         .iter()
         .any(|f| f.listen.port() == CONTROL_PORT)
     {
-        return Err(format!(
-            "service {name:?}: port {CONTROL_PORT} is the balancer's control port"
+        return Err(SettingError::new(
+            name,
+            "",
+            format!("service {name:?}: port {CONTROL_PORT} is the balancer's control port"),
         ));
     }
     spec.config
         .validate()
-        .map_err(|e| format!("service {name:?}: {e}"))?;
+        .map_err(|e| SettingError::new(name, "", format!("service {name:?}: {e}")))?;
     Ok(spec)
 }
 
@@ -210,12 +247,13 @@ fn policy(value: &str) -> Option<lb::Policy> {
     )
 }
 
-fn policy_of(service: &str, var: &str, value: &str) -> Result<lb::Policy, String> {
+fn policy_of(service: &str, var: &str, value: &str) -> Result<lb::Policy, SettingError> {
     policy(value).ok_or_else(|| {
-        format!(
+        let message = format!(
             "service {service:?}: {var}={value:?} is not a balancing algorithm rcompose knows \
              (roundrobin, leastconn, p2c, random, source, uri)"
-        )
+        );
+        SettingError::new(service, var, message)
     })
 }
 
@@ -238,13 +276,16 @@ fn haproxy_time(value: &str) -> Option<Duration> {
 
 /// `HEALTH_CHECK` (`check inter 2000 rise 2 fall 3`): an active TCP check
 /// when it says `check`, none otherwise.
-fn health_check(service: &str, value: &str) -> Result<Option<lb::HealthCheck>, String> {
+fn health_check(service: &str, value: &str) -> Result<Option<lb::HealthCheck>, SettingError> {
     let words: Vec<&str> = value.split_whitespace().collect();
     if !words.contains(&"check") {
         return Ok(None);
     }
     let mut check = lb::HealthCheck::default();
-    let bad = |w: &str| format!("service {service:?}: HEALTH_CHECK={value:?}: cannot read {w:?}");
+    let bad = |w: &str| {
+        let message = format!("service {service:?}: HEALTH_CHECK={value:?}: cannot read {w:?}");
+        SettingError::new(service, "HEALTH_CHECK", message)
+    };
     let mut i = 0;
     while i < words.len() {
         let arg = words.get(i + 1).copied().unwrap_or("");
@@ -276,12 +317,14 @@ fn http_check_path(value: &str) -> Option<String> {
 }
 
 /// `TIMEOUT` (`connect 5000, client 50000, server 50000`).
-fn timeouts(service: &str, value: &str) -> Result<lb::Timeouts, String> {
+fn timeouts(service: &str, value: &str) -> Result<lb::Timeouts, SettingError> {
     let mut t = lb::Timeouts::default();
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (what, time) = part.split_once(char::is_whitespace).unwrap_or((part, ""));
-        let time = haproxy_time(time)
-            .ok_or_else(|| format!("service {service:?}: TIMEOUT: cannot read {part:?}"))?;
+        let time = haproxy_time(time).ok_or_else(|| {
+            let message = format!("service {service:?}: TIMEOUT: cannot read {part:?}");
+            SettingError::new(service, "TIMEOUT", message)
+        })?;
         match what {
             "connect" => t.connect = time,
             "client" => t.idle = time,
@@ -295,7 +338,7 @@ fn timeouts(service: &str, value: &str) -> Result<lb::Timeouts, String> {
     Ok(t)
 }
 
-fn ports(service: &str, var: &str, value: Option<&str>) -> Result<Vec<u16>, String> {
+fn ports(service: &str, var: &str, value: Option<&str>) -> Result<Vec<u16>, SettingError> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
@@ -305,9 +348,10 @@ fn ports(service: &str, var: &str, value: Option<&str>) -> Result<Vec<u16>, Stri
         .filter(|p| !p.is_empty())
         .map(|p| {
             let number = p.split('/').next().unwrap_or(p);
-            number
-                .parse()
-                .map_err(|_| format!("service {service:?}: {var}: {p:?} is not a port"))
+            number.parse().map_err(|_| {
+                let message = format!("service {service:?}: {var}: {p:?} is not a port");
+                SettingError::new(service, var, message)
+            })
         })
         .collect()
 }
@@ -320,7 +364,7 @@ struct VirtualHost {
     path: Option<String>,
 }
 
-fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, String> {
+fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, SettingError> {
     let mut out = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (scheme, rest) = match entry.split_once("://") {
@@ -340,7 +384,9 @@ fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, String>
             Some((h, p)) => (
                 h,
                 p.parse().map_err(|_| {
-                    format!("service {service:?}: VIRTUAL_HOST: bad port in {entry:?}")
+                    let message =
+                        format!("service {service:?}: VIRTUAL_HOST: bad port in {entry:?}");
+                    SettingError::new(service, "VIRTUAL_HOST", message)
                 })?,
             ),
             None => (authority, default_port),
@@ -355,7 +401,11 @@ fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, String>
 }
 
 /// The `dockercloud/haproxy` spelling.
-fn dockercloud(project: &Project, name: &str, service: &Service) -> Result<BalancerSpec, String> {
+fn dockercloud(
+    project: &Project,
+    name: &str,
+    service: &Service,
+) -> Result<BalancerSpec, SettingError> {
     let global_policy = match env(service, "BALANCE") {
         Some(v) => policy_of(name, "BALANCE", v)?,
         None => lb::Policy::RoundRobin,
@@ -364,9 +414,8 @@ fn dockercloud(project: &Project, name: &str, service: &Service) -> Result<Balan
         None | Some("http") => lb::Mode::Http,
         Some("tcp") => lb::Mode::Tcp,
         Some(other) => {
-            return Err(format!(
-                "service {name:?}: MODE={other:?}: expected http or tcp"
-            ))
+            let message = format!("service {name:?}: MODE={other:?}: expected http or tcp");
+            return Err(SettingError::new(name, "MODE", message));
         }
     };
     let global_check = health_check(
@@ -381,16 +430,16 @@ fn dockercloud(project: &Project, name: &str, service: &Service) -> Result<Balan
         ..lb::Config::default()
     };
     if let Some(max) = env(service, "MAXCONN") {
-        config.max_connections = max
-            .trim()
-            .parse()
-            .map_err(|_| format!("service {name:?}: MAXCONN={max:?} is not a number"))?;
+        config.max_connections = max.trim().parse().map_err(|_| {
+            let message = format!("service {name:?}: MAXCONN={max:?} is not a number");
+            SettingError::new(name, "MAXCONN", message)
+        })?;
     }
     let stats_port = match env(service, "STATS_PORT") {
-        Some(p) => p
-            .trim()
-            .parse()
-            .map_err(|_| format!("service {name:?}: STATS_PORT={p:?} is not a port"))?,
+        Some(p) => p.trim().parse().map_err(|_| {
+            let message = format!("service {name:?}: STATS_PORT={p:?} is not a port");
+            SettingError::new(name, "STATS_PORT", message)
+        })?,
         None => 1936,
     };
     config.stats = Some(lb::Stats {
@@ -406,31 +455,33 @@ fn dockercloud(project: &Project, name: &str, service: &Service) -> Result<Balan
     let mut members = Vec::new();
     let mut backends: Vec<lb::Backend> = Vec::new();
     let mut frontends: Vec<lb::Frontend> = Vec::new();
-    let make_backend =
-        |backend_name: String, svc: &Service, svc_name: &str| -> Result<lb::Backend, String> {
-            let mut check = match env(svc, "HEALTH_CHECK") {
-                Some(v) => health_check(svc_name, v)?,
-                None => global_check.clone(),
-            };
-            if let (Some(check), Some(path)) = (
-                check.as_mut(),
-                env(svc, "HTTP_CHECK").and_then(http_check_path),
-            ) {
-                check.http_path = Some(path);
-            }
-            Ok(lb::Backend {
-                policy: match env(svc, "BALANCE") {
-                    Some(v) => policy_of(svc_name, "BALANCE", v)?,
-                    None => global_policy,
-                },
-                sticky_cookie: env(svc, "COOKIE")
-                    .and_then(|c| c.split_whitespace().next())
-                    .map(str::to_string),
-                health_check: check,
-                keep_forwarded_proto: keep_proto,
-                ..lb::Backend::new(backend_name)
-            })
+    let make_backend = |backend_name: String,
+                        svc: &Service,
+                        svc_name: &str|
+     -> Result<lb::Backend, SettingError> {
+        let mut check = match env(svc, "HEALTH_CHECK") {
+            Some(v) => health_check(svc_name, v)?,
+            None => global_check.clone(),
         };
+        if let (Some(check), Some(path)) = (
+            check.as_mut(),
+            env(svc, "HTTP_CHECK").and_then(http_check_path),
+        ) {
+            check.http_path = Some(path);
+        }
+        Ok(lb::Backend {
+            policy: match env(svc, "BALANCE") {
+                Some(v) => policy_of(svc_name, "BALANCE", v)?,
+                None => global_policy,
+            },
+            sticky_cookie: env(svc, "COOKIE")
+                .and_then(|c| c.split_whitespace().next())
+                .map(str::to_string),
+            health_check: check,
+            keep_forwarded_proto: keep_proto,
+            ..lb::Backend::new(backend_name)
+        })
+    };
 
     let linked = default_backends(name, service);
     let mut vhosts: Vec<(i64, String, Vec<VirtualHost>)> = Vec::new();
@@ -714,9 +765,14 @@ fn structured(
     name: &str,
     service: &Service,
     value: &serde_yaml::Value,
-) -> Result<BalancerSpec, String> {
-    let s: Structured = serde_yaml::from_value(value.clone())
-        .map_err(|e| format!("service {name:?}: {EXTENSION}: {e}"))?;
+) -> Result<BalancerSpec, SettingError> {
+    let s: Structured = serde_yaml::from_value(value.clone()).map_err(|e| {
+        SettingError::new(
+            name,
+            EXTENSION,
+            format!("service {name:?}: {EXTENSION}: {e}"),
+        )
+    })?;
     let policy = match &s.balance {
         Some(b) => policy_of(name, &format!("{EXTENSION}.balance"), b)?,
         None => lb::Policy::RoundRobin,
@@ -766,9 +822,14 @@ fn structured(
     let mut pooled: Option<String> = None;
     for (i, e) in entries.iter().enumerate() {
         if !project.services.contains_key(&e.service) {
-            return Err(format!(
+            let message = format!(
                 "service {name:?}: {EXTENSION}: backend service {:?} is not defined",
                 e.service
+            );
+            return Err(SettingError::new(
+                name,
+                &format!("{EXTENSION}.backends"),
+                message,
             ));
         }
         let routed = e.host.is_some() || e.path.is_some();
@@ -825,9 +886,14 @@ fn structured(
     }
     for t in &s.tcp {
         if !project.services.contains_key(&t.service) {
-            return Err(format!(
+            let message = format!(
                 "service {name:?}: {EXTENSION}: tcp service {:?} is not defined",
                 t.service
+            );
+            return Err(SettingError::new(
+                name,
+                &format!("{EXTENSION}.tcp"),
+                message,
             ));
         }
         let backend = format!("tcp-{}", t.listen);
@@ -869,7 +935,7 @@ const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// environment, restarts unless stopped (unless told otherwise), and can
 /// reach the engine's socket. The spec is part of the service's config, so a
 /// change to the balancer's backends or options recreates it.
-pub fn prepare(project: &Project, image: &str) -> Result<Project, String> {
+pub fn prepare(project: &Project, image: &str) -> Result<Project, SettingError> {
     let mut out = project.clone();
     for (name, spec) in balancers(project) {
         let spec = spec?;
@@ -884,7 +950,8 @@ pub fn prepare(project: &Project, image: &str) -> Result<Project, String> {
             "balancer".into(),
         ]));
         service.command = None;
-        let json = serde_json::to_string(&spec).map_err(|e| format!("service {name:?}: {e}"))?;
+        let json = serde_json::to_string(&spec)
+            .map_err(|e| SettingError::new(&name, "", format!("service {name:?}: {e}")))?;
         service
             .environment
             .0

@@ -63,13 +63,9 @@ pub(crate) fn load_project(options: &LoadOptions, named: bool) -> Result<Project
             }
             // Balancer services run the built-in balancer.
             orchestrator::balancer::prepare(&loaded.project, &balancer::image_tag()).map_err(|e| {
-                let files: Vec<&str> = loaded
-                    .project
-                    .config_files
-                    .iter()
-                    .map(|f| f.rsplit('/').next().unwrap_or(f))
-                    .collect();
-                anyhow::anyhow!("{}: {e}", files.join(", "))
+                let place = setting_place(&loaded.project.config_files, &e)
+                    .unwrap_or_else(|| loaded.project.config_files.join(", "));
+                anyhow::anyhow!("{place}: {e}")
             })
         }
         Err(e)
@@ -85,6 +81,70 @@ pub(crate) fn load_project(options: &LoadOptions, named: bool) -> Result<Project
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Where the balancer setting behind `e` is written, as `file:line:column`:
+/// the setting itself where it can be found (also as a `- VAR=value` list
+/// entry), else the nearest enclosing node, else the service. `None` when
+/// no compose file names the service (or none can be read, as with `-f -`).
+fn setting_place(files: &[String], e: &orchestrator::balancer::SettingError) -> Option<String> {
+    use orchestrator::loader::locate::{locate, Location};
+    use orchestrator::loader::path::YamlPath;
+    let services = YamlPath::root().key("services");
+    let mut paths = vec![services.key(e.service.as_str())];
+    for k in &e.key {
+        let deeper = paths[paths.len() - 1].key(k.as_str());
+        paths.push(deeper);
+    }
+    let list_var = match e.key.as_slice() {
+        [env, var] if env == "environment" => Some(format!("{var}=")),
+        _ => None,
+    };
+    // The deepest node found wins; among equals, the last file.
+    let mut best: Option<(usize, &String, Location)> = None;
+    for file in files.iter().rev() {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        // `locate` answers with the deepest ancestor it finds, so a path
+        // is there only when its answer differs from its parent's.
+        let mut parent = locate(&text, &services);
+        let mut found: Option<(usize, Location)> = None;
+        for (depth, path) in paths.iter().enumerate() {
+            let here = locate(&text, path);
+            if here.is_none() || here == parent {
+                break;
+            }
+            found = here.map(|l| (depth + 1, l));
+            parent = here;
+        }
+        // `environment: ["VAR=value"]`: the entry that sets it.
+        if let (Some(prefix), Some((2, _))) = (&list_var, &found) {
+            for i in 0..1024 {
+                let Some(loc) =
+                    locate(&text, &paths[1].index(i)).filter(|l| Some(l) != parent.as_ref())
+                else {
+                    break;
+                };
+                let entry = text
+                    .lines()
+                    .nth(loc.line.saturating_sub(1))
+                    .and_then(|l| l.get(loc.column.saturating_sub(1)..))
+                    .unwrap_or("")
+                    .trim_start_matches(['-', ' ', '"', '\'']);
+                if entry.starts_with(prefix.as_str()) {
+                    found = Some((3, loc));
+                    break;
+                }
+            }
+        }
+        if let Some((depth, loc)) = found {
+            if best.as_ref().is_none_or(|(d, _, _)| depth > *d) {
+                best = Some((depth, file, loc));
+            }
+        }
+    }
+    best.map(|(_, file, loc)| format!("{file}:{}:{}", loc.line, loc.column))
 }
 
 /// Runs (or with `--dry-run` prints) a plan, showing progress; returns its outcome.
