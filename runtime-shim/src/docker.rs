@@ -2247,6 +2247,30 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn list_images(&self, repository: &str) -> Result<Vec<Image>> {
+        let options = q::ListImagesOptions {
+            filters: Some(HashMap::from([(
+                "reference".to_string(),
+                vec![repository.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let list = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(err("image", "list"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| Image {
+                id: i.id,
+                tags: i.repo_tags,
+                size: i.size,
+                created: i.created,
+            })
+            .collect())
+    }
+
     async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>> {
         let owned = spec.clone();
         let plan = tokio::task::spawn_blocking(move || plan_context(&owned))

@@ -337,6 +337,20 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().images.get(reference).cloned())
     }
 
+    async fn list_images(&self, repository: &str) -> Result<Vec<Image>> {
+        let s = self.lock();
+        Ok(s.images
+            .iter()
+            .filter(|(reference, _)| {
+                reference
+                    .rsplit_once(':')
+                    .map_or(reference.as_str(), |(r, _)| r)
+                    == repository
+            })
+            .map(|(_, image)| image.clone())
+            .collect())
+    }
+
     async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>> {
         let tag = spec.tags.first().cloned().unwrap_or_default();
         drop(self.record(format!("build {tag}"))?);

@@ -113,6 +113,8 @@ pub trait Runtime: Send + Sync {
 
     /// One image by reference, if it is present.
     async fn inspect_image(&self, reference: &str) -> Result<Option<Image>>;
+    /// The images of a repository (`name`, without a tag), every tag.
+    async fn list_images(&self, repository: &str) -> Result<Vec<Image>>;
     /// Builds an image; the stream carries the build's output lines.
     async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>>;
     /// Removes an image.

@@ -313,6 +313,16 @@ async fn builds_inspects_and_removes_images() {
     assert!(image.size > 1_000_000);
     assert!(image.created > 1_600_000_000);
     assert_eq!(rt.inspect_image("rcs-no-such-image:0").await.unwrap(), None);
+    let repository = tag.split(':').next().unwrap();
+    let listed = rt.list_images(repository).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, image.id);
+    assert!(listed[0].tags.contains(&tag), "{listed:?}");
+    assert!(rt
+        .list_images("rcs-no-such-image")
+        .await
+        .unwrap()
+        .is_empty());
 
     // An inline Dockerfile, with the context filtered by .dockerignore.
     let ctx = cleanup.dirs[0].clone();

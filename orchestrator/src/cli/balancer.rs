@@ -182,7 +182,34 @@ pub async fn ensure_image(rt: &dyn Runtime, tag: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let result = build_image(rt, tag, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
+    if result.is_ok() {
+        prune_older_images(rt, tag).await;
+    }
     result
+}
+
+/// Removes the balancer images of other rcompose builds, each made when a
+/// new rcompose first ran a balancer. One that a container still uses (a
+/// balancer of another project, even stopped) is refused by the engine and
+/// stays; nothing here is worth failing for.
+async fn prune_older_images(rt: &dyn Runtime, tag: &str) {
+    let Some((repository, _)) = tag.split_once(':') else {
+        return;
+    };
+    let Ok(images) = rt.list_images(repository).await else {
+        return;
+    };
+    let ours = format!("{repository}:");
+    for image in images {
+        if image.tags.iter().any(|t| t == tag) {
+            continue;
+        }
+        for old in image.tags.iter().filter(|t| t.starts_with(&ours)) {
+            if let Err(e) = rt.remove_image(old, false).await {
+                tracing::debug!("keeping {old}: {e}");
+            }
+        }
+    }
 }
 
 async fn build_image(rt: &dyn Runtime, tag: &str, dir: &Path) -> Result<()> {
@@ -228,4 +255,40 @@ async fn build_image(rt: &dyn Runtime, tag: &str, dir: &Path) -> Result<()> {
         line.context("building the balancer image")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use runtime_shim::fake::FakeRuntime;
+
+    #[tokio::test]
+    async fn older_balancer_images_are_pruned_and_nothing_else() {
+        let rt = FakeRuntime::new();
+        for image in [
+            "rcompose-balancer:0.1.0-aa",
+            "rcompose-balancer:0.1.0-bb",
+            "rcompose-balancer:0.1.0-cc",
+            "rcompose-balancerx:1",
+            "web:1",
+        ] {
+            rt.add_image(image);
+        }
+        prune_older_images(&rt, "rcompose-balancer:0.1.0-cc").await;
+        let mut left: Vec<String> = Vec::new();
+        for image in ["aa", "bb", "cc"] {
+            let reference = format!("rcompose-balancer:0.1.0-{image}");
+            if rt.inspect_image(&reference).await.unwrap().is_some() {
+                left.push(reference);
+            }
+        }
+        assert_eq!(left, ["rcompose-balancer:0.1.0-cc"]);
+        assert!(rt
+            .inspect_image("rcompose-balancerx:1")
+            .await
+            .unwrap()
+            .is_some());
+        assert!(rt.inspect_image("web:1").await.unwrap().is_some());
+    }
 }
