@@ -48,6 +48,9 @@ const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Header lines parsed in one head; more take the general path.
 const MAX_HEADERS: usize = 100;
 
+/// The answer when no endpoint could be connected to.
+const UNREACHABLE: &str = "no endpoint could be reached";
+
 /// Largest response head accepted from an endpoint.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -160,7 +163,7 @@ impl Client<'_> {
         };
         let mut tried: Vec<Arc<Replica>> = Vec::new();
         let mut replayed = false;
-        loop {
+        let (status, why) = loop {
             let hints = Hints {
                 client: Some(self.peer.ip()),
                 uri: request.uri_key.as_deref(),
@@ -169,22 +172,14 @@ impl Client<'_> {
             };
             let Some(replica) = backend.pick(&hints) else {
                 backend.unavailable.fetch_add(1, Relaxed);
-                if tried.is_empty() {
-                    self.answer(
+                break if tried.is_empty() {
+                    (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "no endpoint available",
-                        request.close,
+                        "no endpoint available".into(),
                     )
-                    .await?;
                 } else {
-                    self.answer(
-                        StatusCode::BAD_GATEWAY,
-                        "no endpoint could be reached",
-                        request.close,
-                    )
-                    .await?;
-                }
-                return Ok(keep_alive);
+                    (StatusCode::BAD_GATEWAY, UNREACHABLE.into())
+                };
             };
             let guard = replica.begin(false);
             // A request that must not go twice is not sent on a connection
@@ -205,13 +200,7 @@ impl Client<'_> {
                         replica.failed(backend);
                         tried.push(replica);
                         if tried.len() >= MAX_CONNECT_TRIES {
-                            self.answer(
-                                StatusCode::BAD_GATEWAY,
-                                "no endpoint could be reached",
-                                request.close,
-                            )
-                            .await?;
-                            return Ok(keep_alive);
+                            break (StatusCode::BAD_GATEWAY, UNREACHABLE.into());
                         }
                         continue;
                     }
@@ -223,7 +212,7 @@ impl Client<'_> {
                 exchange(&mut upstream, &request.bytes),
             )
             .await;
-            let failure = match exchanged {
+            let failure: (StatusCode, String) = match exchanged {
                 Ok(Ok(())) => {
                     replica.observe_latency(sent.elapsed());
                     replica.succeeded();
@@ -242,14 +231,14 @@ impl Client<'_> {
                     }
                     (
                         StatusCode::BAD_GATEWAY,
-                        "the endpoint closed the connection".to_string(),
+                        "the endpoint closed the connection".into(),
                     )
                 }
                 Ok(Err(Failure::Unsent(_))) if reused => continue,
                 Ok(Err(e)) => (StatusCode::BAD_GATEWAY, e.to_string()),
                 Err(_) => (
                     StatusCode::GATEWAY_TIMEOUT,
-                    "the endpoint did not answer in time".to_string(),
+                    "the endpoint did not answer in time".into(),
                 ),
             };
             tracing::debug!(backend = %backend.config.name, endpoint = %replica.id, "{}", failure.1);
@@ -261,9 +250,10 @@ impl Client<'_> {
                 tried.push(replica);
                 continue;
             }
-            self.answer(failure.0, &failure.1, request.close).await?;
-            return Ok(keep_alive);
-        }
+            break failure;
+        };
+        self.answer(status, &why, request.close).await?;
+        Ok(keep_alive)
     }
 
     /// Relays the response whose head is in `upstream`'s buffer, then pools
