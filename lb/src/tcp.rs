@@ -2,10 +2,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -26,19 +28,93 @@ where
 {
     let activity = Activity::new();
     let mut tracked = Tracked::new(a, Arc::clone(&activity));
-    let copy = tokio::io::copy_bidirectional(&mut tracked, b);
+    let mut forth = Pump::new();
+    let mut back = Pump::new();
+    let copy = std::future::poll_fn(|cx| {
+        let there = forth.poll(cx, &mut tracked, b);
+        let here = back.poll(cx, b, &mut tracked);
+        match (there, here) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => Poll::Ready(Err(e)),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    });
     tokio::pin!(copy);
     loop {
         let check = idle
             .saturating_sub(activity.quiet_for())
             .max(Duration::from_millis(100));
         tokio::select! {
-            r = copy.as_mut() => return r.map(|_| ()),
+            r = copy.as_mut() => return r,
             _ = tokio::time::sleep(check) => {
                 if activity.quiet_for() >= idle {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
                 }
             }
+        }
+    }
+}
+
+/// Bytes on their way from one side of a connection to the other.
+struct Pump {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The reading side has closed; the writing side is then shut down.
+    eof: bool,
+    done: bool,
+    /// Bytes just read wait for one turn of the scheduler before they are
+    /// written: the other connections' reads of the same wake-up go first,
+    /// and the writes then leave together, as an event loop that reads
+    /// everything ready before it writes would send them. Their receivers
+    /// (on the same machine, often) then wake once for several.
+    waited: bool,
+}
+
+impl Pump {
+    fn new() -> Self {
+        Pump {
+            buf: vec![0; 16 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+            waited: false,
+        }
+    }
+
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, from: &mut R, to: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if self.start < self.end {
+                if !self.waited {
+                    self.waited = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, &self.buf[self.start..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += n;
+                continue;
+            }
+            if self.eof {
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.done = true;
+                continue;
+            }
+            let mut read = ReadBuf::new(&mut self.buf);
+            ready!(Pin::new(&mut *from).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            (self.start, self.end, self.waited) = (0, n, false);
+            self.eof = n == 0;
         }
     }
 }
