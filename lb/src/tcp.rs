@@ -55,6 +55,9 @@ where
     }
 }
 
+/// Bytes read at a time in each direction (as much as tokio's own copy).
+const PUMP_BUFFER: usize = 8 * 1024;
+
 /// Bytes on their way from one side of a connection to the other.
 struct Pump {
     buf: Box<[u8]>,
@@ -64,17 +67,17 @@ struct Pump {
     eof: bool,
     done: bool,
     /// Bytes just read wait for one turn of the scheduler before they are
-    /// written: the other connections' reads of the same wake-up go first,
-    /// and the writes then leave together, as an event loop that reads
-    /// everything ready before it writes would send them. Their receivers
-    /// (on the same machine, often) then wake once for several.
+    /// written: the other connections' reads of the same wake-up go first
+    /// and the writes leave closer together, as from an event loop that
+    /// reads everything ready before it writes. On a busy machine that costs
+    /// the receiving processes less (see `scripts/bench-lb`).
     waited: bool,
 }
 
 impl Pump {
     fn new() -> Self {
         Pump {
-            buf: vec![0; 16 * 1024].into_boxed_slice(),
+            buf: vec![0; PUMP_BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
             eof: false,
