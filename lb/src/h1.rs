@@ -48,6 +48,10 @@ const MAX_BUFFERED_BODY: usize = 64 * 1024;
 /// Header lines parsed in one head; more take the general path.
 const MAX_HEADERS: usize = 100;
 
+/// 1xx answers passed on before a final one; an endpoint that sends more
+/// is cut off.
+const MAX_INTERIM: usize = 8;
+
 /// The answer when no endpoint could be connected to.
 const UNREACHABLE: &str = "no endpoint could be reached";
 
@@ -120,10 +124,11 @@ impl Client<'_> {
 
     /// Reads until the buffer holds a whole request: its head within the
     /// client header timeout once it has begun, its body within the idle
-    /// timeout.
+    /// timeout once the head is in.
     async fn read_request(&mut self) -> Read {
         let timeouts = &self.frontend.timeouts;
         let mut head_started: Option<Instant> = None;
+        let mut body_started: Option<Instant> = None;
         loop {
             let wait = if self.buf.is_empty() {
                 timeouts.idle
@@ -131,7 +136,10 @@ impl Client<'_> {
                 match parse_request(&self.buf, self.frontend, &self.peer_ip) {
                     Parsed::Ready(r) => return Read::Ready(r),
                     Parsed::Other => return Read::Other,
-                    Parsed::NeedBody => timeouts.idle,
+                    Parsed::NeedBody => {
+                        let started = *body_started.get_or_insert_with(Instant::now);
+                        timeouts.idle.saturating_sub(started.elapsed())
+                    }
                     Parsed::Partial => {
                         let started = *head_started.get_or_insert_with(Instant::now);
                         timeouts.client_header.saturating_sub(started.elapsed())
@@ -182,15 +190,7 @@ impl Client<'_> {
                 };
             };
             let guard = replica.begin(false);
-            // A request that must not go twice is not sent on a connection
-            // the endpoint may have closed a moment ago.
-            let pooled = loop {
-                match replica.raw.take() {
-                    Some(conn) if !request.idempotent && !conn.is_open() => {}
-                    other => break other,
-                }
-            };
-            let (mut upstream, reused) = match pooled {
+            let (mut upstream, reused) = match replica.raw.take() {
                 Some(conn) => (conn, true),
                 None => match pool::connect_tcp(replica.addr, self.frontend.timeouts.connect).await
                 {
@@ -229,10 +229,12 @@ impl Client<'_> {
                     if request.idempotent {
                         continue;
                     }
-                    (
+                    // Not the endpoint's fault: it may just have reached
+                    // its keep-alive timeout.
+                    break (
                         StatusCode::BAD_GATEWAY,
                         "the endpoint closed the connection".into(),
-                    )
+                    );
                 }
                 Ok(Err(Failure::Unsent(_))) if reused => continue,
                 Ok(Err(e)) => (StatusCode::BAD_GATEWAY, e.to_string()),
@@ -271,9 +273,11 @@ impl Client<'_> {
             let key = &guard.replica().key;
             (request.sticky.as_deref() != Some(key.as_str())).then(|| format!("{name}={key}"))
         });
+        let mut interim = 0;
         let head = loop {
             match rewrite_response(&upstream.buf, request, set_cookie.as_deref()) {
-                Ok(Some(head)) if head.interim => {
+                Ok(Some(head)) if head.interim && interim < MAX_INTERIM => {
+                    interim += 1;
                     // 1xx: passed on as it is; the final answer follows.
                     write_within(&mut self.stream, &upstream.buf[..head.len], idle).await?;
                     upstream.buf.advance(head.len);
@@ -282,6 +286,11 @@ impl Client<'_> {
                         guard.replica().errored();
                         return Ok(false);
                     }
+                }
+                Ok(Some(head)) if head.interim => {
+                    tracing::debug!(endpoint = %guard.replica().id, "too many 1xx answers");
+                    guard.replica().errored();
+                    return Ok(false);
                 }
                 Ok(Some(head)) => break head,
                 Ok(None) | Err(_) => {
@@ -470,6 +479,14 @@ fn is_hop_by_hop(name: &str) -> bool {
     }
 }
 
+/// Whether a Connection token names a header that frames the message (or
+/// routes it): those must never be dropped as hop-by-hop.
+fn is_framing(token: &str) -> bool {
+    ["content-length", "transfer-encoding", "host"]
+        .iter()
+        .any(|h| token.eq_ignore_ascii_case(h))
+}
+
 /// The comma-separated tokens of a header value.
 fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
     std::str::from_utf8(value)
@@ -503,7 +520,7 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
     let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
         return Parsed::Other;
     };
-    if !(target.starts_with('/') || target == "*") {
+    if !(target.starts_with('/') || target == "*") || method == "CONNECT" {
         return Parsed::Other;
     }
     let mut host: Option<&str> = None;
@@ -516,7 +533,10 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
             if host.is_some() {
                 return Parsed::Other;
             }
-            host = Some(std::str::from_utf8(h.value).unwrap_or(""));
+            let Ok(value) = std::str::from_utf8(h.value) else {
+                return Parsed::Other;
+            };
+            host = Some(value);
         } else if is(name, "content-length") {
             // One plain decimal length; anything else may be read
             // differently by the endpoint (request smuggling).
@@ -532,10 +552,16 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
         } else if is(name, "transfer-encoding") || is(name, "upgrade") || is(name, "expect") {
             return Parsed::Other;
         } else if is(name, "connection") {
+            if std::str::from_utf8(h.value).is_err() {
+                return Parsed::Other;
+            }
             for token in tokens(h.value) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("upgrade") {
+                } else if token.eq_ignore_ascii_case("upgrade") || is_framing(token) {
+                    // Naming a framing header as hop-by-hop would have it
+                    // dropped while its body is sent: the general path
+                    // frames the body itself.
                     return Parsed::Other;
                 } else if !token.eq_ignore_ascii_case("keep-alive") {
                     named.push(token);
@@ -693,7 +719,8 @@ fn rewrite_response(
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut encoded = false;
-    let mut reusable = version == 1;
+    let mut closing = false;
+    let mut keep_alive = false;
     let mut named: Vec<&str> = Vec::new();
     for h in parsed.headers.iter() {
         let name = h.name;
@@ -715,15 +742,20 @@ fn rewrite_response(
         } else if is(name, "connection") {
             for token in tokens(h.value) {
                 if token.eq_ignore_ascii_case("close") {
-                    reusable = false;
+                    closing = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") {
-                    reusable = true;
-                } else {
+                    keep_alive = true;
+                } else if !is_framing(token) {
+                    // The framing headers stay whatever Connection says:
+                    // the body is passed on as they frame it.
                     named.push(token);
                 }
             }
         }
     }
+    // Both framings at once is how responses get split (RFC 9112 §6.3):
+    // relayed by Transfer-Encoding, but not trusted again.
+    let reusable = !closing && (version == 1 || keep_alive) && !(encoded && length.is_some());
     let body = if head_request || status == 204 || status == 304 {
         Framing::Length(0)
     } else if encoded {
@@ -1030,8 +1062,22 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",
+            "CONNECT /x HTTP/1.1\r\n\r\n",
+            // Framing or routing headers named as hop-by-hop.
+            "POST / HTTP/1.1\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\na",
+            "GET / HTTP/1.1\r\nConnection: Transfer-Encoding\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, host\r\n\r\n",
         ] {
             assert!(matches!(parse(other), Parsed::Other), "{other:?}");
+        }
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: \xff, close\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_request(raw, &f, "10.0.0.9"), Parsed::Other),
+                "{raw:?}"
+            );
         }
         let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(2000));
         assert!(
@@ -1127,6 +1173,28 @@ mod tests {
         assert!(std::str::from_utf8(&asked.bytes)
             .unwrap()
             .ends_with("connection: close\r\n\r\n"));
+        let named = response(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length, X-A\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n",
+            false,
+            None,
+        );
+        assert_eq!(
+            std::str::from_utf8(&named.bytes).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            "framing headers stay whatever Connection names"
+        );
+        let both = response(
+            "HTTP/1.1 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+            None,
+        );
+        assert!(!both.reusable, "close wins");
+        let split = response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            None,
+        );
+        assert!(matches!(split.body, Framing::Chunked(_)) && !split.reusable);
         let old = response("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false, None);
         assert!(!old.reusable);
         assert!(

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Empty};
@@ -78,41 +78,30 @@ impl<T: Reusable> Pool<T> {
 pub(crate) struct RawConn {
     pub stream: TcpStream,
     pub buf: BytesMut,
-    idle_since: Instant,
 }
-
-/// Idle longer than this, a pooled connection is checked for a close by
-/// the endpoint before it is used again (a check costs a system call).
-const CHECK_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 impl RawConn {
     pub fn new(stream: TcpStream) -> Self {
         RawConn {
             stream,
             buf: BytesMut::new(),
-            idle_since: Instant::now(),
         }
     }
 
-    /// Marks the start of an idle time (its response read in full).
+    /// Readies it for the pool (its response read in full).
     pub fn idle(&mut self) {
         self.buf.clear();
-        self.idle_since = Instant::now();
-    }
-}
-
-impl RawConn {
-    /// Whether the endpoint has not closed the connection (nor sent
-    /// anything unasked, which is as bad), at the cost of a system call.
-    pub fn is_open(&self) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
 impl Reusable for RawConn {
+    /// Whether the endpoint has not closed the connection, nor sent
+    /// anything unasked (which would be taken for the next answer). Free
+    /// when the socket has not turned readable since the last read: tokio
+    /// answers from the readiness it keeps, without a system call.
     fn usable(&mut self) -> bool {
-        self.idle_since.elapsed() < CHECK_AFTER_IDLE || self.is_open()
+        let mut byte = [0u8; 1];
+        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 

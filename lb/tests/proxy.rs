@@ -1172,3 +1172,24 @@ async fn requests_the_fast_path_leaves_are_served_on_the_same_connection() {
         Some(large.len())
     );
 }
+
+#[tokio::test]
+async fn a_framing_header_named_in_connection_does_not_split_the_request() {
+    let backend = TestBackend::start("a").await;
+    let lb = Balancer::start(simple_config(Backend::new("web")))
+        .await
+        .unwrap();
+    add(&lb.handle(), "web", backend.endpoint()).await;
+    let smuggled = "GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
+    let raw = format!(
+        "POST /form HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let (status, body) = raw_exchange(lb.local_addr("web").unwrap(), raw.as_bytes()).await;
+    assert_eq!(status, 200);
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["uri"], "/form");
+    assert_eq!(seen["body"], smuggled, "the body stayed a body");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(backend.hits(), 1, "one request reached the backend");
+}
