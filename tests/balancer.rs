@@ -373,6 +373,25 @@ fn a_new_replica_gets_traffic_as_soon_as_it_is_ready() {
     let load = Load::start(&addr, 2);
     scale_telling_the_balancer(&p, "web=2");
     let returned = SystemTime::now();
+    // What the balancer held when scale returned (a diagnostic: timings on
+    // a loaded machine include the clients' own scheduling).
+    let stats = published(&p, "frontend", "1936");
+    let states = Client::new(&stats)
+        .get("/stats.json", "Authorization: Basic c3RhdHM6c3RhdHM=\r\n")
+        .ok()
+        .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .map(|snapshot| {
+            snapshot["backends"][0]["endpoints"]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .map(|e| e["state"].as_str().unwrap_or("?").to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    eprintln!("endpoints in the balancer when scale returned: {states:?}");
     let replica = format!("{}-web-2", p.name);
     let host = hostname_of(&replica);
     let ready = started_at(&replica);
