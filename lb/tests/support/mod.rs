@@ -514,22 +514,12 @@ pub async fn raw_status(addr: SocketAddr, raw: &[u8]) -> u16 {
 pub async fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<u8>) {
     let mut stream = within("connect", TcpStream::connect(addr)).await.unwrap();
     let _ = stream.write_all(raw).await;
-    let head = read_head(&mut stream).await;
+    let (head, body) = read_sized(&mut stream).await;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let length: usize = head
-        .to_ascii_lowercase()
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    within("response body", stream.read_exact(&mut body))
-        .await
-        .unwrap();
     (status, body)
 }
 
