@@ -2,6 +2,10 @@
 
 mod yaml;
 
+use std::io;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::ser::{Formatter, PrettyFormatter};
 use serde_json::{Map, Value as Json};
 
 use crate::model::{Project, Service};
@@ -71,30 +75,145 @@ fn escape_dollars(v: &mut Json) {
     }
 }
 
-/// Go writes every float without a fraction as an integer (`1`, not `1.0`).
-fn integral_floats(v: &mut Json) {
-    match v {
-        Json::Number(n) if n.is_f64() => {
-            if let Some(f) = n.as_f64() {
-                if f.fract() == 0.0 && f.abs() < 9.0e15 {
-                    *v = Json::from(f as i64);
-                }
-            }
+/// `config --format json`, written as Go's `encoding/json` writes it.
+///
+/// The project is serialized straight into the text, with no JSON tree in
+/// between: on a large project that tree was most of the memory `config` used.
+pub fn to_json(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter::new(options));
+    TopLevel(project).serialize(&mut ser)?;
+    // The formatter writes only what serde_json hands it and ASCII escapes.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// The top level as Compose prints it in JSON: its keys sorted, extensions
+/// inline (their keys all start with `x-`, after every other key).
+struct TopLevel<'a>(&'a Project);
+
+impl Serialize for TopLevel<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let mut m = s.serialize_map(None)?;
+        if !p.configs.is_empty() {
+            m.serialize_entry("configs", &p.configs)?;
         }
-        Json::Array(items) => items.iter_mut().for_each(integral_floats),
-        Json::Object(m) => m.values_mut().for_each(integral_floats),
-        _ => {}
+        if !p.name.is_empty() {
+            m.serialize_entry("name", &p.name)?;
+        }
+        if !p.networks.is_empty() {
+            m.serialize_entry("networks", &p.networks)?;
+        }
+        if !p.secrets.is_empty() {
+            m.serialize_entry("secrets", &p.secrets)?;
+        }
+        m.serialize_entry("services", &p.services)?;
+        if !p.volumes.is_empty() {
+            m.serialize_entry("volumes", &p.volumes)?;
+        }
+        for (k, v) in &p.extensions {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 
-/// `config --format json`, escaped as Go escapes JSON.
-pub fn to_json(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
-    let mut v = tree(project, false)?;
-    if options.escape_dollars {
-        escape_dollars(&mut v);
+/// serde_json's pretty layout with Go's spellings: `<`, `>`, `&`, U+2028 and
+/// U+2029 escaped, floats without a fraction written as integers, and (when
+/// asked) every `$` of a key or string doubled.
+struct GoFormatter {
+    pretty: PrettyFormatter<'static>,
+    escape_dollars: bool,
+}
+
+impl GoFormatter {
+    fn new(options: RenderOptions) -> Self {
+        GoFormatter {
+            pretty: PrettyFormatter::new(),
+            escape_dollars: options.escape_dollars,
+        }
     }
-    integral_floats(&mut v);
-    Ok(go_json_escape(&serde_json::to_string_pretty(&v)?))
+}
+
+impl Formatter for GoFormatter {
+    fn write_f32<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f32) -> io::Result<()> {
+        self.write_f64(w, f64::from(value))
+    }
+
+    fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
+        if value.fract() == 0.0 && value.abs() < 9.0e15 {
+            self.write_i64(w, value as i64)
+        } else {
+            self.pretty.write_f64(w, value)
+        }
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some(i) = rest.find(['<', '>', '&', '$', '\u{2028}', '\u{2029}']) {
+            w.write_all(&rest.as_bytes()[..i])?;
+            let c = rest[i..].chars().next().unwrap_or('$');
+            w.write_all(match c {
+                '<' => b"\\u003c",
+                '>' => b"\\u003e",
+                '&' => b"\\u0026",
+                '\u{2028}' => b"\\u2028",
+                '\u{2029}' => b"\\u2029",
+                _ if self.escape_dollars => b"$$",
+                _ => b"$",
+            })?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.begin_array(w)
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.end_array(w)
+    }
+
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.pretty.begin_array_value(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.end_array_value(w)
+    }
+
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.begin_object(w)
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.end_object(w)
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.pretty.begin_object_key(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.begin_object_value(w)
+    }
+
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.pretty.end_object_value(w)
+    }
 }
 
 /// `config --format yaml`: name first, then services, networks, volumes,
