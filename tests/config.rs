@@ -4,8 +4,8 @@
 //! optional `args` file (command-line arguments, one per line; default
 //! `config --format json`), an optional `env` file (`KEY=VALUE` lines put in
 //! the process environment), an optional `cwd` file (the sub-folder to run
-//! in) and `expected.json`, the reference's output with
-//! the fixture's path written `$FIXTURE`. `UPDATE_EXPECT=1` rewrites the
+//! in) and `expected.json` (or `expected.yaml`), the reference's output,
+//! byte for byte, with the fixture's path written `$FIXTURE`. `UPDATE_EXPECT=1` rewrites the
 //! snapshots from the reference. Every folder under `tests/errors/` is a
 //! project that must be rejected with the message in `expected.txt`.
 
@@ -82,16 +82,45 @@ fn portable(dir: &Path, text: &str) -> String {
     }
 }
 
-fn as_json(dir: &Path, out: &Output, who: &str) -> serde_json::Value {
+/// The case's output as it is compared: the text, byte for byte, with the
+/// case's folder written `$FIXTURE`.
+fn output_text(dir: &Path, out: &Output, who: &str) -> String {
     assert!(
         out.status.success(),
         "{who} failed on {}:\n{}",
         dir.display(),
         stderr(out)
     );
-    let text = stdout(out);
-    serde_json::from_str(&portable(dir, &text))
-        .unwrap_or_else(|e| panic!("{who} printed no JSON on {}: {e}\n{text}", dir.display()))
+    portable(dir, &stdout(out))
+}
+
+/// The snapshot of a case: `expected.json` for JSON output, `expected.yaml`
+/// for YAML (the reference's text, as it printed it).
+fn snapshot_path(dir: &Path, text: Option<&str>) -> PathBuf {
+    let json = dir.join("expected.json");
+    let yaml = dir.join("expected.yaml");
+    match text {
+        Some(t) if serde_json::from_str::<serde_json::Value>(t).is_ok() => json,
+        Some(_) => yaml,
+        None if yaml.exists() => yaml,
+        None => json,
+    }
+}
+
+/// Where two texts first differ, for a failure message.
+fn first_difference(want: &str, got: &str) -> String {
+    let line = want
+        .lines()
+        .zip(got.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| want.lines().count().min(got.lines().count()));
+    let at = |t: &str| t.lines().nth(line).unwrap_or("<end>").to_string();
+    format!(
+        "line {}:\n  expected: {}\n  got:      {}",
+        line + 1,
+        at(want),
+        at(got)
+    )
 }
 
 #[test]
@@ -105,28 +134,28 @@ fn fixtures_match_their_snapshots() {
     }
     let mut failures = Vec::new();
     for dir in cases("fixtures") {
-        let expected_path = dir.join("expected.json");
         if update {
             let r = run_case(&dir, reference_cmd());
-            let v = as_json(&dir, &r, "docker compose");
-            let text = serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
-            fs::write(&expected_path, text).unwrap_or_else(|e| panic!("writing snapshot: {e}"));
+            let text = output_text(&dir, &r, "docker compose");
+            for stale in ["expected.json", "expected.yaml"] {
+                let _ = fs::remove_file(dir.join(stale));
+            }
+            fs::write(snapshot_path(&dir, Some(&text)), text)
+                .unwrap_or_else(|e| panic!("writing snapshot: {e}"));
         }
-        let expected: serde_json::Value = fs::read_to_string(&expected_path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_else(|| panic!("missing or broken {}", expected_path.display()));
-        let got = as_json(
+        let expected_path = snapshot_path(&dir, None);
+        let expected = fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", expected_path.display()));
+        let got = output_text(
             &dir,
             &run_case(&dir, Command::new(rcompose_bin())),
             "rcompose",
         );
         if got != expected {
             failures.push(format!(
-                "{}:\n--- expected\n{}\n--- got\n{}",
+                "{}: {}",
                 dir.display(),
-                serde_json::to_string_pretty(&expected).unwrap_or_default(),
-                serde_json::to_string_pretty(&got).unwrap_or_default()
+                first_difference(&expected, &got)
             ));
         }
     }
@@ -140,19 +169,24 @@ fn fixtures_match_the_reference_live() {
     }
     let mut failures = Vec::new();
     for dir in cases("fixtures") {
-        let want = as_json(&dir, &run_case(&dir, reference_cmd()), "docker compose");
-        let got = as_json(
+        let want = output_text(&dir, &run_case(&dir, reference_cmd()), "docker compose");
+        let got = output_text(
             &dir,
             &run_case(&dir, Command::new(rcompose_bin())),
             "rcompose",
         );
         if got != want {
-            failures.push(dir.display().to_string());
+            failures.push(format!(
+                "{}: {}",
+                dir.display(),
+                first_difference(&want, &got)
+            ));
         }
     }
     assert!(
         failures.is_empty(),
-        "differ from the reference: {failures:?}"
+        "differ from the reference:\n{}",
+        failures.join("\n")
     );
 }
 

@@ -9,7 +9,9 @@ use serde_yaml::{Mapping, Value};
 
 use super::path::{Segment, YamlPath};
 use super::{dotenv, take_extensions, Ctx};
-use crate::model::{Dependency, MappingWithEquals, Network, Project, Service};
+use crate::model::{
+    Dependency, MappingWithEquals, NestedExtensions, Network, Project, Service, Step,
+};
 
 /// Mappings whose keys are user data, where `x-` is an ordinary key.
 const FREE_FORM: [&str; 16] = [
@@ -160,24 +162,42 @@ pub(crate) fn resolve_relative_paths(tree: &mut Value, base: &Path, home: Option
     }
 }
 
-/// Removes `x-` keys from every schema object below `v` (not from free-form maps).
-fn strip_nested_extensions(v: &mut Value, parent_key: Option<&str>) {
+/// Removes `x-` keys from every schema object below `v` (not from free-form
+/// maps), recording each object's keys in `out` with its place, `path`.
+fn strip_nested_extensions(
+    v: &mut Value,
+    parent_key: Option<&str>,
+    path: &mut Vec<Step>,
+    out: &mut Vec<NestedExtensions>,
+) {
     match v {
         Value::Mapping(m) => {
             let free = parent_key.is_some_and(|k| FREE_FORM.contains(&k));
             if !free {
-                take_extensions(m);
+                let values = take_extensions(m);
+                if !values.is_empty() {
+                    out.push(NestedExtensions {
+                        path: path.clone(),
+                        values,
+                    });
+                }
             }
             for (k, child) in m.iter_mut() {
-                let key = k.as_str().map(str::to_string);
+                let Some(key) = k.as_str().map(str::to_string) else {
+                    continue;
+                };
                 // Entries of a name-keyed map are schema objects again.
-                let child_parent = if free { None } else { key.as_deref() };
-                strip_nested_extensions(child, child_parent);
+                let child_parent = if free { None } else { Some(key.as_str()) };
+                path.push(Step::Key(key.clone()));
+                strip_nested_extensions(child, child_parent, path, out);
+                path.pop();
             }
         }
         Value::Sequence(items) => {
-            for item in items {
-                strip_nested_extensions(item, None);
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(Step::Index(i));
+                strip_nested_extensions(item, None, path, out);
+                path.pop();
             }
         }
         _ => {}
@@ -291,7 +311,21 @@ pub(crate) fn decode(ctx: &mut Ctx<'_>, tree: Value) -> Option<Project> {
             if let Value::Mapping(m) = &mut item {
                 extensions = take_extensions(m);
             }
-            strip_nested_extensions(&mut item, None);
+            let mut path = vec![Step::Key(key.clone()), Step::Key(name.clone())];
+            if key != "services" && key != "models" && !extensions.is_empty() {
+                project.nested_extensions.push(NestedExtensions {
+                    path: path.clone(),
+                    values: std::mem::take(&mut extensions),
+                });
+            }
+            // Models are printed as written, less their `x-` keys.
+            let mut dropped = Vec::new();
+            let out = if key == "models" {
+                &mut dropped
+            } else {
+                &mut project.nested_extensions
+            };
+            strip_nested_extensions(&mut item, None, &mut path, out);
             match key.as_str() {
                 "services" => {
                     if !item.is_mapping() {

@@ -66,6 +66,29 @@ pub struct Project {
     /// The compose files the project was loaded from (absolute).
     #[serde(skip)]
     pub config_files: Vec<String>,
+    /// `x-` keys written inside the objects of the project (a network, a
+    /// service's build, a volume mount ...), with where they were: Compose
+    /// keeps them and prints them in YAML, never in JSON.
+    #[serde(skip)]
+    pub nested_extensions: Vec<NestedExtensions>,
+}
+
+/// The `x-` keys of one object below the top level.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NestedExtensions {
+    /// Where the object is, from the top of the project (`networks`, `front`).
+    pub path: Vec<Step>,
+    /// Its `x-` keys, kept as written.
+    pub values: BTreeMap<String, Value>,
+}
+
+/// One step of a [`NestedExtensions`] path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
 }
 
 /// One service of a project.

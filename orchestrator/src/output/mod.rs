@@ -25,14 +25,17 @@ fn tree(project: &Project, with_service_extensions: bool) -> Result<Json, Render
     let mut v = serde_json::to_value(project)?;
     if let Json::Object(top) = &mut v {
         for (k, ext) in &project.extensions {
-            top.insert(k.clone(), serde_json::to_value(ext)?);
+            top.insert(k.clone(), serde_json::to_value(SortedKeys(ext))?);
         }
         if with_service_extensions {
+            for nested in &project.nested_extensions {
+                insert_extensions(top, nested)?;
+            }
             if let Some(Json::Object(services)) = top.get_mut("services") {
                 for (name, s) in &project.services {
                     if let Some(Json::Object(svc)) = services.get_mut(name) {
                         for (k, ext) in &s.extensions {
-                            svc.insert(k.clone(), serde_json::to_value(ext)?);
+                            svc.insert(k.clone(), serde_json::to_value(SortedKeys(ext))?);
                         }
                     }
                 }
@@ -41,6 +44,40 @@ fn tree(project: &Project, with_service_extensions: bool) -> Result<Json, Render
         sort_object(top);
     }
     Ok(v)
+}
+
+/// Puts the `x-` keys of an object back where they were written, after the
+/// object's other keys (as Go's YAML writes an inline map). An object that is
+/// not in the tree (a disabled service's) is skipped.
+fn insert_extensions(
+    top: &mut Map<String, Json>,
+    nested: &crate::model::NestedExtensions,
+) -> Result<(), RenderError> {
+    use crate::model::Step;
+    let Some((Step::Key(first), rest)) = nested.path.split_first() else {
+        return Ok(());
+    };
+    let mut node = match top.get_mut(first) {
+        Some(n) => n,
+        None => return Ok(()),
+    };
+    for step in rest {
+        let next = match (step, node) {
+            (Step::Key(k), Json::Object(m)) => m.get_mut(k),
+            (Step::Index(i), Json::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        node = match next {
+            Some(n) => n,
+            None => return Ok(()),
+        };
+    }
+    if let Json::Object(m) = node {
+        for (k, v) in &nested.values {
+            m.insert(k.clone(), serde_json::to_value(SortedKeys(v))?);
+        }
+    }
+    Ok(())
 }
 
 /// Compose prints the top-level keys of its JSON in sorted order.
@@ -112,9 +149,41 @@ impl Serialize for TopLevel<'_> {
             m.serialize_entry("volumes", &p.volumes)?;
         }
         for (k, v) in &p.extensions {
-            m.serialize_entry(k, v)?;
+            m.serialize_entry(k, &SortedKeys(v))?;
         }
         m.end()
+    }
+}
+
+/// A value kept as written, with the keys of its mappings sorted at every
+/// depth: Compose holds it as Go maps, whose keys `encoding/json` sorts.
+struct SortedKeys<'a>(&'a serde_yaml::Value);
+
+impl Serialize for SortedKeys<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        match self.0 {
+            serde_yaml::Value::Mapping(map) => {
+                let mut entries: Vec<(Option<String>, &serde_yaml::Value, &serde_yaml::Value)> =
+                    map.iter()
+                        .map(|(k, v)| (crate::model::values::scalar_to_string(k), k, v))
+                        .collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut m = s.serialize_map(Some(entries.len()))?;
+                for (_, k, v) in entries {
+                    m.serialize_entry(k, &SortedKeys(v))?;
+                }
+                m.end()
+            }
+            serde_yaml::Value::Sequence(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&SortedKeys(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
     }
 }
 
@@ -141,7 +210,9 @@ impl Formatter for GoFormatter {
     }
 
     fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
-        if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        if value == 0.0 && value.is_sign_negative() {
+            w.write_all(b"-0")
+        } else if value.fract() == 0.0 && value.abs() < 9.0e15 {
             self.write_i64(w, value as i64)
         } else {
             self.pretty.write_f64(w, value)
@@ -230,7 +301,7 @@ pub fn to_yaml(project: &Project, options: RenderOptions) -> Result<String, Rend
     for key in [
         "name", "services", "networks", "volumes", "secrets", "configs", "models",
     ] {
-        if let Some(v) = top.remove(key) {
+        if let Some(v) = top.shift_remove(key) {
             ordered.insert(key.to_string(), v);
         }
     }
@@ -240,9 +311,12 @@ pub fn to_yaml(project: &Project, options: RenderOptions) -> Result<String, Rend
     if let Some(Json::Object(services)) = ordered.get_mut("services") {
         for svc in services.values_mut() {
             if let Json::Object(svc) = svc {
+                yaml_field_names(svc);
                 svc.retain(|k, v| !(matches!(k.as_str(), "command" | "entrypoint") && v.is_null()));
                 if let Some(Json::Object(deploy)) = svc.get_mut("deploy") {
-                    deploy.retain(|k, v| !(k == "placement" && is_empty_object(v)));
+                    deploy.retain(|k, v| {
+                        !(matches!(k.as_str(), "placement" | "resources") && is_empty_object(v))
+                    });
                 }
             }
         }
@@ -272,6 +346,38 @@ pub fn model_to_yaml(model: &Json) -> String {
         }
     }
     yaml::to_string(&Json::Object(ordered))
+}
+
+/// Where Compose's YAML and JSON spell a service's fields differently: Go's
+/// YAML writer lowercases the untagged fields of the block IO devices
+/// (`path`, `rate`, `weight`; JSON has `Path`, `Rate`, `Weight`), and leaves
+/// out a watch rule's `exec` when it has no command.
+fn yaml_field_names(svc: &mut Map<String, Json>) {
+    if let Some(Json::Object(blkio)) = svc.get_mut("blkio_config") {
+        for (key, devices) in blkio.iter_mut() {
+            let (true, Json::Array(devices)) = (key != "weight", devices) else {
+                continue;
+            };
+            for device in devices {
+                if let Json::Object(d) = device {
+                    let fields: Vec<(String, Json)> = std::mem::take(d).into_iter().collect();
+                    d.extend(fields.into_iter().map(|(k, v)| (k.to_lowercase(), v)));
+                }
+            }
+        }
+    }
+    if let Some(Json::Object(develop)) = svc.get_mut("develop") {
+        if let Some(Json::Array(rules)) = develop.get_mut("watch") {
+            for rule in rules {
+                if let Json::Object(rule) = rule {
+                    rule.retain(|k, v| {
+                        !(k == "exec"
+                            && matches!(v, Json::Object(e) if e.values().all(Json::is_null)))
+                    });
+                }
+            }
+        }
+    }
 }
 
 fn is_empty_object(v: &Json) -> bool {

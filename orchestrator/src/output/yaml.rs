@@ -77,7 +77,11 @@ fn scalar(v: &Value, level: usize) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        // Go's YAML writer formats floats as `%g` does: `1`, `-0`, `1e+06`.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => crate::model::values::go_float(f),
+            _ => n.to_string(),
+        },
         Value::String(s) => string_scalar(s, level, false),
         Value::Object(_) => "{}".into(),
         Value::Array(_) => "[]".into(),
@@ -114,8 +118,39 @@ fn resolves_to_non_string(s: &str) -> bool {
     {
         return true;
     }
-    let base60 = t.split(':').collect::<Vec<_>>();
-    base60.len() > 1 && base60.iter().all(|p| digits(p, 10)) && !base60[0].is_empty()
+    is_base60_float(t)
+}
+
+/// Go's YAML writer quotes what YAML 1.1 read as a sexagesimal number: digits,
+/// then one or more `:` and a number below 60, then maybe a fraction (`1:20`,
+/// `190:20:30.15`; not `1000:1000`).
+fn is_base60_float(t: &str) -> bool {
+    let (whole, _fraction) = match t.split_once('.') {
+        Some((w, f)) if f.chars().all(|c| c.is_ascii_digit() || c == '_') => (w, Some(f)),
+        Some(_) => return false,
+        None => (t, None),
+    };
+    let mut parts = whole.split(':');
+    let first = parts.next().unwrap_or("");
+    if !first.starts_with(|c: char| c.is_ascii_digit())
+        || !first.chars().all(|c| c.is_ascii_digit() || c == '_')
+    {
+        return false;
+    }
+    let mut sixties = 0;
+    for p in parts {
+        let b = p.as_bytes();
+        let ok = match b {
+            [d] => d.is_ascii_digit(),
+            [a, d] => (b'0'..=b'5').contains(a) && d.is_ascii_digit(),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        sixties += 1;
+    }
+    sixties > 0
 }
 
 /// Whether YAML syntax allows `s` as a plain scalar.
@@ -212,6 +247,20 @@ mod tests {
         check(
             r##"{"a":"yes","b":"1.5","c":"x: y","d":"","e":"plain text","f":"#hash","g":"null","h":"line1\nline2","i":"it's: x"}"##,
             "a: \"yes\"\nb: \"1.5\"\nc: 'x: y'\nd: \"\"\ne: plain text\nf: '#hash'\ng: \"null\"\nh: |-\n  line1\n  line2\ni: 'it''s: x'\n",
+        );
+    }
+
+    #[test]
+    fn sexagesimal_numbers_are_quoted_and_user_ids_are_not() {
+        assert!(is_base60_float("1:20"));
+        assert!(is_base60_float("190:20:30.15"));
+        assert!(!is_base60_float("1000:1000"));
+        assert!(!is_base60_float("1:60"));
+        assert!(!is_base60_float("1:2:"));
+        assert!(!is_base60_float(":20"));
+        check(
+            r#"{"user":"1000:1000","t":"1:20"}"#,
+            "user: 1000:1000\nt: \"1:20\"\n",
         );
     }
 }
