@@ -4,8 +4,10 @@
 //!
 //! 1. **read**: find the files (`-f`, `COMPOSE_FILE`, or `compose.yaml` and its
 //!    override looked up from the working directory upward) and the `.env` files;
-//! 2. **parse** each file with `serde_yaml` (anchors, aliases and `<<` merge keys
-//!    resolved; `!reset`/`!override` kept as tags);
+//! 2. **parse** each file into `serde_yaml` value trees (`yaml.rs`, on the events
+//!    of `saphyr-parser`, scalars resolved as Compose's go-yaml resolves them;
+//!    anchors, aliases and `<<` merge keys resolved; `!reset`/`!override` kept
+//!    as tags); check the lists that must hold unique items;
 //! 3. **interpolate** `${VAR}` forms in every string value;
 //! 4. **include** other projects, **canonicalize** short syntax into long syntax,
 //!    resolve **extends**;
@@ -30,12 +32,12 @@ pub mod merge;
 mod normalize;
 pub mod path;
 mod validate;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_yaml::Value;
 
 pub use diagnostic::{Diagnostic, LoadError};
@@ -400,6 +402,9 @@ fn process_file(
         return None;
     }
     interpolate_tree(ctx, file, &mut tree);
+    for (path, message) in validate::unique_items(&tree) {
+        ctx.error_at(file, path, message);
+    }
     let mut errors = Vec::new();
     canonical::canonicalize(&mut tree, &mut errors);
     for e in errors {
@@ -416,42 +421,28 @@ fn process_file(
 /// Parses YAML text into one tree per document, with anchors, aliases and
 /// merge keys resolved. An empty file is one empty mapping.
 pub(crate) fn parse(ctx: &mut Ctx<'_>, file: &Path, text: &str) -> Option<Vec<Value>> {
-    let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        match Value::deserialize(doc) {
-            Ok(mut v) => {
-                if let Err(e) = v.apply_merge() {
-                    ctx.error(Some(file), format!("invalid merge key: {e}"));
-                    return None;
-                }
-                if matches!(v, Value::Null) {
-                    v = Value::Mapping(Default::default());
-                }
-                docs.push(v);
-            }
-            Err(e) => {
-                let mut d = Diagnostic::file(Some(file.to_path_buf()), yaml_message(&e));
-                if let Some(loc) = e.location() {
-                    d.position = Some((loc.line(), loc.column()));
-                }
-                ctx.diagnostics.push(d);
-                return None;
-            }
+    let mut docs = match yaml::parse_documents(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            let mut d = Diagnostic::file(Some(file.to_path_buf()), e.message);
+            d.position = e.position;
+            ctx.diagnostics.push(d);
+            return None;
+        }
+    };
+    for v in &mut docs {
+        if let Err(e) = v.apply_merge() {
+            ctx.error(Some(file), format!("invalid merge key: {e}"));
+            return None;
+        }
+        if matches!(v, Value::Null) {
+            *v = Value::Mapping(Default::default());
         }
     }
     if docs.is_empty() {
         docs.push(Value::Mapping(Default::default()));
     }
     Some(docs)
-}
-
-/// serde_yaml's message without its own " at line X column Y" suffix.
-fn yaml_message(e: &serde_yaml::Error) -> String {
-    let msg = e.to_string();
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg,
-    }
 }
 
 fn interpolate_tree(ctx: &mut Ctx<'_>, file: &Path, tree: &mut Value) {

@@ -361,3 +361,71 @@ fn find_cycle(project: &Project) -> Option<Vec<String>> {
     }
     None
 }
+
+/// Service lists whose items the compose-spec schema requires to be unique
+/// (found by asking the reference, key by key: most lists may repeat items).
+const UNIQUE_LISTS: [&[&str]; 10] = [
+    &["device_cgroup_rules"],
+    &["external_links"],
+    &["group_add"],
+    &["networks"],
+    &["security_opt"],
+    &["volumes_from"],
+    &["depends_on"],
+    &["extra_hosts"],
+    &["build", "extra_hosts"],
+    &["build", "ssh"],
+];
+
+/// Lists of one file whose items must be unique and are not, each reported at
+/// its second item. This runs on each file as written (interpolated), as the
+/// schema check of Compose does, before merging folds duplicates together.
+pub(crate) fn unique_items(tree: &serde_yaml::Value) -> Vec<(YamlPath, String)> {
+    use serde_yaml::Value;
+    let mut out = Vec::new();
+    let Some(Value::Mapping(services)) = tree.get("services") else {
+        return out;
+    };
+    let mut check = |items: &[Value], at: YamlPath| {
+        for (j, item) in items.iter().enumerate() {
+            if let Some(i) = items[..j].iter().position(|earlier| earlier == item) {
+                out.push((at.index(j), format!("items at {i} and {j} are equal")));
+                break;
+            }
+        }
+    };
+    for (name, service) in services {
+        let Some(name) = name.as_str() else { continue };
+        let at = service_path(name);
+        for path in UNIQUE_LISTS {
+            let mut node = Some(service);
+            let mut here = at.clone();
+            for key in path {
+                node = node.and_then(|n| n.get(*key));
+                here = here.key(*key);
+            }
+            if let Some(Value::Sequence(items)) = node {
+                check(items, here);
+            }
+        }
+        // Each GPU reservation's capabilities.
+        let devices = ["deploy", "resources", "reservations", "devices"]
+            .iter()
+            .try_fold(service, |n, k| n.get(*k));
+        if let Some(Value::Sequence(devices)) = devices {
+            for (d, device) in devices.iter().enumerate() {
+                if let Some(Value::Sequence(caps)) = device.get("capabilities") {
+                    let here = at
+                        .key("deploy")
+                        .key("resources")
+                        .key("reservations")
+                        .key("devices")
+                        .index(d)
+                        .key("capabilities");
+                    check(caps, here);
+                }
+            }
+        }
+    }
+    out
+}

@@ -187,9 +187,26 @@ impl Serialize for SortedKeys<'_> {
     }
 }
 
+/// A finite float as Go's `encoding/json` writes it: the shortest digits
+/// that read back as the same number, in plain decimal (`1`, `-0`, `0.5`,
+/// `100000000000000000000`), or with an exponent below 1e-6 and from 1e21 on
+/// (`1e-7`, `1e+21`).
+fn go_json_float(f: f64) -> String {
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let s = format!("{f:e}");
+        match s.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+            _ => s,
+        }
+    } else {
+        format!("{f}")
+    }
+}
+
 /// serde_json's pretty layout with Go's spellings: `<`, `>`, `&`, U+2028 and
-/// U+2029 escaped, floats without a fraction written as integers, and (when
-/// asked) every `$` of a key or string doubled.
+/// U+2029 escaped, floats as Go writes them, and (when asked) every `$` of a
+/// key or string doubled.
 struct GoFormatter {
     pretty: PrettyFormatter<'static>,
     escape_dollars: bool,
@@ -210,13 +227,7 @@ impl Formatter for GoFormatter {
     }
 
     fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
-        if value == 0.0 && value.is_sign_negative() {
-            w.write_all(b"-0")
-        } else if value.fract() == 0.0 && value.abs() < 9.0e15 {
-            self.write_i64(w, value as i64)
-        } else {
-            self.pretty.write_f64(w, value)
-        }
+        w.write_all(go_json_float(value).as_bytes())
     }
 
     fn write_string_fragment<W: ?Sized + io::Write>(
@@ -432,4 +443,27 @@ fn go_json_escape(json: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_json_float;
+
+    #[test]
+    fn floats_are_written_as_go_writes_them() {
+        for (f, want) in [
+            (1.0, "1"),
+            (-0.0, "-0"),
+            (0.5, "0.5"),
+            (1.234567891, "1.234567891"),
+            (1e20, "100000000000000000000"),
+            (-9.223372036854776e18, "-9223372036854776000"),
+            (1e21, "1e+21"),
+            (1.5e-7, "1.5e-7"),
+            (0.000001, "0.000001"),
+            (1e-10, "1e-10"),
+        ] {
+            assert_eq!(go_json_float(f), want, "{f}");
+        }
+    }
 }
