@@ -182,8 +182,25 @@ struct ConfigArgs {
     services_list: Vec<String>,
 }
 
+/// Every command but the balancer runs for moments and is judged by its peak
+/// memory: there mimalloc gives freed pages back at once instead of keeping
+/// them a second for reuse (on a 300-service `config`, 3.5 MB of a 18 MB peak).
+/// The balancer keeps the delay, which saves it system calls under load.
+#[allow(unsafe_code)]
+fn return_freed_memory_at_once() {
+    // `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (v2 and v3); the
+    // Rust bindings have no name for it.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: mi_option_set stores a number in mimalloc's option table. It
+    // takes no pointer and may be called at any time, from any thread.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Balancer(_)) {
+        return_freed_memory_at_once();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
