@@ -125,10 +125,10 @@ fn resolves_to_non_string(s: &str) -> bool {
 /// then one or more `:` and a number below 60, then maybe a fraction (`1:20`,
 /// `190:20:30.15`; not `1000:1000`).
 fn is_base60_float(t: &str) -> bool {
-    let (whole, _fraction) = match t.split_once('.') {
-        Some((w, f)) if f.chars().all(|c| c.is_ascii_digit() || c == '_') => (w, Some(f)),
+    let whole = match t.split_once('.') {
+        Some((w, f)) if f.chars().all(|c| c.is_ascii_digit() || c == '_') => w,
         Some(_) => return false,
-        None => (t, None),
+        None => t,
     };
     let mut parts = whole.split(':');
     let first = parts.next().unwrap_or("");
