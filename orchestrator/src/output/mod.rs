@@ -18,25 +18,23 @@ pub enum RenderError {
     Json(#[from] serde_json::Error),
 }
 
-/// The project as a JSON tree with top-level extensions inlined and, when
-/// `with_service_extensions`, the services' `x-` keys too (Compose prints
-/// those in YAML only).
-fn tree(project: &Project, with_service_extensions: bool) -> Result<Json, RenderError> {
+/// The project as a JSON tree for the YAML writer, with every `x-` key
+/// inlined where it was written: the top level's, the services', and those of
+/// nested objects (Compose prints the last two in YAML only).
+fn yaml_tree(project: &Project) -> Result<Json, RenderError> {
     let mut v = serde_json::to_value(project)?;
     if let Json::Object(top) = &mut v {
         for (k, ext) in &project.extensions {
             top.insert(k.clone(), serde_json::to_value(SortedKeys(ext))?);
         }
-        if with_service_extensions {
-            for nested in &project.nested_extensions {
-                insert_extensions(top, nested)?;
-            }
-            if let Some(Json::Object(services)) = top.get_mut("services") {
-                for (name, s) in &project.services {
-                    if let Some(Json::Object(svc)) = services.get_mut(name) {
-                        for (k, ext) in &s.extensions {
-                            svc.insert(k.clone(), serde_json::to_value(SortedKeys(ext))?);
-                        }
+        for nested in &project.nested_extensions {
+            insert_extensions(top, nested)?;
+        }
+        if let Some(Json::Object(services)) = top.get_mut("services") {
+            for (name, s) in &project.services {
+                if let Some(Json::Object(svc)) = services.get_mut(name) {
+                    for (k, ext) in &s.extensions {
+                        svc.insert(k.clone(), serde_json::to_value(SortedKeys(ext))?);
                     }
                 }
             }
@@ -301,7 +299,7 @@ impl Formatter for GoFormatter {
 /// `config --format yaml`: name first, then services, networks, volumes,
 /// secrets, configs and extensions.
 pub fn to_yaml(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
-    let mut v = tree(project, true)?;
+    let mut v = yaml_tree(project)?;
     if options.escape_dollars {
         escape_dollars(&mut v);
     }
