@@ -5,7 +5,7 @@
 //!
 //! [`Change`]: crate::Change
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,12 @@ pub struct Config {
     /// before they are closed.
     #[serde(default = "default_drain_grace", with = "millis")]
     pub drain_grace: Duration,
+    /// Peers (addresses or CIDR blocks) trusted to say what the original
+    /// request was: their `X-Forwarded-Host`, `-Port` and `-Proto` are
+    /// kept. Everyone else's are replaced. `X-Forwarded-For` always keeps
+    /// the client's chain and adds the peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// The same defaults as an empty JSON object gets (a derived `Default`
@@ -58,6 +64,7 @@ impl Default for Config {
             max_connections: default_max_connections(),
             max_header_bytes: default_max_header_bytes(),
             drain_grace: default_drain_grace(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -72,6 +79,84 @@ fn default_max_header_bytes() -> usize {
 
 fn default_drain_grace() -> Duration {
     Duration::from_secs(10)
+}
+
+/// A block of addresses: `10.0.0.0/8`, `::1/128`, or one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block (an IPv4 address in its IPv6-mapped
+    /// form too).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// One listening socket.
@@ -148,10 +233,6 @@ pub struct Backend {
     /// over this time; zero gives it full weight at once.
     #[serde(default, with = "millis")]
     pub slow_start: Duration,
-    /// Whether requests keep their `X-Forwarded-Proto` from the client
-    /// instead of getting the frontend's.
-    #[serde(default)]
-    pub keep_forwarded_proto: bool,
 }
 
 fn default_eject_after() -> u32 {
@@ -173,7 +254,6 @@ impl Backend {
             eject_after: default_eject_after(),
             eject_for: default_eject_for(),
             slow_start: Duration::ZERO,
-            keep_forwarded_proto: false,
         }
     }
 }

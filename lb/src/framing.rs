@@ -187,7 +187,7 @@ fn judge(head: &[u8]) -> (State, bool) {
     if head.starts_with(b"PRI * HTTP/2.0") {
         return (State::Off, false);
     }
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; crate::MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
         // hyper will refuse it, or it is something else: stop following.

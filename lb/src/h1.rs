@@ -37,6 +37,7 @@ use crate::config::Policy;
 use crate::http::{HttpFrontend, MAX_CONNECT_TRIES};
 use crate::io::Prefixed;
 use crate::pool::{self, RawConn};
+use crate::MAX_HEADERS;
 
 /// How much is read from a socket at a time.
 const READ_SIZE: usize = 16 * 1024;
@@ -44,9 +45,6 @@ const READ_SIZE: usize = 16 * 1024;
 /// Request bodies up to this size are read whole and sent with their head;
 /// larger ones take the general path, which streams them.
 const MAX_BUFFERED_BODY: usize = 64 * 1024;
-
-/// Header lines parsed in one head; more take the general path.
-const MAX_HEADERS: usize = 100;
 
 /// 1xx answers passed on before a final one; an endpoint that sends more
 /// is cut off.
@@ -75,6 +73,7 @@ pub(crate) async fn client(
         buf: BytesMut::with_capacity(READ_SIZE),
         peer,
         peer_ip: peer.ip().to_string(),
+        trusted: frontend.trusts(peer.ip()),
         frontend: &frontend,
     };
     if let Next::HandOver = client.run().await {
@@ -99,6 +98,9 @@ struct Client<'a> {
     peer: SocketAddr,
     /// The client's address as `X-Forwarded-For` gets it, made once.
     peer_ip: String,
+    /// Whether the client is a trusted proxy, whose X-Forwarded-Host,
+    /// -Port and -Proto are kept.
+    trusted: bool,
     frontend: &'a HttpFrontend,
 }
 
@@ -133,7 +135,7 @@ impl Client<'_> {
             let wait = if self.buf.is_empty() {
                 timeouts.idle
             } else {
-                match parse_request(&self.buf, self.frontend, &self.peer_ip) {
+                match parse_request(&self.buf, self.frontend, &self.peer_ip, self.trusted) {
                     Parsed::Ready(r) => return Read::Ready(r),
                     Parsed::Other => return Read::Other,
                     Parsed::NeedBody => {
@@ -505,7 +507,7 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 
 /// Parses a request at the start of `buf` and, when it is whole and fit for
 /// the fast path, routes it and makes the bytes the endpoint gets.
-fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
+fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str, trusted: bool) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_len = match parsed.parse(buf) {
@@ -530,6 +532,7 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
     for h in parsed.headers.iter() {
         let name = h.name;
         if is(name, "host") {
+            // Two Host headers: the general path answers 400.
             if host.is_some() {
                 return Parsed::Other;
             }
@@ -569,6 +572,11 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
             }
         }
     }
+    // An HTTP/1.1 request must name its host (RFC 9112 §3.2): the general
+    // path answers 400.
+    if host.is_none() {
+        return Parsed::Other;
+    }
     let body_len = length.unwrap_or(0);
     if body_len > MAX_BUFFERED_BODY {
         return Parsed::Other;
@@ -606,7 +614,9 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for = false;
+    // The client's X-Forwarded-For lines, joined in order; the peer is
+    // added after them.
+    let mut forwarded_for = BytesMut::new();
     let mut proto = false;
     let mut forwarded_host = false;
     let mut forwarded_port = false;
@@ -623,34 +633,39 @@ fn parse_request(buf: &[u8], frontend: &HttpFrontend, peer_ip: &str) -> Parsed {
                 }
             }
             15 if is(name, "x-forwarded-for") => {
-                // The first one, with the client added; others dropped.
-                if !forwarded_for {
-                    out.put_slice(b"x-forwarded-for: ");
-                    out.put_slice(h.value);
-                    out.put_slice(b", ");
-                    out.put_slice(peer_ip.as_bytes());
-                    out.put_slice(b"\r\n");
-                    forwarded_for = true;
+                if !h.value.is_empty() {
+                    forwarded_for.put_slice(h.value);
+                    forwarded_for.put_slice(b", ");
                 }
                 continue;
             }
+            // A client's word on these counts only from a trusted proxy.
             17 if is(name, "x-forwarded-proto") => {
-                if !config.keep_forwarded_proto {
+                if !trusted || proto {
                     continue;
                 }
                 proto = true;
             }
-            16 if is(name, "x-forwarded-host") => forwarded_host = true,
-            16 if is(name, "x-forwarded-port") => forwarded_port = true,
+            16 if is(name, "x-forwarded-host") => {
+                if !trusted || forwarded_host {
+                    continue;
+                }
+                forwarded_host = true;
+            }
+            16 if is(name, "x-forwarded-port") => {
+                if !trusted || forwarded_port {
+                    continue;
+                }
+                forwarded_port = true;
+            }
             _ => {}
         }
         put_header(&mut out, name.as_bytes(), h.value);
     }
-    if !forwarded_for {
-        put_header(&mut out, b"x-forwarded-for", peer_ip.as_bytes());
-    }
+    forwarded_for.put_slice(peer_ip.as_bytes());
+    put_header(&mut out, b"x-forwarded-for", &forwarded_for);
     if !proto {
-        out.put_slice(b"x-forwarded-proto: http\r\n");
+        put_header(&mut out, b"x-forwarded-proto", frontend.scheme.as_bytes());
     }
     if let (false, Some(host)) = (forwarded_host, host) {
         put_header(&mut out, b"x-forwarded-host", host.as_bytes());
@@ -941,10 +956,9 @@ mod tests {
     use crate::http::CompiledRoute;
     use crate::FrontendCounters;
 
-    fn frontend(sticky: Option<&str>, keep_proto: bool) -> HttpFrontend {
+    fn frontend(sticky: Option<&str>) -> HttpFrontend {
         let backend = Arc::new(BackendState::new(Backend {
             sticky_cookie: sticky.map(str::to_string),
-            keep_forwarded_proto: keep_proto,
             ..Backend::new("web")
         }));
         let api = Arc::new(BackendState::new(Backend::new("api")));
@@ -966,11 +980,13 @@ mod tests {
             timeouts: Timeouts::default(),
             port_value: http::HeaderValue::from(8080u16),
             max_header_bytes: 1024,
+            scheme: "http",
+            trusted_proxies: Vec::new(),
         }
     }
 
     fn ready(raw: &str, f: &HttpFrontend) -> Request {
-        match parse_request(raw.as_bytes(), f, "10.0.0.9") {
+        match parse_request(raw.as_bytes(), f, "10.0.0.9", false) {
             Parsed::Ready(r) => r,
             Parsed::Partial => panic!("partial: {raw:?}"),
             Parsed::NeedBody => panic!("needs body: {raw:?}"),
@@ -984,7 +1000,7 @@ mod tests {
 
     #[test]
     fn a_request_is_rewritten_for_the_endpoint() {
-        let f = frontend(None, false);
+        let f = frontend(None);
         let raw = "GET /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\nConnection: keep-alive, X-Secret\r\n\
                    X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Forwarded-Proto: https\r\n\
                    X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\nAccept: */*\r\n\r\nGET /next";
@@ -995,19 +1011,35 @@ mod tests {
         assert_eq!(
             text(&r),
             "GET /a?b=1 HTTP/1.1\r\nHost: example.test:8080\r\n\
-             x-forwarded-for: 1.2.3.4, 10.0.0.9\r\nAccept: */*\r\n\
+             Accept: */*\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: example.test:8080\r\n\
              x-forwarded-port: 8080\r\n\r\n"
         );
     }
 
     #[test]
-    fn forwarded_headers_already_there_are_kept_where_asked() {
-        let f = frontend(None, true);
+    fn forwarded_headers_from_an_untrusted_client_are_replaced() {
+        let f = frontend(None);
+        let raw =
+            "GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-proto: https\r\nx-forwarded-host: evil\r\n\
+                   x-forwarded-port: 443\r\nX-Forwarded-For: \r\n\r\n";
+        let r = ready(raw, &f);
+        assert_eq!(
+            text(&r),
+            "GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: a\r\nx-forwarded-port: 8080\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_trusted_proxy_are_kept() {
+        let f = frontend(None);
         let raw =
             "POST /form HTTP/1.1\r\nhost: a\r\nx-forwarded-proto: https\r\nx-forwarded-host: b\r\n\
                    x-forwarded-port: 443\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
-        let r = ready(raw, &f);
+        let Parsed::Ready(r) = parse_request(raw.as_bytes(), &f, "10.0.0.9", true) else {
+            panic!("not ready: {raw:?}");
+        };
         assert!(!r.idempotent && r.close);
         assert_eq!(r.consumed, raw.len());
         assert_eq!(
@@ -1019,7 +1051,7 @@ mod tests {
 
     #[test]
     fn requests_are_routed_and_sticky_cookies_read() {
-        let f = frontend(Some("SRV"), false);
+        let f = frontend(Some("SRV"));
         let r = ready("GET / HTTP/1.1\r\nHost: api.example\r\n\r\n", &f);
         assert_eq!(r.backend.unwrap().config.name, "api");
         let r = ready(
@@ -1028,7 +1060,7 @@ mod tests {
         );
         assert_eq!(r.sticky.as_deref(), Some("abc"));
         assert!(r.head);
-        let mut no_default = frontend(None, false);
+        let mut no_default = frontend(None);
         no_default.default = None;
         let r = ready("GET / HTTP/1.1\r\nHost: www\r\n\r\n", &no_default);
         assert!(r.backend.is_none());
@@ -1036,14 +1068,14 @@ mod tests {
 
     #[test]
     fn incomplete_requests_wait_and_the_rest_is_handed_over() {
-        let f = frontend(None, false);
-        let parse = |raw: &str| parse_request(raw.as_bytes(), &f, "10.0.0.9");
+        let f = frontend(None);
+        let parse = |raw: &str| parse_request(raw.as_bytes(), &f, "10.0.0.9", false);
         assert!(matches!(
             parse("GET / HTTP/1.1\r\nHost: a\r\n"),
             Parsed::Partial
         ));
         assert!(matches!(
-            parse("PUT / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"),
+            parse("PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"),
             Parsed::NeedBody
         ));
         for other in [
@@ -1067,6 +1099,8 @@ mod tests {
             "POST / HTTP/1.1\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\na",
             "GET / HTTP/1.1\r\nConnection: Transfer-Encoding\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, host\r\n\r\n",
+            // No Host: the general path answers 400.
+            "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
         ] {
             assert!(matches!(parse(other), Parsed::Other), "{other:?}");
         }
@@ -1075,7 +1109,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nConnection: \xff, close\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_request(raw, &f, "10.0.0.9"), Parsed::Other),
+                matches!(parse_request(raw, &f, "10.0.0.9", false), Parsed::Other),
                 "{raw:?}"
             );
         }

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::backend::{ActiveGuard, BackendState, Hints, Replica};
-use crate::config::Timeouts;
+use crate::config::{Cidr, Timeouts};
 use crate::framing::{Scanner, Verdicts};
 use crate::io::{Activity, Tracked};
 use crate::pool::{self, Sender, UpstreamBody};
@@ -67,9 +67,18 @@ pub(crate) struct HttpFrontend {
     /// Largest request head accepted; hyper's own limit for HTTP/1.1 cannot
     /// go below 8 KiB, so smaller ones are enforced here.
     pub max_header_bytes: usize,
+    /// `X-Forwarded-Proto` of this listener's requests.
+    pub scheme: &'static str,
+    /// Peers whose `X-Forwarded-Host`, `-Port` and `-Proto` are kept.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl HttpFrontend {
+    /// Whether a peer is a trusted proxy.
+    pub(crate) fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+
     pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<BackendState>> {
         let host = host.map(strip_port);
         self.routes
@@ -139,6 +148,7 @@ pub(crate) async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(frontend.timeouts.client_header)
         .max_buf_size(max_header_bytes.max(8192))
+        .max_headers(crate::MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
@@ -205,8 +215,19 @@ pub(crate) async fn connection<T>(
                 }
                 break;
             }
-            _ = tokio::time::sleep(check), if !closing => {
-                if activity.quiet_for() >= idle && state.in_flight.load(Relaxed) == 0 {
+            _ = tokio::time::sleep(check) => {
+                let quiet = activity.quiet_for();
+                if quiet < idle {
+                    continue;
+                }
+                if activity.write_blocked() || (closing && quiet >= idle * 2) {
+                    // A client that reads nothing of its answer for the
+                    // client timeout, or a connection that would not
+                    // close: cut it, freeing its slot.
+                    tracing::debug!(%peer, "client timeout: closing the connection");
+                    break;
+                }
+                if !closing && state.in_flight.load(Relaxed) == 0 {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
@@ -283,6 +304,8 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter(|t| !(keep_upgrade && t.eq_ignore_ascii_case("upgrade")))
+        // Host is end to end whatever Connection says.
+        .filter(|t| !t.eq_ignore_ascii_case("host"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
@@ -385,6 +408,14 @@ impl Proxy {
         if let Some(why) = ambiguous_framing(request.headers()) {
             return error(StatusCode::BAD_REQUEST, why);
         }
+        // RFC 9112 §3.2: one Host header, and HTTP/1.1 requests must have it.
+        let hosts = request.headers().get_all(header::HOST).iter().count();
+        if hosts > 1 {
+            return error(StatusCode::BAD_REQUEST, "more than one Host header");
+        }
+        if hosts == 0 && request.version() == Version::HTTP_11 {
+            return error(StatusCode::BAD_REQUEST, "no Host header");
+        }
         // A clone of a header value shares its bytes: no copy.
         let host: Option<HeaderValue> = match request.headers().get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -413,13 +444,15 @@ impl Proxy {
             .as_deref()
             .and_then(|name| cookie_value(&parts.headers, name))
             .map(str::to_string);
-        self.prepare(&mut parts, host, upgrade, &backend);
+        self.prepare(&mut parts, host, upgrade);
         let replay =
             (!upgrade && is_idempotent(&parts.method) && body.is_end_stream()).then(|| Replay {
                 method: parts.method.clone(),
                 uri: parts.uri.clone(),
                 headers: parts.headers.clone(),
             });
+        let upload = Arc::new(Upload::new(body.is_end_stream()));
+        let body = ClientBody::new(body, self.frontend.timeouts.idle, Arc::clone(&upload));
         let mut outgoing = Some(Request::from_parts(parts, Either::Left(body)));
         let mut tried: Vec<Arc<Replica>> = Vec::new();
         let mut replayed = false;
@@ -460,11 +493,23 @@ impl Proxy {
                 return error(StatusCode::BAD_GATEWAY, "request lost");
             };
             let sent = Instant::now();
-            let result =
-                tokio::time::timeout(self.frontend.timeouts.server, sender.try_send_request(req))
-                    .await;
+            let result = answer_within(
+                sender.try_send_request(req),
+                &upload,
+                self.frontend.timeouts.server,
+            )
+            .await;
+            if let Some(fault) = upload.fault() {
+                // The client's body failed (malformed, or stalled past the
+                // client timeout): the endpoint is not to blame.
+                drop(guard);
+                let mut r = error(fault.status(), fault.why());
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
             let failure = match result {
-                Ok(Ok(response)) => {
+                Some(Ok(response)) => {
                     replica.observe_latency(sent.elapsed());
                     replica.succeeded();
                     return self.respond(
@@ -476,7 +521,7 @@ impl Proxy {
                         client_upgrade,
                     );
                 }
-                Ok(Err(mut e)) => {
+                Some(Err(mut e)) => {
                     if let Some(unsent) = e.take_message() {
                         // The connection closed before the request went out
                         // (an idle keep-alive the endpoint had just dropped):
@@ -486,7 +531,7 @@ impl Proxy {
                     }
                     (StatusCode::BAD_GATEWAY, format!("{}", e.into_error()))
                 }
-                Err(_) => (
+                None => (
                     StatusCode::GATEWAY_TIMEOUT,
                     "the endpoint did not answer in time".to_string(),
                 ),
@@ -517,13 +562,7 @@ impl Proxy {
     }
 
     /// Turns the client's request into the one the endpoint gets.
-    fn prepare(
-        &self,
-        parts: &mut http::request::Parts,
-        host: Option<HeaderValue>,
-        upgrade: bool,
-        backend: &BackendState,
-    ) {
+    fn prepare(&self, parts: &mut http::request::Parts, host: Option<HeaderValue>, upgrade: bool) {
         if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
             if let Some(host) = &host {
                 parts.headers.insert(header::HOST, host.clone());
@@ -538,24 +577,40 @@ impl Proxy {
         }
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let headers = &mut parts.headers;
+        // The client's whole chain, every line in order, then the peer.
         let mut forwarded_for = bytes::BytesMut::with_capacity(48);
-        if let Some(earlier) = headers.get(&X_FORWARDED_FOR) {
-            forwarded_for.extend_from_slice(earlier.as_bytes());
-            forwarded_for.extend_from_slice(b", ");
+        for earlier in headers.get_all(&X_FORWARDED_FOR) {
+            if !earlier.is_empty() {
+                forwarded_for.extend_from_slice(earlier.as_bytes());
+                forwarded_for.extend_from_slice(b", ");
+            }
         }
         let _ = write!(IoWriter(&mut forwarded_for), "{}", self.peer.ip());
         if let Ok(v) = HeaderValue::from_maybe_shared(forwarded_for.freeze()) {
             headers.insert(X_FORWARDED_FOR, v);
         }
-        if !(backend.config.keep_forwarded_proto && headers.contains_key(&X_FORWARDED_PROTO)) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        // What a client says of the original request counts only from a
+        // trusted proxy; anyone else's is replaced.
+        let trusted = self.frontend.trusts(self.peer.ip());
+        if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(
+                X_FORWARDED_PROTO,
+                HeaderValue::from_static(self.frontend.scheme),
+            );
         }
-        if let Some(host) = host {
-            headers.entry(X_FORWARDED_HOST).or_insert(host);
+        if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+            match host {
+                Some(host) => {
+                    headers.insert(X_FORWARDED_HOST, host);
+                }
+                None => {
+                    headers.remove(&X_FORWARDED_HOST);
+                }
+            }
         }
-        headers
-            .entry(X_FORWARDED_PORT)
-            .or_insert_with(|| self.frontend.port_value.clone());
+        if !(trusted && headers.contains_key(&X_FORWARDED_PORT)) {
+            headers.insert(X_FORWARDED_PORT, self.frontend.port_value.clone());
+        }
     }
 
     fn respond(
@@ -588,11 +643,14 @@ impl Proxy {
             }
             return Response::from_parts(parts, ProxyBody::Empty);
         }
+        let server = self.frontend.timeouts.server;
         Response::from_parts(
             parts,
             ProxyBody::Upstream {
                 body,
                 done: Some((sender, guard)),
+                server,
+                stalled: Box::pin(tokio::time::sleep(server)),
             },
         )
     }
@@ -675,25 +733,36 @@ pub(crate) enum ProxyBody {
     /// A body made here.
     Full(Option<Bytes>),
     /// An endpoint's body; once read in full, its connection goes back to
-    /// the pool and the request stops counting as in flight.
+    /// the pool and the request stops counting as in flight. An endpoint
+    /// that sends nothing for the server timeout is cut off.
     Upstream {
         body: Incoming,
         done: Option<(Sender, ActiveGuard)>,
+        server: Duration,
+        stalled: Pin<Box<tokio::time::Sleep>>,
     },
 }
 
+/// What a body can fail with on its way through the balancer.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Upstream { body, done } => {
+            ProxyBody::Upstream {
+                body,
+                done,
+                server,
+                stalled,
+            } => {
                 let frame = Pin::new(&mut *body).poll_frame(cx);
                 match &frame {
                     // The server stops polling once the body says it has
@@ -712,9 +781,21 @@ impl Body for ProxyBody {
                             guard.replica().errored();
                         }
                     }
-                    _ => {}
+                    Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
+                        stalled
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + *server);
+                    }
+                    Poll::Pending => {
+                        if stalled.as_mut().poll(cx).is_ready() {
+                            if let Some((_, guard)) = done.take() {
+                                guard.replica().errored();
+                            }
+                            return Poll::Ready(Some(Err("the endpoint stalled mid-body".into())));
+                        }
+                    }
                 }
-                frame
+                frame.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }
         }
     }
@@ -735,6 +816,174 @@ impl Body for ProxyBody {
             }
             ProxyBody::Upstream { body, .. } => body.size_hint(),
         }
+    }
+}
+
+/// How a client's request body went, shared by the body on its way to the
+/// endpoint and the request handler that judges the outcome.
+pub(crate) struct Upload {
+    opened: Instant,
+    /// When the body ended, in milliseconds after `opened`, plus one; 0
+    /// while it flows.
+    finished: std::sync::atomic::AtomicU64,
+    /// A [`ClientFault`] as a number; 0 for none.
+    fault: std::sync::atomic::AtomicU8,
+}
+
+/// A request body that failed through the client's doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// Malformed (a bad chunk, a short body).
+    Malformed = 1,
+    /// Nothing sent for the client timeout.
+    Stalled = 2,
+}
+
+impl ClientFault {
+    fn status(self) -> StatusCode {
+        match self {
+            ClientFault::Malformed => StatusCode::BAD_REQUEST,
+            ClientFault::Stalled => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    fn why(self) -> &'static str {
+        match self {
+            ClientFault::Malformed => "the request body could not be read",
+            ClientFault::Stalled => "the request body stalled",
+        }
+    }
+}
+
+impl Upload {
+    fn new(finished: bool) -> Self {
+        let upload = Upload {
+            opened: Instant::now(),
+            finished: std::sync::atomic::AtomicU64::new(0),
+            fault: std::sync::atomic::AtomicU8::new(0),
+        };
+        if finished {
+            upload.finish();
+        }
+        upload
+    }
+
+    fn finish(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let _ = self.finished.compare_exchange(0, ms + 1, Relaxed, Relaxed);
+    }
+
+    /// How long ago the body ended; `None` while it flows.
+    fn finished_ago(&self) -> Option<Duration> {
+        match self.finished.load(Relaxed) {
+            0 => None,
+            n => Some(
+                self.opened
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(n - 1)),
+            ),
+        }
+    }
+
+    fn failed(&self, fault: ClientFault) {
+        self.fault.store(fault as u8, Relaxed);
+    }
+
+    fn fault(&self) -> Option<ClientFault> {
+        match self.fault.load(Relaxed) {
+            1 => Some(ClientFault::Malformed),
+            2 => Some(ClientFault::Stalled),
+            _ => None,
+        }
+    }
+}
+
+/// Waits for an endpoint's answer: the server timeout runs from the end of
+/// the request's body (a slow upload is the client's business, bounded by
+/// the client timeout on each of its reads).
+async fn answer_within<F: Future>(send: F, upload: &Upload, server: Duration) -> Option<F::Output> {
+    tokio::pin!(send);
+    loop {
+        let wait = match upload.finished_ago() {
+            Some(ago) => server.saturating_sub(ago),
+            None => server,
+        };
+        match tokio::time::timeout(wait, send.as_mut()).await {
+            Ok(out) => return Some(out),
+            Err(_) if upload.fault().is_some() => return None,
+            Err(_) => {
+                if upload.finished_ago().is_some_and(|ago| ago >= server) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// A client's request body on its way to an endpoint: every read must
+/// bring something within the client timeout, and a failure is recorded as
+/// the client's, not the endpoint's.
+pub(crate) struct ClientBody {
+    body: Incoming,
+    idle: Duration,
+    stalled: Pin<Box<tokio::time::Sleep>>,
+    upload: Arc<Upload>,
+}
+
+impl ClientBody {
+    fn new(body: Incoming, idle: Duration, upload: Arc<Upload>) -> Self {
+        ClientBody {
+            body,
+            idle,
+            stalled: Box::pin(tokio::time::sleep(idle)),
+            upload,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.upload.finish();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.body.is_end_stream() {
+                    this.upload.finish();
+                }
+                this.stalled
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.idle);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.upload.failed(ClientFault::Malformed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                if this.stalled.as_mut().poll(cx).is_ready() {
+                    this.upload.failed(ClientFault::Stalled);
+                    return Poll::Ready(Some(Err("the client's body stalled".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

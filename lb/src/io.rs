@@ -3,7 +3,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use crate::framing::Scanner;
 pub(crate) struct Activity {
     opened: Instant,
     last: AtomicU64,
+    /// The last write found the peer's window full (it is not reading).
+    blocked: AtomicBool,
 }
 
 impl Activity {
@@ -24,12 +26,22 @@ impl Activity {
         Arc::new(Activity {
             opened: Instant::now(),
             last: AtomicU64::new(0),
+            blocked: AtomicBool::new(false),
         })
     }
 
     fn touch(&self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(ms, Relaxed);
+    }
+
+    /// Whether the last write waited for the peer to read.
+    pub fn write_blocked(&self) -> bool {
+        self.blocked.load(Relaxed)
+    }
+
+    fn wrote<T>(&self, result: &Poll<io::Result<T>>) {
+        self.blocked.store(result.is_pending(), Relaxed);
     }
 
     /// How long the connection has been quiet.
@@ -93,6 +105,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.activity.wrote(&result);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -106,6 +119,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.activity.wrote(&result);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }

@@ -39,13 +39,17 @@ use tokio::task::JoinHandle;
 
 pub use backend::{BackendStats, Change, DrainReport, Endpoint, EndpointStats};
 pub use config::{
-    Backend, Config, ConfigError, Control, Frontend, HealthCheck, Mode, Policy, Route, Stats,
+    Backend, Cidr, Config, ConfigError, Control, Frontend, HealthCheck, Mode, Policy, Route, Stats,
     Timeouts,
 };
 pub use control::{ControlClient, ControlError};
 pub use stats::{FrontendStats, Snapshot};
 
 use backend::BackendState;
+
+/// Header lines in one request head, on every path (the fast path, the
+/// framing check and hyper); a request with more is answered 431.
+pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -325,6 +329,8 @@ impl Balancer {
                         default,
                         timeouts: config.timeouts.clone(),
                         max_header_bytes: config.max_header_bytes,
+                        scheme: "http",
+                        trusted_proxies: config.trusted_proxies.clone(),
                     });
                     tasks.push(tokio::spawn(http::serve(
                         listener,

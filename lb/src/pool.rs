@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// The body of a request sent to an endpoint: the client's, or none (for a
 /// retried request, whose body was known to be empty, and health checks).
-pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpstreamBody = Either<crate::http::ClientBody, Empty<Bytes>>;
 
 /// One HTTP/1.1 connection to an endpoint.
 pub(crate) type Sender = http1::SendRequest<UpstreamBody>;

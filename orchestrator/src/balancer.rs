@@ -450,7 +450,14 @@ fn dockercloud(
                 .to_string(),
         ),
     });
-    let keep_proto = env(service, "SKIP_FORWARDED_PROTO").is_some();
+    // dockercloud/haproxy's "another balancer is in front": its forwarded
+    // headers are kept, whoever the peer.
+    if env(service, "SKIP_FORWARDED_PROTO").is_some() {
+        config.trusted_proxies = ["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+    }
 
     let mut members = Vec::new();
     let mut backends: Vec<lb::Backend> = Vec::new();
@@ -478,7 +485,6 @@ fn dockercloud(
                 .and_then(|c| c.split_whitespace().next())
                 .map(str::to_string),
             health_check: check,
-            keep_forwarded_proto: keep_proto,
             ..lb::Backend::new(backend_name)
         })
     };
@@ -545,7 +551,6 @@ fn dockercloud(
             let mut backend = lb::Backend {
                 policy: global_policy,
                 health_check: global_check.clone(),
-                keep_forwarded_proto: keep_proto,
                 ..lb::Backend::new("default_service")
             };
             for svc_name in &plain {
@@ -634,6 +639,8 @@ fn dockercloud(
 ///   slow_start: 5s
 ///   timeouts: { connect: 5s, client_header: 10s, idle: 50s, server: 50s }
 ///   max_connections: 4096
+///   trusted_proxies: [10.0.0.0/8]   # peers whose X-Forwarded-Host, -Port
+///                               # and -Proto are kept (default: none)
 ///   backends:                   # default: links and depends_on, on
 ///     - service: api            # every exposed port
 ///       port: 8080
@@ -665,6 +672,8 @@ pub struct Structured {
     backends: Option<Vec<StructuredBackend>>,
     #[serde(default)]
     tcp: Vec<StructuredTcp>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -792,6 +801,16 @@ fn structured(
     }
     if let Some(max) = s.max_connections {
         config.max_connections = max;
+    }
+    for p in &s.trusted_proxies {
+        let cidr = p.parse().map_err(|e| {
+            SettingError::new(
+                name,
+                &format!("{EXTENSION}.trusted_proxies"),
+                format!("service {name:?}: {EXTENSION}.trusted_proxies: {e}"),
+            )
+        })?;
+        config.trusted_proxies.push(cidr);
     }
     config.stats = s.stats.as_ref().map(|st| lb::Stats {
         listen: any(st.port),
