@@ -419,9 +419,12 @@ fn process_file(
 }
 
 /// Parses YAML text into one tree per document, with anchors, aliases and
-/// merge keys resolved. An empty file is one empty mapping.
+/// merge keys resolved. A file with no document (empty, or only comments) is
+/// one empty mapping; a document that is not a mapping, even one with no
+/// content (a `---` with nothing after it), is refused where it starts, as
+/// Compose refuses it.
 pub(crate) fn parse(ctx: &mut Ctx<'_>, file: &Path, text: &str) -> Option<Vec<Value>> {
-    let mut docs = match yaml::parse_documents(text) {
+    let located = match yaml::parse_located_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
             let mut d = Diagnostic::file(Some(file.to_path_buf()), e.message);
@@ -430,14 +433,22 @@ pub(crate) fn parse(ctx: &mut Ctx<'_>, file: &Path, text: &str) -> Option<Vec<Va
             return None;
         }
     };
-    for v in &mut docs {
+    let mut docs = Vec::with_capacity(located.len().max(1));
+    for (mut v, start) in located {
+        if !matches!(v, Value::Mapping(_)) {
+            let mut d = Diagnostic::file(
+                Some(file.to_path_buf()),
+                "top-level object must be a mapping",
+            );
+            d.position = Some(start);
+            ctx.diagnostics.push(d);
+            return None;
+        }
         if let Err(e) = v.apply_merge() {
             ctx.error(Some(file), format!("invalid merge key: {e}"));
             return None;
         }
-        if matches!(v, Value::Null) {
-            *v = Value::Mapping(Default::default());
-        }
+        docs.push(v);
     }
     if docs.is_empty() {
         docs.push(Value::Mapping(Default::default()));
@@ -483,4 +494,54 @@ pub(crate) fn take_extensions(m: &mut serde_yaml::Mapping) -> BTreeMap<String, V
             Some((k.as_str()?.to_string(), v))
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Loaded, LoadError> {
+        load_from_str(text, &std::env::temp_dir(), IndexMap::new())
+    }
+
+    #[test]
+    fn the_documents_of_a_file_merge_as_compose_merges_them() {
+        let loaded = load_text(
+            "services:\n  a:\n    image: a\n---\nservices:\n  a:\n    image: b\n  c:\n    image: c\n",
+        )
+        .unwrap();
+        let images: Vec<(&str, &str)> = loaded
+            .project
+            .services
+            .iter()
+            .map(|(name, s)| (name.as_str(), s.image.as_str()))
+            .collect();
+        assert_eq!(images, [("a", "b"), ("c", "c")]);
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_mapping_is_refused_where_it_starts() {
+        // Compose refuses a document with no content, even after others
+        // (`---` at the end of a file), as it refuses a list; a file with no
+        // document is empty.
+        let a = "services:\n  a:\n    image: a\n";
+        for (text, position) in [
+            (format!("{a}---\n"), (4, 1)),
+            (format!("---\n---\n{a}"), (1, 1)),
+            (format!("{a}---\n# nothing\n---\n{a}"), (4, 1)),
+            ("~\n".to_string(), (1, 1)),
+            (format!("{a}---\n- x\n"), (4, 1)),
+        ] {
+            let e = load_text(&text).expect_err(&text);
+            let d = &e.diagnostics[0];
+            assert_eq!(
+                (d.message.as_str(), d.position),
+                ("top-level object must be a mapping", Some(position)),
+                "{text:?}"
+            );
+        }
+        let e = load_text("# only a comment\n").unwrap_err();
+        assert_eq!(e.diagnostics[0].message, "empty compose file");
+    }
 }

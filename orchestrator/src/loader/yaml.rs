@@ -14,7 +14,9 @@
 //!
 //! Limits guard what follows: collections nest at most [`MAX_DEPTH`] deep
 //! (the loader's later phases recurse), and aliases may copy at most
-//! [`MAX_ALIAS_NODES`] nodes in all (the "billion laughs" document).
+//! [`MAX_ALIAS_NODES`] nodes in all (the "billion laughs" document). That
+//! count runs over the whole text, not document by document: a file of many
+//! documents, each just under the limit, would otherwise multiply it.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,7 +28,8 @@ use serde_yaml::{Mapping, Number, Value};
 /// How deep sequences and mappings may nest.
 pub const MAX_DEPTH: usize = 128;
 
-/// How many nodes aliases may copy into one document, in all.
+/// How many nodes aliases may copy, in all, into every document of one text
+/// together.
 pub const MAX_ALIAS_NODES: usize = 1_000_000;
 
 /// Why a text is not YAML, and where (1-based line and column).
@@ -49,6 +52,15 @@ impl YamlError {
 
 /// Parses every document of `text`. A document with no content is `Null`.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
+    parse_located_documents(text).map(|docs| docs.into_iter().map(|(v, _)| v).collect())
+}
+
+/// A document's tree and the line and column (1-based) where it starts.
+pub type LocatedDocument = (Value, (usize, usize));
+
+/// Parses every document of `text`, each with where it starts, for errors
+/// about a whole document.
+pub fn parse_located_documents(text: &str) -> Result<Vec<LocatedDocument>, YamlError> {
     // The parser is not expected to panic; if it does, the file is refused
     // rather than the program stopped.
     catch_unwind(AssertUnwindSafe(|| Builder::default().run(text))).unwrap_or_else(|_| {
@@ -80,14 +92,17 @@ struct Builder {
     stack: Vec<Frame>,
     /// Finished anchored nodes and their sizes in nodes, by anchor id.
     anchors: HashMap<usize, (Value, usize)>,
-    /// Nodes copied by aliases in the current document.
+    /// Nodes copied by aliases so far, in every document read: never reset
+    /// between documents, so that [`MAX_ALIAS_NODES`] bounds the whole text.
     copied: usize,
     root: Option<Value>,
-    documents: Vec<Value>,
+    /// Where the current document starts.
+    start: (usize, usize),
+    documents: Vec<LocatedDocument>,
 }
 
 impl Builder {
-    fn run(mut self, text: &str) -> Result<Vec<Value>, YamlError> {
+    fn run(mut self, text: &str) -> Result<Vec<LocatedDocument>, YamlError> {
         for next in Parser::new_from_str(text) {
             let (event, span) = next.map_err(|e| YamlError {
                 message: e.info().to_string(),
@@ -96,13 +111,14 @@ impl Builder {
             match event {
                 Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
                 Event::DocumentStart(_) => {
+                    // Anchors are local to a document; the alias budget is not.
                     self.anchors.clear();
-                    self.copied = 0;
                     self.root = None;
+                    self.start = (span.start.line().max(1), span.start.col() + 1);
                 }
                 Event::DocumentEnd => {
                     let root = self.root.take().unwrap_or(Value::Null);
-                    self.documents.push(root);
+                    self.documents.push((root, self.start));
                 }
                 Event::Scalar(value, style, anchor, tag) => {
                     let tag = tag.map(|t| tag_name(&t));
@@ -150,11 +166,11 @@ impl Builder {
                             &span,
                         ));
                     };
-                    self.copied += size;
+                    self.copied = self.copied.saturating_add(*size);
                     if self.copied > MAX_ALIAS_NODES {
                         return Err(YamlError::at(
                             format!(
-                                "aliases expand this document to more than {MAX_ALIAS_NODES} nodes"
+                                "aliases expand this file to more than {MAX_ALIAS_NODES} nodes"
                             ),
                             &span,
                         ));
@@ -492,5 +508,68 @@ mod tests {
         let e = parse_documents(&laughs).err().map(|e| e.message);
         assert!(e.is_some_and(|m| m.contains("aliases expand")));
         assert!(parse_documents("a: [1, 2\n").is_err());
+    }
+
+    /// One "billion laughs" document whose aliases copy 901,217 nodes: under
+    /// [`MAX_ALIAS_NODES`] on its own, over it twice.
+    fn laughs_below_the_cap() -> String {
+        let mut doc = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        // Level k copies ten times the size of level k-1: 110, 1110, 11110
+        // and 111110 nodes for b to e (sizes 111 to 111111).
+        for (prev, c) in "abcd".chars().zip("bcde".chars()) {
+            let alias = format!("*{prev}");
+            let items = [alias.as_str(); 10].join(", ");
+            doc.push_str(&format!("{c}: &{c} [{items}]\n"));
+        }
+        // Seven more copies of e: 777,777 nodes; 901,217 in all.
+        doc.push_str(&format!("f: [{}]\n", ["*e"; 7].join(", ")));
+        doc
+    }
+
+    #[test]
+    fn the_alias_cap_holds_for_the_whole_text_not_each_document() {
+        let doc = laughs_below_the_cap();
+        assert!(
+            parse_documents(&doc).is_ok_and(|d| d.len() == 1),
+            "one document under the cap is read"
+        );
+        // Two such documents copy 1,802,434 nodes: refused, at an alias of
+        // the second document (lines 8 to 14; the first has lines 1 to 6).
+        let text = format!("{doc}---\n{doc}");
+        let e = parse_documents(&text).err();
+        let (message, line) = e
+            .map(|e| (e.message, e.position.map_or(0, |p| p.0)))
+            .unwrap_or_default();
+        assert!(message.contains("aliases expand"), "{message:?}");
+        assert!((8..=14).contains(&line), "line {line}");
+        // Many small documents add up too: each copies 123,440 nodes (b to
+        // e), nine of them 1,110,960.
+        let small: String = doc.lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert!(parse_documents(&[small.as_str(); 8].join("---\n")).is_ok());
+        let nine = [small.as_str(); 9].join("---\n");
+        assert!(parse_documents(&nine)
+            .err()
+            .is_some_and(|e| e.message.contains("aliases expand")));
+    }
+
+    #[test]
+    fn documents_are_read_apart_in_order() {
+        // Compose merges the documents of a file in order, like files given
+        // with -f (the loader does so); the parser keeps them apart, each
+        // with its own anchors.
+        let docs = parse_documents("a: &x 1\nb: *x\n---\nc: 2\n---\n").unwrap_or_default();
+        assert_eq!(
+            docs.iter().map(json).collect::<Vec<_>>(),
+            [r#"{"a":1,"b":1}"#, r#"{"c":2}"#, "null"]
+        );
+        let e = parse_documents("a: &x 1\n---\nb: *x\n").err();
+        assert_eq!(e.and_then(|e| e.position), Some((3, 4)));
+        // Each document knows where it starts, for errors about it whole.
+        let starts: Vec<(usize, usize)> = parse_located_documents("a: 1\n---\nc: 2\n---\n")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, start)| start)
+            .collect();
+        assert_eq!(starts, [(1, 1), (2, 1), (4, 1)]);
     }
 }
