@@ -2,12 +2,13 @@
 //! `commit`, `export`, `stats`, `events`, `wait`, `pull`.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use futures_util::StreamExt;
 use orchestrator::convert::{self, labels, ContainerContext};
@@ -588,7 +589,7 @@ pub async fn cp(options: LoadOptions, named: bool, args: CpArgs) -> Result<ExitC
                 bytes.extend(chunk?);
             }
             let dest = PathBuf::from(&args.destination);
-            extract(&bytes, &dest, Path::new(&path))?;
+            extract(bytes.as_slice(), &dest, Path::new(&path))?;
             eprintln!("Copied {}:{path} to {}", c.name, dest.display());
         }
         (None, Some((svc, path))) => {
@@ -631,36 +632,185 @@ fn archive(src: &Path, dest: &str) -> Result<Vec<u8>> {
     builder.into_inner().context("finishing the archive")
 }
 
-/// Extracts the archive of `src` to `dest` (into it when it is a directory).
-fn extract(bytes: &[u8], dest: &Path, src: &Path) -> Result<()> {
-    let mut archive = tar::Archive::new(bytes);
-    let base = src
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+/// Extracts the archive of the container path `src` to `dest`, as `docker cp`
+/// does: into `dest` when it is a directory already (the copy keeps its
+/// name), else as `dest` itself (a file written there, or a directory made
+/// there with the contents of the source).
+///
+/// The archive comes from the container, so no entry of it is trusted to
+/// stay in the destination: a name that climbs out with `..` is refused, and
+/// a leading `/` is dropped, so that the name is taken from the destination.
+/// Nothing is written through a symbolic link that leads out of the
+/// destination, whether the archive made it or it was there before, and an
+/// entry that lands on a link replaces the link. A hard link's target is an
+/// archive name too, found from the destination (never from the working
+/// directory), and must be a file inside it.
+fn extract(archive: impl Read, dest: &Path, src: &Path) -> Result<()> {
+    let into_dir = dest.is_dir();
+    // Entries are named from the copied item: `app/conf` for `/etc/app`.
+    // Copied to a new name, `app` is `dest` itself; copied into a directory,
+    // it keeps its name.
+    let base = if into_dir { None } else { src.file_name() };
+    let destination = Destination::new(dest, into_dir)?;
+    let mut archive = tar::Archive::new(archive);
     for entry in archive.entries().context("reading the archive")? {
         let mut entry = entry.context("reading the archive")?;
-        let path = entry.path().context("reading the archive")?.to_path_buf();
-        let rel = path
-            .strip_prefix(&base)
-            .map(Path::to_path_buf)
-            .unwrap_or(path.clone());
-        let target = if dest.is_dir() {
-            dest.join(&path)
-        } else if rel.as_os_str().is_empty() {
-            dest.to_path_buf()
-        } else {
-            dest.join(rel)
-        };
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
         }
-        entry
-            .unpack(&target)
-            .with_context(|| format!("writing {}", target.display()))?;
+        let name = entry.path().context("reading the archive")?.into_owned();
+        let refuse = |why: &str| anyhow!("refusing archive entry {}: {why}", name.display());
+        let rel = archive_relative(&name, base)
+            .ok_or_else(|| refuse("its name leads out of the destination"))?;
+        if into_dir && rel.as_os_str().is_empty() {
+            // The archive's own top (`./`): the destination is that already.
+            if kind.is_dir() || entry.path_bytes().ends_with(b"/") {
+                continue;
+            }
+            return Err(refuse("a file with no name"));
+        }
+        let target = destination.place(&rel, &name)?;
+        if kind.is_hard_link() {
+            let link = entry
+                .link_name()
+                .context("reading the archive")?
+                .ok_or_else(|| refuse("a hard link with no target"))?
+                .into_owned();
+            let source = destination.link_source(&link, base).ok_or_else(|| {
+                refuse(&format!(
+                    "its hard link target {} is not a file in the destination",
+                    link.display()
+                ))
+            })?;
+            // As tar does, a file already at the name gives way.
+            if std::fs::symlink_metadata(&target).is_ok() {
+                std::fs::remove_file(&target)
+                    .with_context(|| format!("replacing {}", target.display()))?;
+            }
+            std::fs::hard_link(&source, &target)
+                .with_context(|| format!("linking {} to {}", target.display(), source.display()))?;
+        } else {
+            entry
+                .unpack(&target)
+                .with_context(|| format!("writing {}", target.display()))?;
+        }
     }
     Ok(())
+}
+
+/// An archive name as a path below the destination: `.` parts and a leading
+/// `/` dropped, and the copied item's own name `base`, if given, too. `None`
+/// for a name with a `..` part.
+fn archive_relative(name: &Path, base: Option<&OsStr>) -> Option<PathBuf> {
+    let mut parts = Vec::new();
+    for part in name.components() {
+        match part {
+            Component::Normal(p) => parts.push(p),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::ParentDir => return None,
+        }
+    }
+    if base.is_some() && parts.first().copied() == base {
+        parts.remove(0);
+    }
+    Some(parts.into_iter().collect())
+}
+
+/// Where `cp` extracts to, and the same place with its links resolved, which
+/// every resolved path written to must lie in.
+struct Destination {
+    root: PathBuf,
+    resolved: PathBuf,
+}
+
+impl Destination {
+    fn new(dest: &Path, into_dir: bool) -> Result<Self> {
+        let resolved = if into_dir {
+            std::fs::canonicalize(dest).with_context(|| format!("resolving {}", dest.display()))?
+        } else {
+            // `dest` is made by the copy: resolve the folder it goes in. Its
+            // own name is not resolved, even if a link is there now: the
+            // archive must not be able to make it one and so move the root.
+            let name = dest
+                .file_name()
+                .ok_or_else(|| anyhow!("{} does not name a file", dest.display()))?;
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::canonicalize(parent)
+                .with_context(|| format!("resolving {}", parent.display()))?
+                .join(name)
+        };
+        Ok(Destination {
+            root: dest.to_path_buf(),
+            resolved,
+        })
+    }
+
+    /// Whether a path, its links resolved, lies in the destination.
+    fn holds(&self, path: &Path) -> bool {
+        std::fs::canonicalize(path).is_ok_and(|p| p.starts_with(&self.resolved))
+    }
+
+    /// The path the entry `name` at `rel` is written to, with the folders
+    /// above it made. Each folder on the way that is a link must lead to a
+    /// folder in the destination; a link at the path itself is removed, so
+    /// that the entry replaces it rather than being written through it.
+    fn place(&self, rel: &Path, name: &Path) -> Result<PathBuf> {
+        let parts: Vec<Component<'_>> = rel.components().collect();
+        let Some((last, above)) = parts.split_last() else {
+            return Ok(self.root.clone());
+        };
+        let mut dir = self.root.clone();
+        self.enter(&dir, name)?;
+        for part in above {
+            dir.push(part);
+            self.enter(&dir, name)?;
+        }
+        let target = dir.join(last);
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&target)
+                .with_context(|| format!("replacing the link {}", target.display()))?;
+        }
+        Ok(target)
+    }
+
+    /// Makes `dir` if it is missing; refuses it if it is a link that leads
+    /// out of the destination.
+    fn enter(&self, dir: &Path, name: &Path) -> Result<()> {
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(dir)
+                .with_context(|| format!("creating {}", dir.display())),
+            Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
+            Ok(m) if m.file_type().is_symlink() && !self.holds(dir) => bail!(
+                "refusing archive entry {}: it would be written through {}, a link that leads out of the destination",
+                name.display(),
+                dir.display()
+            ),
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// The file a hard link named `link` in the archive points to, its links
+    /// resolved, if it is in the destination.
+    fn link_source(&self, link: &Path, base: Option<&OsStr>) -> Option<PathBuf> {
+        let rel = archive_relative(link, base)?;
+        let path = if rel.as_os_str().is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        let source = std::fs::canonicalize(path).ok()?;
+        source.starts_with(&self.resolved).then_some(source)
+    }
 }
 
 /// `commit`.
@@ -922,5 +1072,304 @@ pub async fn pull(engine: Engine, options: LoadOptions, args: PullArgs) -> Resul
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    /// A fresh folder for one test, with `dest/` and `outside/` in it.
+    fn workspace(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rcompose-cp-{}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("dest")).unwrap();
+        fs::create_dir_all(dir.join("outside")).unwrap();
+        dir
+    }
+
+    /// An archive written entry by entry, with names set byte for byte, as a
+    /// hostile container could send them (`Builder::append_data` would
+    /// refuse `..` and absolute names).
+    #[derive(Default)]
+    struct Archive(Vec<(String, tar::EntryType, String, Vec<u8>)>);
+
+    impl Archive {
+        fn dir(mut self, name: &str) -> Self {
+            self.0.push((
+                name.into(),
+                tar::EntryType::Directory,
+                String::new(),
+                vec![],
+            ));
+            self
+        }
+        fn file(mut self, name: &str, data: &str) -> Self {
+            self.0.push((
+                name.into(),
+                tar::EntryType::Regular,
+                String::new(),
+                data.into(),
+            ));
+            self
+        }
+        fn symlink(mut self, name: &str, to: &str) -> Self {
+            self.0
+                .push((name.into(), tar::EntryType::Symlink, to.into(), vec![]));
+            self
+        }
+        fn hard_link(mut self, name: &str, to: &str) -> Self {
+            self.0
+                .push((name.into(), tar::EntryType::Link, to.into(), vec![]));
+            self
+        }
+        fn bytes(&self) -> Vec<u8> {
+            let mut builder = tar::Builder::new(Vec::new());
+            for (name, kind, link, data) in &self.0 {
+                let mut header = tar::Header::new_gnu();
+                let slot = &mut header.as_old_mut().name;
+                assert!(name.len() < slot.len(), "name too long: {name}");
+                slot[..name.len()].copy_from_slice(name.as_bytes());
+                header.set_entry_type(*kind);
+                header.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+                header.set_size(data.len() as u64);
+                if !link.is_empty() {
+                    header.set_link_name_literal(link).unwrap();
+                }
+                header.set_cksum();
+                builder.append(&header, data.as_slice()).unwrap();
+            }
+            builder.into_inner().unwrap()
+        }
+        fn extract(&self, dest: &Path, src: &str) -> Result<()> {
+            extract(self.bytes().as_slice(), dest, Path::new(src))
+        }
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// What is left in `dir`, sorted, as relative paths.
+    fn listing(dir: &Path) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+                if fs::symlink_metadata(&path).unwrap().is_dir() {
+                    walk(root, &path, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    fn refusal_names(result: Result<()>, entry: &str) {
+        let message = format!("{:#}", result.expect_err("the archive must be refused"));
+        assert!(
+            message.contains(&format!("refusing archive entry {entry}")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cp_refuses_entries_that_climb_out_with_dot_dot() {
+        let w = workspace("dotdot");
+        let dest = w.join("dest");
+        let archive = Archive::default()
+            .file("app", "ok")
+            .file("../escape", "pwned")
+            .file("../outside/escape", "pwned");
+        refusal_names(archive.extract(&dest, "/srv/app"), "../escape");
+        assert!(!w.join("escape").exists());
+        assert!(listing(&w.join("outside")).is_empty());
+        // Copied to a new name, the same.
+        let new = w.join("new");
+        refusal_names(archive.extract(&new, "/srv/app"), "../escape");
+        assert!(!w.join("escape").exists());
+        let _ = fs::remove_dir_all(&w);
+    }
+
+    #[test]
+    fn cp_keeps_absolute_names_inside_the_destination() {
+        let w = workspace("absolute");
+        let dest = w.join("dest");
+        let outside = w.join("outside").join("escape");
+        let name = outside.display().to_string();
+        Archive::default()
+            .file(&name, "stays in")
+            .extract(&dest, "/srv/escape")
+            .unwrap();
+        assert!(!outside.exists(), "{name} was written outside");
+        let inside = dest.join(name.trim_start_matches('/'));
+        assert_eq!(read(&inside), "stays in");
+        // `/abs/escape` too: under the destination, never at the root.
+        let new = w.join("new");
+        Archive::default()
+            .dir("/abs/")
+            .file("/abs/escape", "stays in")
+            .extract(&new, "/abs")
+            .unwrap();
+        assert_eq!(read(&new.join("escape")), "stays in");
+        let _ = fs::remove_dir_all(&w);
+    }
+
+    #[test]
+    fn cp_refuses_to_write_through_a_link_that_leads_out() {
+        let w = workspace("symlink");
+        let dest = w.join("dest");
+        let outside = w.join("outside");
+        // An absolute link to a folder of the temporary directory, then a
+        // file written through it.
+        let archive = Archive::default()
+            .dir("app/")
+            .symlink("app/link", &outside.display().to_string())
+            .file("app/link/pwned", "pwned");
+        refusal_names(archive.extract(&dest, "/app"), "app/link/pwned");
+        assert!(listing(&outside).is_empty());
+        // The link itself is copied as docker cp copies it.
+        assert!(fs::symlink_metadata(dest.join("app/link"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // Relative, climbing, and as the destination itself.
+        let archive = Archive::default()
+            .symlink("up", "../outside")
+            .file("up/pwned", "pwned");
+        fs::create_dir(w.join("dest2")).unwrap();
+        refusal_names(archive.extract(&w.join("dest2"), "/up"), "up/pwned");
+        let archive = Archive::default()
+            .symlink("app", &outside.display().to_string())
+            .file("app/pwned", "pwned");
+        refusal_names(archive.extract(&w.join("new"), "/app"), "app/pwned");
+        assert!(listing(&outside).is_empty());
+        // A directory entry on a link replaces the link; it does not change
+        // what the link points to.
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+        let dest3 = w.join("dest3");
+        Archive::default()
+            .dir("app/")
+            .symlink("app/d", &outside.display().to_string())
+            .dir("app/d/")
+            .file("app/d/f", "in")
+            .extract(&dest3, "/app")
+            .unwrap();
+        assert_eq!(read(&dest3.join("d/f")), "in");
+        assert!(listing(&outside).is_empty());
+        assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o777, 0o700);
+        let _ = fs::remove_dir_all(&w);
+    }
+
+    #[test]
+    fn cp_refuses_hard_links_to_files_outside() {
+        let w = workspace("hardlink");
+        let dest = w.join("dest");
+        let passwd = w.join("outside").join("passwd");
+        fs::write(&passwd, "root:x:0:0").unwrap();
+        let absolute = passwd.display().to_string();
+        for (link, archive) in [
+            (
+                "app/h1",
+                Archive::default()
+                    .dir("app/")
+                    .hard_link("app/h1", &absolute),
+            ),
+            (
+                "app/h2",
+                Archive::default()
+                    .dir("app/")
+                    .hard_link("app/h2", "../outside/passwd"),
+            ),
+            (
+                "app/h3",
+                Archive::default()
+                    .dir("app/")
+                    .symlink("app/l", &w.join("outside").display().to_string())
+                    .hard_link("app/h3", "app/l/passwd"),
+            ),
+            (
+                "app/h4",
+                Archive::default()
+                    .dir("app/")
+                    .symlink("app/l", &absolute)
+                    .hard_link("app/h4", "app/l"),
+            ),
+        ] {
+            refusal_names(archive.extract(&dest, "/app"), link);
+            assert_eq!(fs::metadata(&passwd).unwrap().nlink(), 1, "{link}");
+        }
+        // A relative name is found from the destination, not from the
+        // working directory (the crate's folder under cargo test).
+        let here = fs::metadata("Cargo.toml").unwrap().nlink();
+        let archive = Archive::default()
+            .dir("app/")
+            .hard_link("app/h5", "Cargo.toml");
+        refusal_names(archive.extract(&dest, "/app"), "app/h5");
+        assert_eq!(fs::metadata("Cargo.toml").unwrap().nlink(), here);
+        assert_eq!(read(&passwd), "root:x:0:0");
+        let _ = fs::remove_dir_all(&w);
+    }
+
+    #[test]
+    fn cp_copies_files_and_directories_as_docker_cp_does() {
+        let w = workspace("normal");
+        let tree = Archive::default()
+            .dir("app/")
+            .file("app/a", "A")
+            .dir("app/sub/")
+            .file("app/sub/b", "B")
+            .symlink("app/ln", "a")
+            .symlink("app/abs", "/etc/hostname")
+            .hard_link("app/sub/h", "app/a");
+        let contents = ["a", "abs", "ln", "sub", "sub/b", "sub/h"];
+        // A directory to a new path: the path is the directory.
+        let new = w.join("new");
+        tree.extract(&new, "/srv/app").unwrap();
+        assert_eq!(listing(&new), contents);
+        assert_eq!(read(&new.join("sub/b")), "B");
+        assert_eq!(read(&new.join("ln")), "A");
+        assert_eq!(
+            fs::read_link(new.join("abs")).unwrap(),
+            Path::new("/etc/hostname")
+        );
+        assert_eq!(
+            fs::metadata(new.join("sub/h")).unwrap().ino(),
+            fs::metadata(new.join("a")).unwrap().ino()
+        );
+        // Into an existing directory: it keeps its name.
+        let dest = w.join("dest");
+        tree.extract(&dest, "/srv/app").unwrap();
+        let mut inside = vec!["app".to_string()];
+        inside.extend(contents.iter().map(|c| format!("app/{c}")));
+        assert_eq!(listing(&dest), inside);
+        // Again: what is there is overwritten.
+        tree.extract(&dest, "/srv/app").unwrap();
+        assert_eq!(listing(&dest), inside);
+        // A file into a directory, to a new file, over a file.
+        let file = Archive::default().file("f.txt", "F");
+        file.extract(&dest, "/srv/f.txt").unwrap();
+        assert_eq!(read(&dest.join("f.txt")), "F");
+        let out = w.join("deeper/out.txt");
+        file.extract(&out, "/srv/f.txt").unwrap();
+        assert_eq!(read(&out), "F");
+        fs::write(&out, "old").unwrap();
+        file.extract(&out, "/srv/f.txt").unwrap();
+        assert_eq!(read(&out), "F");
+        // The contents of a directory (`/srv/app/.`): entries named `./x`.
+        let dot = w.join("dot");
+        Archive::default()
+            .dir("./")
+            .file("./x", "X")
+            .extract(&dot, "/srv/app/.")
+            .unwrap();
+        assert_eq!(read(&dot.join("x")), "X");
+        let _ = fs::remove_dir_all(&w);
     }
 }
