@@ -342,15 +342,27 @@ pub struct Stats {
     pub auth: Option<String>,
 }
 
-/// The control listener.
+/// The control listener: a Unix socket, or a TCP address with a token.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Control {
-    /// Where to listen.
-    pub listen: SocketAddr,
-    /// The bearer token every control request must carry.
-    pub token: String,
+    /// A Unix socket to listen on (made anew, readable and writable by
+    /// all: the permissions of the directories above it decide who can
+    /// reach it). No token is needed there.
+    #[serde(default)]
+    pub socket: Option<std::path::PathBuf>,
+    /// A TCP address to listen on instead; every request must then carry
+    /// `token`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The bearer token: required on TCP (at least
+    /// [`MIN_TOKEN_LEN`] characters), checked on the socket too when given.
+    #[serde(default)]
+    pub token: Option<String>,
 }
+
+/// The shortest control token accepted on a TCP control listener.
+pub const MIN_TOKEN_LEN: usize = 32;
 
 /// Timeouts; each bounds one wait.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -417,6 +429,10 @@ pub enum ConfigError {
     /// Two listeners on one address.
     #[error("{0} is listened on twice")]
     DuplicateListen(SocketAddr),
+    /// A control listener with neither or both of a socket and an address,
+    /// or on TCP without a long enough token.
+    #[error("the control listener needs a socket, or an address and a token of at least {MIN_TOKEN_LEN} characters")]
+    Control,
 }
 
 impl Config {
@@ -434,11 +450,19 @@ impl Config {
             .iter()
             .map(|f| f.listen)
             .chain(self.stats.iter().map(|s| s.listen))
-            .chain(self.control.iter().map(|c| c.listen));
+            .chain(self.control.iter().filter_map(|c| c.listen));
         // Port 0 asks for any free port: those never clash.
         for addr in listens.filter(|a| a.port() != 0) {
             if !addrs.insert(addr) {
                 return Err(ConfigError::DuplicateListen(addr));
+            }
+        }
+        if let Some(c) = &self.control {
+            let token_ok = c.token.as_ref().is_some_and(|t| t.len() >= MIN_TOKEN_LEN);
+            match (&c.socket, &c.listen) {
+                (Some(_), None) => {}
+                (None, Some(_)) if token_ok => {}
+                _ => return Err(ConfigError::Control),
             }
         }
         for f in &self.frontends {

@@ -1,7 +1,11 @@
 //! The control listener, through which another process feeds endpoint
 //! changes and drains endpoints, and its client.
 //!
-//! Requests carry `Authorization: Bearer <token>`:
+//! It listens on a Unix socket, whose directory's permissions decide who
+//! may reach it (rcompose puts it in a directory only the host's root can
+//! enter, bind-mounted into the balancer's container: it is on no
+//! network), or on TCP, where every request must carry
+//! `Authorization: Bearer <token>` (compared in constant time).
 //! - `POST /v1/changes` with a JSON array of [`Change`]s applies them all,
 //!   or none when one names an unknown backend, and answers once the
 //!   endpoints added accept connections;
@@ -11,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +26,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
 use crate::backend::{Change, DrainReport};
+use crate::config::Control;
 use crate::stats::Snapshot;
-use crate::Handle;
+use crate::{Handle, StartError};
 
 /// Largest control request body.
 const MAX_BODY: usize = 4 << 20;
@@ -36,32 +44,96 @@ struct DrainRequest {
     id: String,
 }
 
+/// A bound control listener.
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    pub(crate) fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+}
+
+/// Listens where `control` says. A socket left by an earlier balancer is
+/// replaced; the new one is open to every user, the directories above it
+/// being what keeps others out.
+pub(crate) async fn bind(control: &Control) -> Result<Listener, StartError> {
+    if let Some(addr) = control.listen {
+        return Ok(Listener::Tcp(crate::bind("control", addr).await?));
+    }
+    let Some(path) = &control.socket else {
+        return Err(crate::config::ConfigError::Control.into());
+    };
+    let failed = |source| StartError::BindSocket {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(failed)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(failed)?;
+    Ok(Listener::Unix(listener, path.clone()))
+}
+
 pub(crate) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: Listener,
     handle: Handle,
-    token: String,
+    token: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let expected = Arc::new(format!("Bearer {token}"));
-    while let Some((stream, _, _)) =
-        crate::accept(&listener, "the control listener", None, &mut shutdown).await
-    {
-        let _ = stream.set_nodelay(true);
+    let expected = Arc::new(token.map(|t| format!("Bearer {t}")));
+    match listener {
+        Listener::Tcp(listener) => {
+            while let Some((stream, _, _)) =
+                crate::accept(&listener, "the control listener", None, &mut shutdown).await
+            {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(stream, handle.clone(), Arc::clone(&expected)));
+            }
+        }
+        Listener::Unix(listener, path) => {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            tokio::spawn(connection(stream, handle.clone(), Arc::clone(&expected)));
+                        }
+                        Err(e) => {
+                            tracing::warn!("accept on the control socket: {e}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    },
+                    _ = crate::stopped(&mut shutdown) => break,
+                }
+            }
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn connection<S>(stream: S, handle: Handle, expected: Arc<Option<String>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: Request<Incoming>| {
         let handle = handle.clone();
         let expected = Arc::clone(&expected);
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let handle = handle.clone();
-                let expected = Arc::clone(&expected);
-                async move { Ok::<_, Infallible>(answer(request, &handle, &expected).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { Ok::<_, Infallible>(answer(request, &handle, expected.as_deref()).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -81,12 +153,14 @@ fn failure(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 async fn answer(
     request: Request<Incoming>,
     handle: &Handle,
-    expected: &str,
+    expected: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    let authorized = expected.is_none_or(|expected| {
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .is_some_and(|v| crate::same_secret(v.as_bytes(), expected.as_bytes()))
+    });
     if !authorized {
         return failure(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
@@ -140,8 +214,8 @@ pub enum ControlError {
     /// The balancer could not be reached.
     #[error("cannot reach the balancer at {addr}: {message}")]
     Unreachable {
-        /// Its control address.
-        addr: SocketAddr,
+        /// Its control address or socket.
+        addr: String,
         /// What went wrong.
         message: String,
     },
@@ -155,21 +229,46 @@ pub enum ControlError {
     },
 }
 
+/// Where a control listener is.
+#[derive(Clone, Debug)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(addr) => write!(f, "{addr}"),
+            Target::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// Talks to a balancer's control listener.
 #[derive(Clone, Debug)]
 pub struct ControlClient {
-    addr: SocketAddr,
-    token: String,
+    target: Target,
+    token: Option<String>,
     timeout: Duration,
 }
 
 impl ControlClient {
-    /// A client for the listener at `addr`; requests give up after
+    /// A client for the TCP listener at `addr`; requests give up after
     /// `timeout` (draining may take as long as the balancer's grace).
     pub fn new(addr: SocketAddr, token: impl Into<String>, timeout: Duration) -> Self {
         ControlClient {
-            addr,
-            token: token.into(),
+            target: Target::Tcp(addr),
+            token: Some(token.into()),
+            timeout,
+        }
+    }
+
+    /// A client for the control socket at `path`.
+    pub fn unix(path: impl AsRef<Path>, timeout: Duration) -> Self {
+        ControlClient {
+            target: Target::Unix(path.as_ref().to_path_buf()),
+            token: None,
             timeout,
         }
     }
@@ -210,21 +309,41 @@ impl ControlClient {
 
     fn unreachable(&self, message: String) -> ControlError {
         ControlError::Unreachable {
-            addr: self.addr,
+            addr: self.target.to_string(),
             message,
         }
     }
 
+    async fn handshake<S>(
+        &self,
+        stream: S,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ControlError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
     async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Bytes, ControlError> {
         let work = async {
-            let stream = tokio::net::TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| self.unreachable(e.to_string()))?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| self.unreachable(e.to_string()))?;
-            tokio::spawn(connection);
+            let mut sender = match &self.target {
+                Target::Tcp(addr) => {
+                    let stream = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| self.unreachable(e.to_string()))?;
+                    self.handshake(stream).await?
+                }
+                Target::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(|e| self.unreachable(e.to_string()))?;
+                    self.handshake(stream).await?
+                }
+            };
             let mut request = Request::new(Full::new(Bytes::from(body)));
             *request.method_mut() = method;
             *request.uri_mut() = path
@@ -236,8 +355,10 @@ impl ControlClient {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", self.token)) {
-                headers.insert(header::AUTHORIZATION, v);
+            if let Some(token) = &self.token {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                    headers.insert(header::AUTHORIZATION, v);
+                }
             }
             let response = sender
                 .send_request(request)

@@ -51,6 +51,16 @@ use backend::BackendState;
 /// framing check and hyper); a request with more is answered 431.
 pub(crate) const MAX_HEADERS: usize = 100;
 
+/// Whether two secrets are equal, in a time that depends on their lengths
+/// only, not on where they differ.
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= e ^ given.get(i).copied().unwrap_or(!e);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 /// Resolves once `shutdown` turns true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
@@ -162,6 +172,14 @@ pub enum StartError {
         /// Why not.
         source: std::io::Error,
     },
+    /// The control socket could not be made.
+    #[error("cannot listen on {} (control): {source}", path.display())]
+    BindSocket {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Why not.
+        source: std::io::Error,
+    },
 }
 
 /// Feeds a running balancer and reads its state; cheap to clone.
@@ -250,7 +268,7 @@ pub struct Balancer {
     control_addr: Option<SocketAddr>,
 }
 
-async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+pub(crate) async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -274,7 +292,7 @@ impl Balancer {
             None => None,
         };
         let control_listener = match &config.control {
-            Some(c) => Some(bind("control", c.listen).await?),
+            Some(c) => Some(control::bind(c).await?),
             None => None,
         };
 
@@ -372,7 +390,9 @@ impl Balancer {
                 stop.clone(),
             )));
         }
-        let control_addr = control_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let control_addr = control_listener
+            .as_ref()
+            .and_then(control::Listener::tcp_addr);
         if let (Some(listener), Some(c)) = (control_listener, &config.control) {
             tasks.push(tokio::spawn(control::serve(
                 listener,
@@ -410,7 +430,7 @@ impl Balancer {
         self.stats_addr
     }
 
-    /// The control listener's address, when there is one.
+    /// The control listener's address, when it listens on TCP.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
     }
@@ -427,5 +447,25 @@ impl Balancer {
 impl Drop for Balancer {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_are_equal_only_when_every_byte_and_the_length_are() {
+        assert!(same_secret(b"Bearer abc", b"Bearer abc"));
+        assert!(same_secret(b"", b""));
+        for given in [
+            &b"Bearer abd"[..],
+            b"Bearer ab",
+            b"Bearer abcd",
+            b"",
+            b"bearer abc",
+        ] {
+            assert!(!same_secret(given, b"Bearer abc"), "{given:?}");
+        }
     }
 }

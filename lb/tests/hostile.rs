@@ -280,3 +280,52 @@ async fn the_header_limit_is_the_same_on_every_path() {
     assert_eq!(raw_status(addr, raw.as_bytes()).await, 431);
     assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn the_control_socket_needs_no_network_and_a_tcp_listener_a_real_token() {
+    let a = TestBackend::start("a").await;
+    let dir = std::env::temp_dir().join(format!("lb-control-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("control.sock");
+    // A stale socket from an earlier balancer is replaced.
+    std::fs::write(&socket, b"stale").unwrap();
+    let balancer = lb::Balancer::start(Config {
+        control: Some(lb::Control {
+            socket: Some(socket.clone()),
+            listen: None,
+            token: None,
+        }),
+        ..simple_config(Backend::new("web"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(balancer.control_addr(), None, "nothing listens on TCP");
+    let client = lb::ControlClient::unix(&socket, Duration::from_secs(5));
+    client
+        .apply(&[lb::Change::Add {
+            backend: "web".into(),
+            endpoint: a.endpoint(),
+        }])
+        .await
+        .unwrap();
+    let addr = balancer.local_addr("web").unwrap();
+    assert_eq!(get(addr, "x", "/").await.status, 200);
+    balancer.shutdown().await;
+    assert!(!socket.exists(), "the socket goes with the balancer");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // On TCP, a short or missing token is refused before anything listens.
+    for token in [None, Some("short")] {
+        let refused = lb::Balancer::start(Config {
+            control: Some(lb::Control {
+                socket: None,
+                listen: Some(any_port()),
+                token: token.map(String::from),
+            }),
+            ..simple_config(Backend::new("web"))
+        })
+        .await;
+        assert!(refused.is_err(), "token {token:?}");
+    }
+}

@@ -818,14 +818,18 @@ async fn the_stats_listener_serves_html_json_and_metrics_behind_basic_auth() {
     assert!(text.contains(&line), "no {line:?} in {text}");
 }
 
+/// A control token long enough for a TCP control listener.
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
 #[tokio::test]
 async fn the_control_listener_applies_changes_and_drains() {
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
     let config = Config {
         control: Some(Control {
-            listen: any_port(),
-            token: "t".into(),
+            socket: None,
+            listen: Some(any_port()),
+            token: Some(TOKEN.into()),
         }),
         ..simple_config(Backend::new("web"))
     };
@@ -833,7 +837,7 @@ async fn the_control_listener_applies_changes_and_drains() {
     let handle = lb.handle();
     let addr = lb.local_addr("web").unwrap();
     let control = lb.control_addr().unwrap();
-    let client = ControlClient::new(control, "t", Duration::from_secs(5));
+    let client = ControlClient::new(control, TOKEN, Duration::from_secs(5));
 
     assert_eq!(
         get(addr, "x", "/").await.status,
@@ -851,7 +855,7 @@ async fn the_control_listener_applies_changes_and_drains() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.backend(), "a");
 
-    let intruder = ControlClient::new(control, "not-t", Duration::from_secs(5));
+    let intruder = ControlClient::new(control, &TOKEN[1..], Duration::from_secs(5));
     let add_b = Change::Add {
         backend: "web".into(),
         endpoint: b.endpoint(),
@@ -965,8 +969,9 @@ async fn several_listeners_may_all_ask_for_port_zero() {
             auth: None,
         }),
         control: Some(Control {
-            listen: any_port(),
-            token: "t".into(),
+            socket: None,
+            listen: Some(any_port()),
+            token: Some(TOKEN.into()),
         }),
         ..Config::default()
     };

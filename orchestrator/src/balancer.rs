@@ -31,9 +31,34 @@ pub const EXTENSION: &str = "x-rcompose-balancer";
 /// The environment variable that carries the spec into the container.
 pub const SPEC_ENV: &str = "RCOMPOSE_BALANCER_SPEC";
 
-/// The port the balancer's control listener uses inside its container
-/// (never published; reachable on the project's networks only).
-pub const CONTROL_PORT: u16 = 19736;
+/// Where the balancer's control socket lives inside its container: a
+/// directory bind-mounted from the host (see [`Host::control_root`]), so
+/// that the control channel is on no network.
+pub const CONTROL_DIR: &str = "/run/rcompose-balancer";
+
+/// The control socket's name in [`CONTROL_DIR`] and in its host directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+/// The user a balancer runs as unless its service names one: `nobody`,
+/// with no capabilities (the engine lets any user bind low ports inside a
+/// container's own network namespace).
+pub const BALANCER_USER: &str = "65534:65534";
+
+/// What [`prepare`] needs to know of the host, found by the caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Host {
+    /// The directory under which each balancer gets a control directory,
+    /// `<root>/<project>/<service>`; only its owner can enter it.
+    pub control_root: String,
+    /// The group that owns the engine's socket, for balancers whose file
+    /// mounts it.
+    pub engine_socket_gid: Option<u32>,
+}
+
+/// The host directory of a balancer's control socket.
+pub fn control_dir(host: &Host, project: &str, service: &str) -> String {
+    format!("{}/{project}/{service}", host.control_root)
+}
 
 /// Everything a balancer container needs to know.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +74,14 @@ pub struct BalancerSpec {
     /// Engine names of the networks the balancer is on, in order of
     /// preference for reaching an endpoint.
     pub networks: Vec<String>,
+    /// The host directory of the control socket (set by [`prepare`]).
+    #[serde(default)]
+    pub control_dir: Option<String>,
+    /// Whether the file gives the balancer the engine's socket: it then
+    /// follows the engine's events; otherwise it polls the network's DNS
+    /// for the member services' replicas.
+    #[serde(default)]
+    pub engine_events: bool,
 }
 
 /// A service whose containers are endpoints of a backend.
@@ -63,6 +96,11 @@ pub struct Member {
     /// Ports left out when `port` is none.
     #[serde(default)]
     pub exclude: Vec<u16>,
+    /// The service's TCP ports that its compose file names (`expose`,
+    /// `ports`), but `exclude`: what discovery without the engine uses when
+    /// `port` is none.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 /// Whether a service is served by the built-in balancer.
@@ -148,40 +186,53 @@ pub fn spec(project: &Project, name: &str) -> Result<BalancerSpec, SettingError>
         None => dockercloud(project, name, service)?,
     };
     spec.config.control = Some(lb::Control {
-        listen: any(CONTROL_PORT),
-        token: control_token(&spec),
+        socket: Some(format!("{CONTROL_DIR}/{CONTROL_SOCKET}").into()),
+        listen: None,
+        token: None,
     });
-    if spec
-        .config
-        .frontends
-        .iter()
-        .any(|f| f.listen.port() == CONTROL_PORT)
-    {
-        return Err(SettingError::new(
-            name,
-            "",
-            format!("service {name:?}: port {CONTROL_PORT} is the balancer's control port"),
-        ));
+    for m in &mut spec.members {
+        if let Some(svc) = project.services.get(&m.service) {
+            m.ports = declared_ports(svc)
+                .into_iter()
+                .filter(|p| !m.exclude.contains(p))
+                .collect();
+        }
     }
+    spec.engine_events = service.volumes.iter().any(|v| v.target == DOCKER_SOCKET);
     spec.config
         .validate()
         .map_err(|e| SettingError::new(name, "", format!("service {name:?}: {e}")))?;
     Ok(spec)
 }
 
-/// The control token: derived from the spec, so that planning stays a pure
-/// function. It keeps out other containers that share a network and do not
-/// know the project; it is not a secret from anyone who can inspect the
-/// balancer's container (who can control the engine anyway).
-fn control_token(spec: &BalancerSpec) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(spec).unwrap_or_default());
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The TCP ports a service's compose file names: `expose` (single ports
+/// and ranges) and the container side of `ports`, in order, each once.
+fn declared_ports(service: &Service) -> Vec<u16> {
+    let mut out: Vec<u16> = Vec::new();
+    let mut push = |p: u16| {
+        if p != 0 && !out.contains(&p) {
+            out.push(p);
+        }
+    };
+    for e in &service.expose {
+        let (number, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+        if !proto.eq_ignore_ascii_case("tcp") {
+            continue;
+        }
+        let (low, high) = number.split_once('-').unwrap_or((number, number));
+        if let (Ok(low), Ok(high)) = (low.trim().parse::<u16>(), high.trim().parse::<u16>()) {
+            // A range is capped: a balancer is no port scanner.
+            for p in (low..=high).take(64) {
+                push(p);
+            }
+        }
+    }
+    for p in &service.ports {
+        if p.protocol.is_empty() || p.protocol.eq_ignore_ascii_case("tcp") {
+            push(u16::try_from(p.target).unwrap_or(0));
+        }
+    }
+    out
 }
 
 fn any(port: u16) -> SocketAddr {
@@ -515,6 +566,7 @@ fn dockercloud(
                 service: svc_name.clone(),
                 port: Some(p),
                 exclude: Vec::new(),
+                ports: Vec::new(),
             });
         }
         exclude.extend(&tcp_ports);
@@ -530,6 +582,7 @@ fn dockercloud(
                     service: svc_name.clone(),
                     port: None,
                     exclude,
+                    ports: Vec::new(),
                 });
                 vhosts.push((weight, svc_name.clone(), virtual_hosts(svc_name, v)?));
             }
@@ -540,6 +593,7 @@ fn dockercloud(
                     service: svc_name.clone(),
                     port: None,
                     exclude,
+                    ports: Vec::new(),
                 });
             }
         }
@@ -625,6 +679,8 @@ fn dockercloud(
         config,
         members,
         networks: networks(project, service),
+        control_dir: None,
+        engine_events: false,
     })
 }
 
@@ -898,6 +954,7 @@ fn structured(
             service: e.service.clone(),
             port: e.port,
             exclude: Vec::new(),
+            ports: Vec::new(),
         });
     }
     if !config.backends.is_empty() {
@@ -935,6 +992,7 @@ fn structured(
             service: t.service.clone(),
             port: Some(t.port),
             exclude: Vec::new(),
+            ports: Vec::new(),
         });
     }
     Ok(BalancerSpec {
@@ -943,24 +1001,32 @@ fn structured(
         config,
         members,
         networks: networks(project, service),
+        control_dir: None,
+        engine_events: false,
     })
 }
 
-/// Where the engine's socket is, for the balancer to follow events.
+/// Where the engine's socket is; a balancer whose file mounts it there
+/// follows the engine's events.
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// The project as rcompose runs it: each balancer service runs the built-in
 /// balancer from `image` (built from rcompose itself) with its spec in the
-/// environment, restarts unless stopped (unless told otherwise), and can
-/// reach the engine's socket. The spec is part of the service's config, so a
+/// environment, restarts unless stopped (unless told otherwise), and is
+/// given as little as it needs: its control directory from the host, no
+/// engine socket unless its file mounts one, a user with no capabilities
+/// (unless the file names a user), a read-only root filesystem and no
+/// privilege escalation. The spec is part of the service's config, so a
 /// change to the balancer's backends or options recreates it.
-pub fn prepare(project: &Project, image: &str) -> Result<Project, SettingError> {
+pub fn prepare(project: &Project, image: &str, host: &Host) -> Result<Project, SettingError> {
     let mut out = project.clone();
     for (name, spec) in balancers(project) {
-        let spec = spec?;
+        let mut spec = spec?;
         let Some(service) = out.services.get_mut(&name) else {
             continue;
         };
+        let dir = control_dir(host, &project.name, &name);
+        spec.control_dir = Some(dir.clone());
         service.image = image.to_string();
         service.build = None;
         service.pull_policy = "never".to_string();
@@ -978,22 +1044,52 @@ pub fn prepare(project: &Project, image: &str) -> Result<Project, SettingError> 
         if service.restart.is_empty() {
             service.restart = "unless-stopped".to_string();
         }
-        let has_socket = service.volumes.iter().any(|v| v.target == DOCKER_SOCKET);
-        if !has_socket {
-            service.volumes.push(crate::model::VolumeMount {
-                kind: "bind".into(),
-                source: DOCKER_SOCKET.into(),
-                target: DOCKER_SOCKET.into(),
-                ..Default::default()
-            });
+        service.volumes.push(crate::model::VolumeMount {
+            kind: "bind".into(),
+            source: dir,
+            target: CONTROL_DIR.into(),
+            ..Default::default()
+        });
+        if service.user.is_empty() {
+            service.user = BALANCER_USER.to_string();
+            if let (true, Some(gid)) = (spec.engine_events, host.engine_socket_gid) {
+                let gid = gid.to_string();
+                if !service.group_add.contains(&gid) {
+                    service.group_add.push(gid);
+                }
+            }
+        }
+        if !service
+            .cap_drop
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("ALL"))
+        {
+            service.cap_drop.push("ALL".to_string());
+        }
+        service.read_only = true;
+        if !service
+            .security_opt
+            .iter()
+            .any(|o| o.starts_with("no-new-privileges"))
+        {
+            service
+                .security_opt
+                .push("no-new-privileges:true".to_string());
         }
     }
     Ok(out)
 }
 
+/// An endpoint at `addr`. Its id is the address, whoever found it (rcompose
+/// announcing a replica, the engine's events, the network's DNS), so that
+/// two sources make one endpoint.
+pub fn endpoint(addr: SocketAddr) -> lb::Endpoint {
+    lb::Endpoint::new(addr.to_string(), addr)
+}
+
 /// The endpoints a container provides, by backend: one per member its
 /// service is, on the address it has on the first network it shares with
-/// the balancer. The endpoint id is `<container id>:<port>`.
+/// the balancer.
 pub fn endpoints_of(
     spec: &BalancerSpec,
     details: &ContainerDetails,
@@ -1030,10 +1126,7 @@ pub fn endpoints_of(
                 .collect(),
         };
         for port in ports {
-            out.push((
-                m.backend.clone(),
-                lb::Endpoint::new(format!("{}:{port}", c.id), SocketAddr::new(ip, port)),
-            ));
+            out.push((m.backend.clone(), endpoint(SocketAddr::new(ip, port))));
         }
     }
     out

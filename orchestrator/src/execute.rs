@@ -10,7 +10,7 @@ use runtime_shim::{ContainerState, Health, Runtime, RuntimeError};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
-use crate::balancer::{endpoints_of, CONTROL_PORT};
+use crate::balancer::{endpoints_of, CONTROL_SOCKET};
 use crate::plan::{Action, BalancerTarget, Plan};
 
 /// What happens to the operations of a plan, for the progress display.
@@ -306,31 +306,16 @@ async fn wait_healthy(
 /// finish first (the balancer gives up after its server timeout and grace).
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
-/// A control client for a running balancer container, on its address in
-/// the first network it shares with the project.
-async fn control(rt: &dyn Runtime, balancer: &BalancerTarget) -> Result<lb::ControlClient, String> {
-    let details = rt
-        .inspect_container(&balancer.container)
-        .await
-        .map_err(|e| e.to_string())?;
-    let ip = balancer
+/// A control client for a running balancer: its control socket, in the
+/// host directory that is bind-mounted into its container.
+fn control(balancer: &BalancerTarget) -> Result<lb::ControlClient, String> {
+    let dir = balancer
         .spec
-        .networks
-        .iter()
-        .find_map(|n| details.addresses.get(n))
-        .or_else(|| details.addresses.values().next())
-        .and_then(|a| a.parse::<std::net::IpAddr>().ok())
-        .ok_or_else(|| format!("balancer {} has no address", balancer.container))?;
-    let token = balancer
-        .spec
-        .config
-        .control
-        .as_ref()
-        .map(|c| c.token.clone())
-        .unwrap_or_default();
-    Ok(lb::ControlClient::new(
-        std::net::SocketAddr::new(ip, CONTROL_PORT),
-        token,
+        .control_dir
+        .as_deref()
+        .ok_or_else(|| format!("balancer {} has no control directory", balancer.container))?;
+    Ok(lb::ControlClient::unix(
+        std::path::Path::new(dir).join(CONTROL_SOCKET),
         DRAIN_LIMIT,
     ))
 }
@@ -357,26 +342,31 @@ async fn announce(
     if changes.is_empty() {
         return Ok(());
     }
-    let client = control(rt, balancer).await?;
+    let client = control(balancer)?;
     client.apply(&changes).await.map_err(|e| e.to_string())
 }
 
-/// Drains a container's endpoints in the balancer, all at once, and waits
-/// until they are drained.
+/// Drains a container's endpoints in the balancer (every endpoint on one
+/// of its addresses, however the balancer learnt of it), all at once, and
+/// waits until they are drained.
 async fn drain(rt: &dyn Runtime, container: &str, balancer: &BalancerTarget) -> Result<(), String> {
     let details = rt
         .inspect_container(container)
         .await
         .map_err(|e| e.to_string())?;
-    let prefix = format!("{}:", details.container.id);
-    let client = control(rt, balancer).await?;
+    let ips: Vec<std::net::IpAddr> = details
+        .addresses
+        .values()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let client = control(balancer)?;
     let state = client.state().await.map_err(|e| e.to_string())?;
     let mut drains = JoinSet::new();
     for b in state.backends {
         for e in b
             .endpoints
             .into_iter()
-            .filter(|e| e.id.starts_with(&prefix))
+            .filter(|e| ips.contains(&e.addr.ip()))
         {
             let client = client.clone();
             let backend = b.name.clone();

@@ -288,7 +288,11 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
     let seed = project(
         "services:\n  web:\n    image: web:1\n    expose: [\"80\"]\n  frontend:\n    image: dockercloud/haproxy\n    links: [web]\n    ports: [\"80:80\"]\n",
     );
-    let p = orchestrator::balancer::prepare(&seed, "rcompose-balancer:test")
+    let host = orchestrator::balancer::Host {
+        control_root: "/var/lib/rcompose/balancers".into(),
+        engine_socket_gid: None,
+    };
+    let p = orchestrator::balancer::prepare(&seed, "rcompose-balancer:test", &host)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut log = String::new();
     // The balancer starts with the project: it finds the replicas itself.

@@ -98,7 +98,23 @@ async fn serve(
     spec: Option<BalancerSpec>,
     fixed: Vec<lb::Change>,
 ) -> Result<ExitCode> {
-    let balancer = lb::Balancer::start(config.clone()).await?;
+    let balancer = match lb::Balancer::start(config.clone()).await {
+        Ok(b) => b,
+        // Serving matters more than being told: without its control
+        // socket (a directory the engine made in rcompose's place, say)
+        // the balancer still discovers its endpoints on its own.
+        Err(e @ lb::StartError::BindSocket { .. }) => {
+            tracing::error!(
+                "{e}; serving without the control channel until the next `rcompose up`"
+            );
+            lb::Balancer::start(lb::Config {
+                control: None,
+                ..config.clone()
+            })
+            .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let handle = balancer.handle();
     handle.apply_all(&fixed)?;
     for f in &config.frontends {
@@ -113,10 +129,35 @@ async fn serve(
         tracing::info!("statistics on http://{addr}/");
     }
     if let Some(spec) = spec.filter(|s| !s.members.is_empty()) {
-        let rt = runtime_shim::docker::DockerRuntime::connect()
-            .await
-            .context("connecting to the Docker Engine (is its socket mounted?)")?;
-        tokio::spawn(orchestrator::discover::follow(Arc::new(rt), spec, handle));
+        let engine = match spec.engine_events {
+            true => match runtime_shim::docker::DockerRuntime::connect().await {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot follow the engine ({e}); following the network's DNS instead"
+                    );
+                    None
+                }
+            },
+            false => None,
+        };
+        match engine {
+            Some(rt) => {
+                tracing::info!("discovery: the engine's events");
+                tokio::spawn(orchestrator::discover::follow_engine(
+                    Arc::new(rt),
+                    spec,
+                    handle,
+                ));
+            }
+            None => {
+                tracing::info!(
+                    "discovery: the network's DNS, every {:?}",
+                    orchestrator::discover::DNS_INTERVAL
+                );
+                tokio::spawn(orchestrator::discover::follow_dns(spec, handle));
+            }
+        }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
@@ -127,6 +168,94 @@ async fn serve(
     tracing::info!("stopping");
     balancer.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the balancer services of a project need to know of this host:
+/// where their control directories go and who owns the engine's socket.
+pub fn host() -> orchestrator::balancer::Host {
+    let engine_socket_gid = std::fs::metadata("/var/run/docker.sock")
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m));
+    orchestrator::balancer::Host {
+        control_root: control_root().display().to_string(),
+        engine_socket_gid,
+    }
+}
+
+/// Where balancers' control directories go: `/var/lib/rcompose/balancers`
+/// for root, else under the user's state directory. Persistent rather than
+/// under /run, so that a balancer the engine restarts after a reboot still
+/// finds its directory with the right permissions.
+fn control_root() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/rcompose/balancers");
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    state
+        .join(format!("rcompose-{}", rustix::process::geteuid().as_raw()))
+        .join("balancers")
+}
+
+/// Makes a balancer's control directory: the root above it is entered by
+/// its owner only (that is what keeps everyone but the host's root, or the
+/// user who runs rcompose, away from the control socket); the directory
+/// itself is writable by the balancer, whatever user it runs as.
+pub fn ensure_control_dir(dir: &str) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = Path::new(dir);
+    let service_dir = dir;
+    let project_dir = dir.parent().context("a control directory has a parent")?;
+    let root = project_dir
+        .parent()
+        .context("a control directory has a root")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| format!("making {}", root.display()))?;
+    let meta =
+        std::fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        bail!(
+            "{} must be a directory owned by the user running rcompose (uid {me})",
+            root.display()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", root.display()))?;
+    }
+    for (d, mode) in [(project_dir, 0o700), (service_dir, 0o777)] {
+        match std::fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("making {}", d.display())),
+        }
+        let meta =
+            std::fs::symlink_metadata(d).with_context(|| format!("reading {}", d.display()))?;
+        if !meta.is_dir() {
+            bail!("{} must be a directory", d.display());
+        }
+        // The umask may have taken bits away.
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", d.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes a balancer's control directory, and its project's once empty.
+pub fn remove_control_dir(dir: &str) {
+    let dir = Path::new(dir);
+    let _ = std::fs::remove_file(dir.join(orchestrator::balancer::CONTROL_SOCKET));
+    let _ = std::fs::remove_dir(dir);
+    if let Some(project) = dir.parent() {
+        let _ = std::fs::remove_dir(project);
+    }
 }
 
 /// The tag of the balancer image for this executable: it changes whenever
@@ -178,10 +307,14 @@ pub async fn ensure_image(rt: &dyn Runtime, tag: &str) -> Result<()> {
     if rt.inspect_image(tag).await?.is_some() {
         return Ok(());
     }
-    let dir = std::env::temp_dir().join(format!("rcompose-balancer-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let result = build_image(rt, tag, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    // A directory of our own, made anew under a random name (never one
+    // that someone could have prepared), removed when dropped.
+    let dir = tempfile::Builder::new()
+        .prefix("rcompose-balancer-")
+        .tempdir()
+        .context("making a directory for the balancer image")?;
+    let result = build_image(rt, tag, dir.path()).await;
+    drop(dir);
     if result.is_ok() {
         prune_older_images(rt, tag).await;
     }

@@ -62,7 +62,12 @@ pub(crate) fn load_project(options: &LoadOptions, named: bool) -> Result<Project
                 eprintln!("WARN[0000] {w}");
             }
             // Balancer services run the built-in balancer.
-            orchestrator::balancer::prepare(&loaded.project, &balancer::image_tag()).map_err(|e| {
+            orchestrator::balancer::prepare(
+                &loaded.project,
+                &balancer::image_tag(),
+                &balancer::host(),
+            )
+            .map_err(|e| {
                 let place = setting_place(&loaded.project.config_files, &e)
                     .unwrap_or_else(|| loaded.project.config_files.join(", "));
                 anyhow::anyhow!("{place}: {e}")
@@ -508,6 +513,13 @@ async fn converge(
             .any(orchestrator::balancer::is_prepared)
     {
         balancer::ensure_image(rt.as_ref(), &balancer::image_tag()).await?;
+        for service in project.services.values() {
+            if let Some(dir) =
+                orchestrator::balancer::prepared_spec(service).and_then(|spec| spec.control_dir)
+            {
+                balancer::ensure_control_dir(&dir)?;
+            }
+        }
     }
     let observed = observe(rt.as_ref(), project).await?;
     let build_plan = plan_build(project, &observed, build);
@@ -829,6 +841,17 @@ pub async fn down(
     let outcome = run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
     for (i, e) in &outcome.failures {
         eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
+    }
+    if outcome.success() && !engine.dry_run {
+        for (name, service) in &project.services {
+            let removed = args.services.is_empty() || args.services.contains(name);
+            if let (true, Some(dir)) = (
+                removed,
+                orchestrator::balancer::prepared_spec(service).and_then(|s| s.control_dir),
+            ) {
+                balancer::remove_control_dir(&dir);
+            }
+        }
     }
     Ok(exit_code(&[&outcome]))
 }
