@@ -546,3 +546,196 @@ fn a_bad_balancer_setting_is_refused_before_anything_runs() {
         "{err}"
     );
 }
+
+/// The distinct bodies (replica hostnames) served within `limit`, stopping
+/// as soon as all of `want` were seen.
+fn served_within(addr: &str, want: &[String], limit: Duration) -> (Vec<String>, Duration) {
+    let started = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    let mut client = Client::new(addr);
+    while started.elapsed() < limit {
+        if let Ok((200, body)) = client.get("/", "") {
+            if !seen.contains(&body) {
+                seen.push(body);
+            }
+        }
+        if want.iter().all(|w| seen.contains(w)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (seen, started.elapsed())
+}
+
+/// The endpoints a balancer's statistics list for its first backend.
+fn endpoint_states(stats: &str) -> Vec<String> {
+    Client::new(stats)
+        .get("/stats.json", "")
+        .ok()
+        .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(&json).ok())
+        .and_then(|v| v["backends"][0]["endpoints"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["id"].as_str().unwrap_or("?"),
+                e["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_balancer_without_the_engine_socket_runs_unprivileged_and_follows_every_replica() {
+    if !engine_ready() {
+        return;
+    }
+    let compose = format!(
+        r#"services:
+{}  lb:
+    image: {IMAGE}
+    depends_on: [web]
+    ports:
+      - "80"
+      - "8404"
+    x-rcompose-balancer:
+      stats:
+        port: 8404
+"#,
+        web_service()
+    );
+    let p = TestProject::new("lb-nosock", &compose);
+    p.ok(&["up", "-d"]);
+    let lb = format!("{}-lb-1", p.name);
+    let mounts = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{.Destination}} {{end}}",
+        &lb,
+    ]);
+    assert!(!mounts.contains("docker.sock"), "mounts: {mounts}");
+    let confinement = docker(&[
+        "inspect",
+        "-f",
+        "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}",
+        &lb,
+    ]);
+    assert_eq!(
+        confinement.trim(),
+        "65534:65534 true [ALL] [no-new-privileges:true]"
+    );
+
+    // The control channel is on no network: a container of the project
+    // cannot reach the old control port, nor any port of the balancer but
+    // the ones it serves.
+    let network = format!("{}_default", p.name);
+    let probe = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &network,
+        IMAGE,
+        "sh",
+        "-c",
+        "wget -q -T 2 -O- http://lb:19736/v1/state; echo rc=$?",
+    ]);
+    assert!(
+        !probe.contains("rc=0"),
+        "the control port answered: {probe}"
+    );
+    // On the host, the control directory is its owner's alone.
+    let root = std::path::Path::new("/var/lib/rcompose/balancers");
+    if let Ok(meta) = std::fs::metadata(root) {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            root.display()
+        );
+    }
+
+    let addr = published(&p, "lb", "80");
+    let stats = published(&p, "lb", "8404");
+    wait_served(&addr);
+    // rcompose's own scale is announced.
+    scale_telling_the_balancer(&p, "web=2");
+    let two: Vec<String> = (1..=2)
+        .map(|i| hostname_of(&format!("{}-web-{i}", p.name)))
+        .collect();
+    let (seen, took) = served_within(&addr, &two, Duration::from_secs(5));
+    assert!(
+        two.iter().all(|h| seen.contains(h)),
+        "after scale: {seen:?}, want {two:?}"
+    );
+    eprintln!(
+        "no socket: both replicas served {:.0} ms after scale returned",
+        took.as_secs_f64() * 1000.0
+    );
+
+    // A replica killed behind rcompose's back leaves the rotation.
+    docker(&["kill", "-s", "KILL", &format!("{}-web-2", p.name)]);
+    let killed = Instant::now();
+    let gone = loop {
+        let states = endpoint_states(&stats);
+        if states.len() == 1 {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the killed replica is still listed after 5 s: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "no socket: a SIGKILLed replica left the balancer {:.0} ms after the kill",
+        gone.as_secs_f64() * 1000.0
+    );
+
+    // Replicas started by another tool join it.
+    if !require(
+        rcompose_tests::reference_available(),
+        "the reference docker compose",
+    ) {
+        return;
+    }
+    let o = rcompose_tests::reference(
+        &p.dir,
+        &[
+            "-p",
+            &p.name,
+            "up",
+            "-d",
+            "--no-deps",
+            "--no-recreate",
+            "--scale",
+            "web=3",
+            "web",
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "docker compose up --scale: {}",
+        stderr(&o)
+    );
+    let started = Instant::now();
+    let three: Vec<String> = (1..=3)
+        .map(|i| hostname_of(&format!("{}-web-{i}", p.name)))
+        .collect();
+    let (seen, _) = served_within(&addr, &three, Duration::from_secs(5));
+    assert!(
+        three.iter().all(|h| seen.contains(h)),
+        "after docker compose --scale web=3: {seen:?}, want {three:?}; balancer: {:?}",
+        endpoint_states(&stats)
+    );
+    eprintln!(
+        "no socket: replicas started by docker compose served within {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    p.ok(&["down", "-t", "1"]);
+    assert!(
+        !root.join(&p.name).exists(),
+        "down removes the balancer's control directory"
+    );
+}
