@@ -307,18 +307,25 @@ pub async fn ensure_image(rt: &dyn Runtime, tag: &str) -> Result<()> {
     if rt.inspect_image(tag).await?.is_some() {
         return Ok(());
     }
-    // A directory of our own, made anew under a random name (never one
-    // that someone could have prepared), removed when dropped.
-    let dir = tempfile::Builder::new()
-        .prefix("rcompose-balancer-")
-        .tempdir()
-        .context("making a directory for the balancer image")?;
+    let dir = build_dir()?;
     let result = build_image(rt, tag, dir.path()).await;
     drop(dir);
     if result.is_ok() {
         prune_older_images(rt, tag).await;
     }
     result
+}
+
+/// A directory of our own to build the image in, made anew under a random
+/// name (never one that someone could have prepared), private to us, and
+/// removed when dropped.
+fn build_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("rcompose-balancer-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .context("making a directory for the balancer image")
 }
 
 /// Removes the balancer images of other rcompose builds, each made when a
@@ -395,6 +402,45 @@ async fn build_image(rt: &dyn Runtime, tag: &str, dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use runtime_shim::fake::FakeRuntime;
+
+    #[test]
+    fn the_image_is_built_in_a_fresh_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        // What an attacker would prepare at the old, predictable place.
+        let predictable =
+            std::env::temp_dir().join(format!("rcompose-balancer-{}", std::process::id()));
+        let decoy = tempfile::tempdir().unwrap();
+        let _ = std::fs::remove_file(&predictable);
+        std::os::unix::fs::symlink(decoy.path(), &predictable).unwrap();
+        let a = build_dir().unwrap();
+        let b = build_dir().unwrap();
+        assert_ne!(a.path(), b.path());
+        for d in [&a, &b] {
+            assert_ne!(d.path(), predictable);
+            let meta = std::fs::symlink_metadata(d.path()).unwrap();
+            assert!(meta.is_dir() && !meta.file_type().is_symlink());
+            assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+            assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        }
+        let _ = std::fs::remove_file(&predictable);
+    }
+
+    #[test]
+    fn a_control_directory_is_reachable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("balancers");
+        let dir = root.join("proj").join("lb");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_control_dir(&dir.display().to_string()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700, "a loose root is tightened");
+        assert_eq!(mode(&root.join("proj")), 0o700);
+        assert_eq!(mode(&dir), 0o777, "the balancer may be any user");
+        remove_control_dir(&dir.display().to_string());
+        assert!(!root.join("proj").exists());
+    }
 
     #[tokio::test]
     async fn older_balancer_images_are_pruned_and_nothing_else() {
