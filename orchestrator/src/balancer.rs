@@ -1233,6 +1233,65 @@ mod tests {
     }
 
     #[test]
+    fn the_control_channel_is_a_socket_in_the_hosts_directory_and_no_secret_of_the_file() {
+        let p = load(
+            "name: p\nservices:\n  web:\n    image: web\n    expose: [\"80\", \"9000-9001/tcp\", \"53/udp\"]\n  \
+             lb:\n    image: dockercloud/haproxy\n    links: [web]\n",
+        );
+        let host = Host {
+            control_root: "/var/lib/rcompose/balancers".into(),
+            engine_socket_gid: Some(999),
+        };
+        let prepared = prepare(&p, "rcompose-balancer:t", &host).unwrap();
+        let service = &prepared.services["lb"];
+        let spec = prepared_spec(service).unwrap();
+        let control = spec.config.control.clone().unwrap();
+        assert_eq!(control.listen, None, "nothing listens on a network");
+        assert_eq!(control.token, None);
+        assert_eq!(
+            control.socket.unwrap().display().to_string(),
+            format!("{CONTROL_DIR}/{CONTROL_SOCKET}")
+        );
+        assert_eq!(
+            spec.control_dir.as_deref(),
+            Some("/var/lib/rcompose/balancers/p/lb")
+        );
+        let mounts: Vec<(&str, &str)> = service
+            .volumes
+            .iter()
+            .map(|v| (v.source.as_str(), v.target.as_str()))
+            .collect();
+        assert_eq!(mounts, [("/var/lib/rcompose/balancers/p/lb", CONTROL_DIR)]);
+        assert!(
+            !spec.engine_events,
+            "no engine socket unless the file mounts it"
+        );
+        assert_eq!(service.user, BALANCER_USER);
+        assert!(service.group_add.is_empty());
+        assert_eq!(service.cap_drop, ["ALL"]);
+        assert!(service.read_only);
+        assert_eq!(spec.members[0].ports, [80, 9000, 9001]);
+    }
+
+    #[test]
+    fn a_balancer_given_the_engine_socket_gets_its_group_only() {
+        let p = load(
+            "name: p\nservices:\n  web:\n    image: web\n  lb:\n    image: dockercloud/haproxy\n    \
+             links: [web]\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+        );
+        let host = Host {
+            control_root: "/r".into(),
+            engine_socket_gid: Some(999),
+        };
+        let prepared = prepare(&p, "rcompose-balancer:t", &host).unwrap();
+        let service = &prepared.services["lb"];
+        assert!(prepared_spec(service).unwrap().engine_events);
+        assert_eq!(service.user, BALANCER_USER);
+        assert_eq!(service.group_add, ["999"]);
+        assert_eq!(service.cap_drop, ["ALL"]);
+    }
+
+    #[test]
     fn virtual_hosts_are_parsed() {
         let v = virtual_hosts("web", "a.com, https://b.com, c.com:8080/api*, /static").unwrap();
         assert_eq!(
