@@ -740,3 +740,105 @@ fn a_balancer_without_the_engine_socket_runs_unprivileged_and_follows_every_repl
         "down removes the balancer's control directory"
     );
 }
+
+/// Runs curl (Debian's, installed by the test script) and returns its output.
+fn curl(args: &[&str]) -> String {
+    let o = Command::new("curl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl {args:?}: {e}"));
+    stdout(&o)
+}
+
+#[test]
+fn the_seed_frontend_serves_https_with_ssl_cert_and_forces_it() {
+    if !engine_ready() {
+        return;
+    }
+    let made = rcgen::generate_simple_self_signed(vec!["site.test".to_string()])
+        .unwrap_or_else(|e| panic!("making a certificate: {e}"));
+    let pem = format!("{}{}", made.cert.pem(), made.signing_key.serialize_pem());
+    // As the image takes it: one line, with \n for each line break.
+    let one_line = pem.trim_end().replace('\n', "\\n");
+    let compose = format!(
+        r#"services:
+  web:
+    image: {IMAGE}
+    command: ["sh", "-c", "hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    expose: ["80"]
+    tmpfs: [/www]
+    environment:
+      FORCE_SSL: "yes"
+  frontend:
+    image: dockercloud/haproxy
+    links:
+      - web
+    ports:
+      - "80"
+      - "443"
+    environment:
+      DEFAULT_SSL_CERT: '{one_line}'
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock
+"#
+    );
+    let p = TestProject::new("lb-tls", &compose);
+    std::fs::write(p.dir.join("ca.pem"), made.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+    p.ok(&["up", "-d"]);
+    let https = published(&p, "frontend", "443");
+    let port = https.rsplit(':').next().unwrap_or_default().to_string();
+    let resolve = format!("site.test:{port}:127.0.0.1");
+    let url = format!("https://site.test:{port}/");
+    let ca = p.dir.join("ca.pem").display().to_string();
+    let host = hostname_of(&format!("{}-web-1", p.name));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = curl(&[
+            "-s",
+            "--max-time",
+            "5",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            &url,
+        ]);
+        if body.trim() == host || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        body.trim(),
+        host,
+        "over https, verified against the certificate"
+    );
+    let alpn = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        "--http2",
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    assert_eq!(alpn, "2", "h2 is offered by ALPN");
+    // FORCE_SSL: plain HTTP is redirected.
+    let http = published(&p, "frontend", "80");
+    let redirect = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: site.test",
+        &format!("http://{http}/page?x=1"),
+    ]);
+    assert_eq!(redirect, "301 https://site.test/page?x=1");
+    p.ok(&["down", "-t", "1"]);
+}

@@ -177,6 +177,42 @@ pub struct Frontend {
     /// Without one, an unmatched HTTP request gets 503.
     #[serde(default)]
     pub default_backend: Option<String>,
+    /// TLS on this listener (HTTP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Answer every request with a redirect to the same URL in https (on
+    /// this port): HTTP only, for a listener without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_https: Option<u16>,
+}
+
+/// TLS on a listener: the certificates offered, chosen by the name the
+/// client asks for (SNI); the first one for any other name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificates, the default first.
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+    /// Directories whose `.pem` and `.crt` files are each a chain and its
+    /// key (read in name order, after `certificates`).
+    #[serde(default)]
+    pub directories: Vec<std::path::PathBuf>,
+}
+
+/// One certificate chain and its private key, in PEM.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// The chain and the key, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    /// Or a file with the chain (and the key, unless `key` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    /// A file with the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// The protocol of a frontend.
@@ -405,6 +441,8 @@ impl Default for Frontend {
             mode: Mode::Http,
             routes: Vec::new(),
             default_backend: None,
+            tls: None,
+            redirect_https: None,
         }
     }
 }
@@ -423,6 +461,9 @@ pub enum ConfigError {
     /// Two backends share a name.
     #[error("backend {0:?} is defined twice")]
     DuplicateBackend(String),
+    /// TLS or a redirect to https on a TCP frontend, or both on one.
+    #[error("frontend {0:?}: TLS and redirects to https are for HTTP listeners, one or the other")]
+    TlsMode(String),
     /// A TCP frontend without a default backend, or with routes.
     #[error("TCP frontend {0:?} needs a default backend and no routes")]
     TcpRouting(String),
@@ -466,6 +507,10 @@ impl Config {
             }
         }
         for f in &self.frontends {
+            let https = f.tls.is_some() || f.redirect_https.is_some();
+            if (f.mode == Mode::Tcp && https) || (f.tls.is_some() && f.redirect_https.is_some()) {
+                return Err(ConfigError::TlsMode(f.name.clone()));
+            }
             if f.mode == Mode::Tcp && (f.default_backend.is_none() || !f.routes.is_empty()) {
                 return Err(ConfigError::TcpRouting(f.name.clone()));
             }

@@ -27,7 +27,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::StatusCode;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
@@ -57,7 +57,8 @@ const UNREACHABLE: &str = "no endpoint could be reached";
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Serves one client connection, first on the fast path, then, if it asks
-/// for more, on the general one.
+/// for more, on the general one. A TLS listener's connections are
+/// handshaken first, within the client header timeout.
 pub(crate) async fn client(
     stream: TcpStream,
     peer: SocketAddr,
@@ -68,20 +69,45 @@ pub(crate) async fn client(
     // Only a latency hint: a socket that refuses it still works.
     let _ = stream.set_nodelay(true);
     frontend.counters.opened();
+    match frontend.tls.clone() {
+        Some(acceptor) => {
+            match timeout(frontend.timeouts.client_header, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve(tls, peer, &frontend, builder).await,
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake: timed out"),
+            }
+        }
+        None => serve(stream, peer, &frontend, builder).await,
+    }
+    frontend.counters.closed();
+}
+
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    frontend: &Arc<HttpFrontend>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut client = Client {
         stream,
         buf: BytesMut::with_capacity(READ_SIZE),
         peer,
         peer_ip: peer.ip().to_string(),
         trusted: frontend.trusts(peer.ip()),
-        frontend: &frontend,
+        frontend,
     };
-    if let Next::HandOver = client.run().await {
+    // Redirects to https are answered by the general path.
+    let next = match frontend.redirect_https {
+        Some(_) => Next::HandOver,
+        None => client.run().await,
+    };
+    if let Next::HandOver = next {
         let Client { stream, buf, .. } = client;
         let stream = Prefixed::new(buf.freeze(), stream);
-        crate::http::connection(stream, peer, Arc::clone(&frontend), builder).await;
+        crate::http::connection(stream, peer, Arc::clone(frontend), builder).await;
     }
-    frontend.counters.closed();
 }
 
 /// How a client connection goes on after the fast path.
@@ -91,8 +117,8 @@ enum Next {
     HandOver,
 }
 
-struct Client<'a> {
-    stream: TcpStream,
+struct Client<'a, S> {
+    stream: S,
     /// Bytes read from the client and not yet used.
     buf: BytesMut,
     peer: SocketAddr,
@@ -104,7 +130,7 @@ struct Client<'a> {
     frontend: &'a HttpFrontend,
 }
 
-impl Client<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<'_, S> {
     async fn run(&mut self) -> Next {
         loop {
             let request = match self.read_request().await {
@@ -372,7 +398,11 @@ impl Client<'_> {
     }
 }
 
-async fn write_within(stream: &mut TcpStream, data: &[u8], limit: Duration) -> io::Result<()> {
+async fn write_within<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    data: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
     match timeout(limit, stream.write_all(data)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
@@ -982,6 +1012,8 @@ mod tests {
             max_header_bytes: 1024,
             scheme: "http",
             trusted_proxies: Vec::new(),
+            tls: None,
+            redirect_https: None,
         }
     }
 

@@ -71,6 +71,10 @@ pub(crate) struct HttpFrontend {
     pub scheme: &'static str,
     /// Peers whose `X-Forwarded-Host`, `-Port` and `-Proto` are kept.
     pub trusted_proxies: Vec<Cidr>,
+    /// TLS, on a TLS listener.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Every request is redirected to https on this port.
+    pub redirect_https: Option<u16>,
 }
 
 impl HttpFrontend {
@@ -408,6 +412,9 @@ impl Proxy {
         if let Some(why) = ambiguous_framing(request.headers()) {
             return error(StatusCode::BAD_REQUEST, why);
         }
+        if let Some(port) = self.frontend.redirect_https {
+            return redirect_https(&request, port);
+        }
         // RFC 9112 §3.2: one Host header, and HTTP/1.1 requests must have it.
         let hosts = request.headers().get_all(header::HOST).iter().count();
         if hosts > 1 {
@@ -704,6 +711,35 @@ impl Proxy {
         });
         Response::from_parts(parts, ProxyBody::Empty)
     }
+}
+
+/// A permanent redirect to the same URL in https (on `port`, unless 443).
+fn redirect_https<B>(request: &Request<B>, port: u16) -> Response<ProxyBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .map(strip_port);
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "no Host header");
+    };
+    // An IPv6 literal keeps its brackets.
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = match port {
+        443 => format!("https://{host}{target}"),
+        _ => format!("https://{host}:{port}{target}"),
+    };
+    let mut r = error(StatusCode::MOVED_PERMANENTLY, "see the https URL");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 /// A short plain-text answer made by the balancer itself.

@@ -27,6 +27,7 @@ mod io;
 mod pool;
 mod stats;
 mod tcp;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -39,8 +40,8 @@ use tokio::task::JoinHandle;
 
 pub use backend::{BackendStats, Change, DrainReport, Endpoint, EndpointStats};
 pub use config::{
-    Backend, Cidr, Config, ConfigError, Control, Frontend, HealthCheck, Mode, Policy, Route, Stats,
-    Timeouts,
+    Backend, Certificate, Cidr, Config, ConfigError, Control, Frontend, HealthCheck, Mode, Policy,
+    Route, Stats, Timeouts, Tls, MIN_TOKEN_LEN,
 };
 pub use control::{ControlClient, ControlError};
 pub use stats::{FrontendStats, Snapshot};
@@ -172,6 +173,14 @@ pub enum StartError {
         /// Why not.
         source: std::io::Error,
     },
+    /// A listener's certificates could not be used.
+    #[error("frontend {frontend}: TLS: {message}")]
+    Tls {
+        /// The frontend.
+        frontend: String,
+        /// What is wrong, naming the certificate.
+        message: String,
+    },
     /// The control socket could not be made.
     #[error("cannot listen on {} (control): {source}", path.display())]
     BindSocket {
@@ -291,6 +300,16 @@ impl Balancer {
             Some(s) => Some(bind("statistics", s.listen).await?),
             None => None,
         };
+        let mut tls_configs = std::collections::HashMap::new();
+        for f in &config.frontends {
+            if let Some(tls) = &f.tls {
+                let built = tls::server_config(tls).map_err(|message| StartError::Tls {
+                    frontend: f.name.clone(),
+                    message,
+                })?;
+                tls_configs.insert(f.name.clone(), built);
+            }
+        }
         let control_listener = match &config.control {
             Some(c) => Some(control::bind(c).await?),
             None => None,
@@ -329,6 +348,9 @@ impl Balancer {
             let default = f.default_backend.as_deref().and_then(find);
             match f.mode {
                 Mode::Http => {
+                    let tls = tls_configs
+                        .remove(&f.name)
+                        .map(tokio_rustls::TlsAcceptor::from);
                     let routes = f
                         .routes
                         .iter()
@@ -347,8 +369,10 @@ impl Balancer {
                         default,
                         timeouts: config.timeouts.clone(),
                         max_header_bytes: config.max_header_bytes,
-                        scheme: "http",
+                        scheme: if tls.is_some() { "https" } else { "http" },
                         trusted_proxies: config.trusted_proxies.clone(),
+                        tls,
+                        redirect_https: f.redirect_https,
                     });
                     tasks.push(tokio::spawn(http::serve(
                         listener,

@@ -36,6 +36,9 @@ pub const SPEC_ENV: &str = "RCOMPOSE_BALANCER_SPEC";
 /// that the control channel is on no network.
 pub const CONTROL_DIR: &str = "/run/rcompose-balancer";
 
+/// Where certificate files of the structured spelling are mounted.
+pub const TLS_DIR: &str = "/run/rcompose-balancer-tls";
+
 /// The control socket's name in [`CONTROL_DIR`] and in its host directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 
@@ -413,6 +416,8 @@ struct VirtualHost {
     port: u16,
     host: Option<String>,
     path: Option<String>,
+    /// Written `https://` (or `wss://`): served with TLS.
+    https: bool,
 }
 
 fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, SettingError> {
@@ -446,6 +451,7 @@ fn virtual_hosts(service: &str, value: &str) -> Result<Vec<VirtualHost>, Setting
             port,
             host: (!host.is_empty()).then(|| host.to_string()),
             path,
+            https: scheme == "https" || scheme == "wss",
         });
     }
     Ok(out)
@@ -559,6 +565,7 @@ fn dockercloud(
                     mode: lb::Mode::Tcp,
                     routes: Vec::new(),
                     default_backend: Some(backend.clone()),
+                    ..lb::Frontend::default()
                 });
             }
             members.push(Member {
@@ -627,6 +634,7 @@ fn dockercloud(
                 mode: global_mode,
                 routes: Vec::new(),
                 default_backend: Some("default_service".into()),
+                ..lb::Frontend::default()
             });
         }
     } else {
@@ -652,6 +660,7 @@ fn dockercloud(
                         mode: lb::Mode::Http,
                         routes: Vec::new(),
                         default_backend: None,
+                        ..lb::Frontend::default()
                     });
                 }
                 if let Some(f) = frontends.iter_mut().find(|f| f.name == frontend_name) {
@@ -671,6 +680,7 @@ fn dockercloud(
         .map(|f| f.listen.port())
         .collect();
     frontends.retain(|f| f.mode == lb::Mode::Tcp || !tcp.contains(&f.listen.port()));
+    dockercloud_tls(project, name, service, &linked, &vhosts, &mut frontends)?;
     config.frontends = frontends;
     config.backends = backends;
     Ok(BalancerSpec {
@@ -682,6 +692,87 @@ fn dockercloud(
         control_dir: None,
         engine_events: false,
     })
+}
+
+/// A PEM as `dockercloud/haproxy` takes it from the environment: one line,
+/// with `\n` for each line break.
+fn pem_from_env(value: &str) -> String {
+    let mut pem = value.trim().replace("\\n", "\n");
+    if !pem.ends_with('\n') {
+        pem.push('\n');
+    }
+    pem
+}
+
+/// `dockercloud/haproxy`'s TLS: `DEFAULT_SSL_CERT` and `CERT_FOLDER` on the
+/// frontend, `SSL_CERT` and `FORCE_SSL` on the linked services. With a
+/// certificate, port 443 (and every `https://` entry's port) is served with
+/// TLS, and with `FORCE_SSL` the plain HTTP listeners redirect to https.
+fn dockercloud_tls(
+    project: &Project,
+    name: &str,
+    service: &Service,
+    linked: &[String],
+    vhosts: &[(i64, String, Vec<VirtualHost>)],
+    frontends: &mut Vec<lb::Frontend>,
+) -> Result<(), SettingError> {
+    let mut tls = lb::Tls::default();
+    let mut force = false;
+    if let Some(pem) = env(service, "DEFAULT_SSL_CERT") {
+        tls.certificates.push(lb::Certificate {
+            pem: Some(pem_from_env(pem)),
+            ..lb::Certificate::default()
+        });
+    }
+    for svc_name in linked {
+        let Some(svc) = project.services.get(svc_name) else {
+            continue;
+        };
+        if let Some(pem) = env(svc, "SSL_CERT") {
+            tls.certificates.push(lb::Certificate {
+                pem: Some(pem_from_env(pem)),
+                ..lb::Certificate::default()
+            });
+        }
+        force |= env(svc, "FORCE_SSL").is_some();
+    }
+    if let Some(dir) = env(service, "CERT_FOLDER") {
+        tls.directories.push(dir.trim().into());
+    }
+    let mut https_ports: Vec<u16> = vhosts
+        .iter()
+        .flat_map(|(_, _, entries)| entries.iter().filter(|v| v.https).map(|v| v.port))
+        .collect();
+    if tls.certificates.is_empty() && tls.directories.is_empty() {
+        if let Some((_, svc_name, _)) = vhosts.iter().find(|(_, _, e)| e.iter().any(|v| v.https)) {
+            let message = format!(
+                "service {svc_name:?}: VIRTUAL_HOST has https:// entries, but the balancer \
+                 {name:?} has no certificate (SSL_CERT, DEFAULT_SSL_CERT or CERT_FOLDER)"
+            );
+            return Err(SettingError::new(svc_name, "VIRTUAL_HOST", message));
+        }
+        return Ok(());
+    }
+    https_ports.push(443);
+    if vhosts.is_empty() && frontends.iter().any(|f| f.name == "default_port_80") {
+        frontends.push(lb::Frontend {
+            name: "default_port_443".into(),
+            listen: any(443),
+            default_backend: Some("default_service".into()),
+            ..lb::Frontend::default()
+        });
+    }
+    for f in frontends.iter_mut() {
+        if f.mode != lb::Mode::Http {
+            continue;
+        }
+        if https_ports.contains(&f.listen.port()) {
+            f.tls = Some(tls.clone());
+        } else if force {
+            f.redirect_https = Some(443);
+        }
+    }
+    Ok(())
 }
 
 /// The structured spelling, `x-rcompose-balancer` on a service:
@@ -697,6 +788,12 @@ fn dockercloud(
 ///   max_connections: 4096
 ///   trusted_proxies: [10.0.0.0/8]   # peers whose X-Forwarded-Host, -Port
 ///                               # and -Proto are kept (default: none)
+///   tls:                        # an HTTPS listener with the same routes
+///     port: 443                 # (default 443)
+///     cert: ./certs/site.pem    # chain (and key, unless `key` is given)
+///     key: ./certs/site.key
+///     certificates: [{ cert: ./certs/other.pem }]   # more, chosen by SNI
+///     redirect: true            # the HTTP listener redirects to https
 ///   backends:                   # default: links and depends_on, on
 ///     - service: api            # every exposed port
 ///       port: 8080
@@ -730,6 +827,31 @@ pub struct Structured {
     tcp: Vec<StructuredTcp>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    tls: Option<StructuredTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredTls {
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    certificates: Vec<StructuredCert>,
+    #[serde(default)]
+    redirect: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructuredCert {
+    cert: String,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -958,6 +1080,51 @@ fn structured(
         });
     }
     if !config.backends.is_empty() {
+        if let Some(t) = &s.tls {
+            let port = t.port.unwrap_or(443);
+            let host_path = |p: &str| -> std::path::PathBuf {
+                let p = std::path::Path::new(p);
+                if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    std::path::Path::new(&project.working_dir).join(p)
+                }
+            };
+            let mut certificates = Vec::new();
+            let first = t.cert.as_ref().map(|c| StructuredCert {
+                cert: c.clone(),
+                key: t.key.clone(),
+            });
+            for c in first.iter().chain(&t.certificates) {
+                certificates.push(lb::Certificate {
+                    pem: None,
+                    cert: Some(host_path(&c.cert)),
+                    key: c.key.as_deref().map(host_path),
+                });
+            }
+            if certificates.is_empty() {
+                let message = format!(
+                    "service {name:?}: {EXTENSION}.tls: no certificate (cert, or certificates)"
+                );
+                return Err(SettingError::new(
+                    name,
+                    &format!("{EXTENSION}.tls"),
+                    message,
+                ));
+            }
+            config.frontends.push(lb::Frontend {
+                name: "https".into(),
+                listen: any(port),
+                tls: Some(lb::Tls {
+                    certificates,
+                    directories: Vec::new(),
+                }),
+                ..frontend.clone()
+            });
+            if t.redirect {
+                frontend.redirect_https = Some(port);
+            }
+        }
         config.frontends.push(frontend);
     }
     for t in &s.tcp {
@@ -986,6 +1153,7 @@ fn structured(
             mode: lb::Mode::Tcp,
             routes: Vec::new(),
             default_backend: Some(backend.clone()),
+            ..lb::Frontend::default()
         });
         members.push(Member {
             backend,
@@ -1027,6 +1195,18 @@ pub fn prepare(project: &Project, image: &str, host: &Host) -> Result<Project, S
         };
         let dir = control_dir(host, &project.name, &name);
         spec.control_dir = Some(dir.clone());
+        // Certificate files named in the structured spelling are host
+        // paths: each is mounted read-only and the spec points at it there.
+        let mut cert_mounts: Vec<(String, String)> = Vec::new();
+        for f in &mut spec.config.frontends {
+            for c in f.tls.iter_mut().flat_map(|t| t.certificates.iter_mut()) {
+                for path in [&mut c.cert, &mut c.key].into_iter().flatten() {
+                    let inside = format!("{TLS_DIR}/{}.pem", cert_mounts.len());
+                    cert_mounts.push((path.display().to_string(), inside.clone()));
+                    *path = inside.into();
+                }
+            }
+        }
         service.image = image.to_string();
         service.build = None;
         service.pull_policy = "never".to_string();
@@ -1050,6 +1230,15 @@ pub fn prepare(project: &Project, image: &str, host: &Host) -> Result<Project, S
             target: CONTROL_DIR.into(),
             ..Default::default()
         });
+        for (source, target) in cert_mounts {
+            service.volumes.push(crate::model::VolumeMount {
+                kind: "bind".into(),
+                source,
+                target,
+                read_only: true,
+                ..Default::default()
+            });
+        }
         if service.user.is_empty() {
             service.user = BALANCER_USER.to_string();
             if let (true, Some(gid)) = (spec.engine_events, host.engine_socket_gid) {
@@ -1292,6 +1481,104 @@ mod tests {
     }
 
     #[test]
+    fn dockercloud_certificates_turn_on_tls_on_443_and_force_ssl_redirects() {
+        let p = load(
+            "services:\n  web:\n    image: web\n    environment:\n      FORCE_SSL: \"yes\"\n      \
+             SSL_CERT: 'B\\nC'\n  lb:\n    image: dockercloud/haproxy\n    links: [web]\n    \
+             environment:\n      DEFAULT_SSL_CERT: 'A\\nB'\n      CERT_FOLDER: /certs\n",
+        );
+        let spec = spec(&p, "lb").unwrap();
+        let by_port = |port: u16| {
+            spec.config
+                .frontends
+                .iter()
+                .find(|f| f.listen.port() == port)
+                .unwrap_or_else(|| panic!("no listener on {port}: {:?}", spec.config.frontends))
+        };
+        let tls = by_port(443).tls.clone().unwrap();
+        let pems: Vec<_> = tls
+            .certificates
+            .iter()
+            .map(|c| c.pem.clone().unwrap())
+            .collect();
+        assert_eq!(
+            pems,
+            ["A\nB\n", "B\nC\n"],
+            "the default first, newlines restored"
+        );
+        assert_eq!(tls.directories, [std::path::PathBuf::from("/certs")]);
+        assert_eq!(
+            by_port(443).default_backend.as_deref(),
+            Some("default_service")
+        );
+        assert_eq!(by_port(80).redirect_https, Some(443));
+        assert!(by_port(80).tls.is_none());
+        spec.config.validate().unwrap();
+    }
+
+    #[test]
+    fn an_https_virtual_host_without_a_certificate_is_refused() {
+        let p = load(
+            "services:\n  web:\n    image: web\n    environment:\n      VIRTUAL_HOST: https://a.test\n  \
+             lb:\n    image: dockercloud/haproxy\n    links: [web]\n",
+        );
+        let e = spec(&p, "lb").unwrap_err();
+        assert_eq!(e.key, ["environment", "VIRTUAL_HOST"]);
+        assert!(e.message.contains("no certificate"), "{}", e.message);
+    }
+
+    #[test]
+    fn structured_tls_mounts_its_certificate_files_read_only() {
+        let p = load(
+            "name: p\nservices:\n  web:\n    image: web\n    expose: [\"80\"]\n  lb:\n    image: x\n    \
+             depends_on: [web]\n    x-rcompose-balancer:\n      tls:\n        cert: /etc/site.pem\n        \
+             key: /etc/site.key\n        redirect: true\n",
+        );
+        let host = Host {
+            control_root: "/r".into(),
+            engine_socket_gid: None,
+        };
+        let prepared = prepare(&p, "rcompose-balancer:t", &host).unwrap();
+        let service = &prepared.services["lb"];
+        let spec = prepared_spec(service).unwrap();
+        let https = spec
+            .config
+            .frontends
+            .iter()
+            .find(|f| f.name == "https")
+            .unwrap();
+        assert_eq!(https.listen.port(), 443);
+        let cert = &https.tls.as_ref().unwrap().certificates[0];
+        assert_eq!(
+            (cert.cert.clone().unwrap(), cert.key.clone().unwrap()),
+            (
+                format!("{TLS_DIR}/0.pem").into(),
+                format!("{TLS_DIR}/1.pem").into()
+            )
+        );
+        let http = spec
+            .config
+            .frontends
+            .iter()
+            .find(|f| f.name == "http")
+            .unwrap();
+        assert_eq!(http.redirect_https, Some(443));
+        let mounts: Vec<(&str, &str, bool)> = service
+            .volumes
+            .iter()
+            .skip(1)
+            .map(|v| (v.source.as_str(), v.target.as_str(), v.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("/etc/site.pem", "/run/rcompose-balancer-tls/0.pem", true),
+                ("/etc/site.key", "/run/rcompose-balancer-tls/1.pem", true)
+            ]
+        );
+    }
+
+    #[test]
     fn virtual_hosts_are_parsed() {
         let v = virtual_hosts("web", "a.com, https://b.com, c.com:8080/api*, /static").unwrap();
         assert_eq!(
@@ -1300,22 +1587,26 @@ mod tests {
                 VirtualHost {
                     port: 80,
                     host: Some("a.com".into()),
-                    path: None
+                    path: None,
+                    https: false
                 },
                 VirtualHost {
                     port: 443,
                     host: Some("b.com".into()),
-                    path: None
+                    path: None,
+                    https: true
                 },
                 VirtualHost {
                     port: 8080,
                     host: Some("c.com".into()),
-                    path: Some("/api*".into())
+                    path: Some("/api*".into()),
+                    https: false
                 },
                 VirtualHost {
                     port: 80,
                     host: None,
-                    path: Some("/static".into())
+                    path: Some("/static".into()),
+                    https: false
                 },
             ]
         );
