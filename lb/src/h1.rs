@@ -403,7 +403,13 @@ async fn write_within<S: AsyncWrite + Unpin>(
     data: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
-    match timeout(limit, stream.write_all(data)).await {
+    // A TLS stream takes bytes into its buffer: the flush sends them (on a
+    // plain socket it does nothing).
+    let write = async {
+        stream.write_all(data).await?;
+        stream.flush().await
+    };
+    match timeout(limit, write).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

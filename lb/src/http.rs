@@ -658,6 +658,7 @@ impl Proxy {
                 done: Some((sender, guard)),
                 server,
                 stalled: Box::pin(tokio::time::sleep(server)),
+                waiting: false,
             },
         )
     }
@@ -775,7 +776,11 @@ pub(crate) enum ProxyBody {
         body: Incoming,
         done: Option<(Sender, ActiveGuard)>,
         server: Duration,
+        /// Runs from the first poll that found nothing, so that a client
+        /// that paused reading (an h2 window) does not count against the
+        /// endpoint.
         stalled: Pin<Box<tokio::time::Sleep>>,
+        waiting: bool,
     },
 }
 
@@ -798,6 +803,7 @@ impl Body for ProxyBody {
                 done,
                 server,
                 stalled,
+                waiting,
             } => {
                 let frame = Pin::new(&mut *body).poll_frame(cx);
                 match &frame {
@@ -817,12 +823,13 @@ impl Body for ProxyBody {
                             guard.replica().errored();
                         }
                     }
-                    Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => {
-                        stalled
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + *server);
-                    }
+                    Poll::Ready(Some(Ok(_))) | Poll::Ready(None) => *waiting = false,
                     Poll::Pending => {
+                        if !std::mem::replace(waiting, true) {
+                            stalled
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + *server);
+                        }
                         if stalled.as_mut().poll(cx).is_ready() {
                             if let Some((_, guard)) = done.take() {
                                 guard.replica().errored();
@@ -862,6 +869,8 @@ pub(crate) struct Upload {
     /// When the body ended, in milliseconds after `opened`, plus one; 0
     /// while it flows.
     finished: std::sync::atomic::AtomicU64,
+    /// When the body last moved, in milliseconds after `opened`.
+    moved: std::sync::atomic::AtomicU64,
     /// A [`ClientFault`] as a number; 0 for none.
     fault: std::sync::atomic::AtomicU8,
 }
@@ -896,6 +905,7 @@ impl Upload {
         let upload = Upload {
             opened: Instant::now(),
             finished: std::sync::atomic::AtomicU64::new(0),
+            moved: std::sync::atomic::AtomicU64::new(0),
             fault: std::sync::atomic::AtomicU8::new(0),
         };
         if finished {
@@ -907,6 +917,18 @@ impl Upload {
     fn finish(&self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         let _ = self.finished.compare_exchange(0, ms + 1, Relaxed, Relaxed);
+    }
+
+    fn progressed(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.moved.store(ms, Relaxed);
+    }
+
+    /// How long the body has not moved (or since the request began).
+    fn still_for(&self) -> Duration {
+        self.opened
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.moved.load(Relaxed)))
     }
 
     /// How long ago the body ended; `None` while it flows.
@@ -935,23 +957,18 @@ impl Upload {
 }
 
 /// Waits for an endpoint's answer: the server timeout runs from the end of
-/// the request's body (a slow upload is the client's business, bounded by
-/// the client timeout on each of its reads).
+/// the request's body, or from its last move while it flows (a slow upload
+/// is the client's business, bounded by the client timeout on each of its
+/// reads; an endpoint that stops reading it is the endpoint's).
 async fn answer_within<F: Future>(send: F, upload: &Upload, server: Duration) -> Option<F::Output> {
     tokio::pin!(send);
     loop {
-        let wait = match upload.finished_ago() {
-            Some(ago) => server.saturating_sub(ago),
-            None => server,
-        };
-        match tokio::time::timeout(wait, send.as_mut()).await {
-            Ok(out) => return Some(out),
-            Err(_) if upload.fault().is_some() => return None,
-            Err(_) => {
-                if upload.finished_ago().is_some_and(|ago| ago >= server) {
-                    return None;
-                }
-            }
+        let quiet = upload.finished_ago().unwrap_or_else(|| upload.still_for());
+        if quiet >= server || upload.fault().is_some() {
+            return None;
+        }
+        if let Ok(out) = tokio::time::timeout(server - quiet, send.as_mut()).await {
+            return Some(out);
         }
     }
 }
@@ -962,7 +979,10 @@ async fn answer_within<F: Future>(send: F, upload: &Upload, server: Duration) ->
 pub(crate) struct ClientBody {
     body: Incoming,
     idle: Duration,
+    /// Runs from the first poll that found nothing (an endpoint that reads
+    /// slowly is not the client's fault).
     stalled: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
     upload: Arc<Upload>,
 }
 
@@ -972,6 +992,7 @@ impl ClientBody {
             body,
             idle,
             stalled: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
             upload,
         }
     }
@@ -995,9 +1016,8 @@ impl Body for ClientBody {
                 if this.body.is_end_stream() {
                     this.upload.finish();
                 }
-                this.stalled
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + this.idle);
+                this.upload.progressed();
+                this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -1005,6 +1025,11 @@ impl Body for ClientBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Pending => {
+                if !std::mem::replace(&mut this.waiting, true) {
+                    this.stalled
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
+                }
                 if this.stalled.as_mut().poll(cx).is_ready() {
                     this.upload.failed(ClientFault::Stalled);
                     return Poll::Ready(Some(Err("the client's body stalled".into())));

@@ -131,7 +131,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        // Over TLS, a write only fills a buffer: the flush is what waits on
+        // a peer that does not read.
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.activity.wrote(&result);
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

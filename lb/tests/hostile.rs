@@ -45,11 +45,12 @@ fn short_timeouts() -> Timeouts {
     }
 }
 
-#[tokio::test]
-async fn slow_readers_on_the_general_path_cannot_hold_every_connection_slot() {
+/// A balancer with short timeouts and `max_connections`, in front of a
+/// [`big_or_stalled`] endpoint.
+async fn behind_short_timeouts(max_connections: usize) -> (ScriptedServer, lb::Balancer) {
     let server = ScriptedServer::start(big_or_stalled).await;
     let balancer = lb::Balancer::start(Config {
-        max_connections: 2,
+        max_connections,
         timeouts: short_timeouts(),
         ..simple_config(Backend::new("web"))
     })
@@ -61,6 +62,12 @@ async fn slow_readers_on_the_general_path_cannot_hold_every_connection_slot() {
         lb::Endpoint::new("a", server.addr),
     )
     .await;
+    (server, balancer)
+}
+
+#[tokio::test]
+async fn slow_readers_on_the_general_path_cannot_hold_every_connection_slot() {
+    let (_server, balancer) = behind_short_timeouts(2).await;
     let addr = balancer.local_addr("web").unwrap();
     // HTTP/1.0 takes the general path; these clients never read a byte.
     let mut hogs = Vec::new();
@@ -87,19 +94,7 @@ async fn slow_readers_on_the_general_path_cannot_hold_every_connection_slot() {
 
 #[tokio::test]
 async fn an_endpoint_stalling_mid_body_is_cut_off_after_the_server_timeout() {
-    let server = ScriptedServer::start(big_or_stalled).await;
-    let balancer = lb::Balancer::start(Config {
-        timeouts: short_timeouts(),
-        ..simple_config(Backend::new("web"))
-    })
-    .await
-    .unwrap();
-    add(
-        &balancer.handle(),
-        "web",
-        lb::Endpoint::new("a", server.addr),
-    )
-    .await;
+    let (_server, balancer) = behind_short_timeouts(4096).await;
     let addr = balancer.local_addr("web").unwrap();
     for request in [
         &b"GET /stall HTTP/1.0\r\n\r\n"[..],
@@ -328,4 +323,53 @@ async fn the_control_socket_needs_no_network_and_a_tcp_listener_a_real_token() {
         .await;
         assert!(refused.is_err(), "token {token:?}");
     }
+}
+
+#[tokio::test]
+async fn an_endpoint_that_stops_reading_an_upload_gets_the_server_timeout() {
+    // Accepts and never reads.
+    let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let endpoint_addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            open.push(s);
+        }
+    });
+    let balancer = lb::Balancer::start(Config {
+        timeouts: short_timeouts(),
+        ..simple_config(Backend::new("web"))
+    })
+    .await
+    .unwrap();
+    add(
+        &balancer.handle(),
+        "web",
+        lb::Endpoint::new("a", endpoint_addr),
+    )
+    .await;
+    let addr = balancer.local_addr("web").unwrap();
+    let size = 16 << 20;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let upload = tokio::spawn(async move {
+        let head = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n");
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&vec![b'x'; size]).await;
+        writer
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    within("an answer while the endpoint does not read", async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = reader.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    upload.abort();
+    held.abort();
 }

@@ -184,3 +184,61 @@ async fn a_plain_listener_can_redirect_everything_to_https() {
     );
     assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// A 1 MiB answer, for reads over TLS that must arrive whole.
+fn large(_: &str) -> (Vec<Vec<u8>>, bool) {
+    let size = 1 << 20;
+    let mut answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+    answer.resize(answer.len() + size, b'y');
+    (vec![answer], false)
+}
+
+#[tokio::test]
+async fn a_keep_alive_download_over_tls_arrives_whole() {
+    let (pem, der) = self_signed("a.test");
+    let server = ScriptedServer::start(large).await;
+    let mut config = simple_config(Backend::new("web"));
+    config.frontends[0].tls = Some(Tls {
+        certificates: vec![Certificate {
+            pem: Some(pem),
+            ..Certificate::default()
+        }],
+        directories: Vec::new(),
+    });
+    let balancer = lb::Balancer::start(config).await.unwrap();
+    add(
+        &balancer.handle(),
+        "web",
+        lb::Endpoint::new("a", server.addr),
+    )
+    .await;
+    let addr = balancer.local_addr("web").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_config(&[der], &[b"http/1.1"]));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    // Twice on one connection: the fast path must flush what TLS buffers.
+    for _ in 0..2 {
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        within("the whole answer over TLS", async {
+            loop {
+                let n = tls.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(&[b'y'; 16]) && got.len() >= (1 << 20) {
+                    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    if got.len() - head_end == 1 << 20 {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -233,7 +233,9 @@ fn resolver() -> Result<hickory_resolver::TokioResolver, String> {
 }
 
 async fn lookup(resolver: &hickory_resolver::TokioResolver, name: &str) -> Resolved {
-    match resolver.lookup_ip(name).await {
+    // The name as the network's DNS has it, never under a search domain of
+    // the host's (a wildcard record there would stand in for the service).
+    match resolver.lookup_ip(format!("{name}.")).await {
         Ok(found) => Some(found.iter().collect()),
         Err(e) if e.is_nx_domain() || e.is_no_records_found() => Some(BTreeSet::new()),
         Err(e) => {
