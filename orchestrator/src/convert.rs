@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use runtime_shim::{
-    BuildSpec, ContainerSpec, HealthcheckSpec, Mount, NetworkAttachment, NetworkSpec, PortBinding,
-    UlimitSpec, VolumeSpec,
+    BuildSpec, ContainerSpec, Device, ExposedPort, ExtraHost, HealthTest, HealthcheckSpec,
+    HostPort, Mount, Namespace, NetworkAttachment, NetworkMode, NetworkSpec, PortBinding, Protocol,
+    RestartPolicy, UlimitSpec, VolumeSpec, VolumesFrom,
 };
 
 use crate::model::{Project, Service, Ulimit};
@@ -135,28 +136,28 @@ pub fn container_spec(
         })
         .collect();
 
-    let mut exposed: Vec<String> = service
+    // The loader has refused what does not parse (see `loader::validate`).
+    let mut exposed: Vec<ExposedPort> = service
         .expose
         .iter()
-        .map(|e| {
-            if e.contains('/') {
-                e.clone()
-            } else {
-                format!("{e}/tcp")
-            }
-        })
+        .filter_map(|e| parse_exposed(e).ok())
+        .flatten()
         .collect();
     let mut ports = Vec::new();
     for p in &service.ports {
-        let Ok(port) = u16::try_from(p.target) else {
+        let (Ok(port), Some(protocol), Ok(host_port)) = (
+            u16::try_from(p.target),
+            parse_protocol(&p.protocol),
+            parse_host_port(&p.published),
+        ) else {
             continue;
         };
-        exposed.push(format!("{port}/{}", p.protocol));
+        exposed.push(ExposedPort { port, protocol });
         ports.push(PortBinding {
             container_port: port,
-            protocol: p.protocol.clone(),
+            protocol,
             host_ip: p.host_ip.clone(),
-            host_port: p.published.clone(),
+            host_port,
         });
     }
     exposed.sort();
@@ -240,18 +241,34 @@ pub fn container_spec(
         }
     }
 
-    let resolve_ns = |ns: &str| -> String {
-        match ns.strip_prefix("service:") {
-            Some(svc) => match ctx.service_containers.get(svc) {
-                Some(c) => format!("container:{c}"),
-                None => ns.to_string(),
-            },
-            None => ns.to_string(),
-        }
+    // `service:x` names the service's first container.
+    let peer = |svc: &str| match ctx.service_containers.get(svc) {
+        Some(c) => c.clone(),
+        None => match project.services.get(svc) {
+            Some(s) => container_name(&project.name, svc, s, 1),
+            None => svc.to_string(),
+        },
     };
-    let network_mode = resolve_ns(&service.network_mode);
+    let namespace = |ns: &str| match parse_namespace(ns) {
+        Ok(NamespaceRef::Service(svc)) => Namespace::Container(peer(&svc)),
+        Ok(NamespaceRef::Mode(mode)) => mode,
+        Err(_) => Namespace::Default,
+    };
+    let network_mode = match service.network_mode.as_str() {
+        "" => NetworkMode::Attachments,
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        mode => match (
+            mode.strip_prefix("service:"),
+            mode.strip_prefix("container:"),
+        ) {
+            (Some(svc), _) => NetworkMode::Container(peer(svc)),
+            (_, Some(c)) => NetworkMode::Container(c.to_string()),
+            _ => NetworkMode::Network(mode.to_string()),
+        },
+    };
     let mut networks = Vec::new();
-    if network_mode.is_empty() {
+    if network_mode == NetworkMode::Attachments {
         // Compose attaches networks by priority, then by name.
         let mut keys: Vec<(&String, i64)> = service
             .networks
@@ -289,12 +306,12 @@ pub fn container_spec(
     let healthcheck = service.healthcheck.as_ref().map(|h| {
         if h.disable {
             HealthcheckSpec {
-                test: vec!["NONE".into()],
+                test: HealthTest::Disabled,
                 ..HealthcheckSpec::default()
             }
         } else {
             HealthcheckSpec {
-                test: h.test.clone(),
+                test: health_test(&h.test),
                 interval_ns: nanos(h.interval),
                 timeout_ns: nanos(h.timeout),
                 retries: h.retries.map(|r| r as i64).unwrap_or(0),
@@ -327,23 +344,19 @@ pub fn container_spec(
         limits.as_ref().map(|l| l.pids).unwrap_or(0)
     };
     let restart = if !service.restart.is_empty() {
-        service.restart.clone()
+        parse_restart(&service.restart).ok()
     } else {
-        match service
+        service
             .deploy
             .as_ref()
             .and_then(|d| d.restart_policy.as_ref())
-        {
-            Some(rp) => match rp.condition.as_str() {
-                "any" => "always".into(),
-                "on-failure" => match rp.max_attempts {
-                    Some(n) => format!("on-failure:{n}"),
-                    None => "on-failure".into(),
+            .map(|rp| match rp.condition.as_str() {
+                "any" => RestartPolicy::Always,
+                "on-failure" => RestartPolicy::OnFailure {
+                    max_retries: rp.max_attempts.and_then(|n| u32::try_from(n).ok()),
                 },
-                _ => "no".into(),
-            },
-            None => String::new(),
-        }
+                _ => RestartPolicy::No,
+            })
     };
     let (log_driver, log_opts) = match &service.logging {
         Some(l) => (l.driver.clone(), l.options.0.clone()),
@@ -407,7 +420,7 @@ pub fn container_spec(
         tmpfs,
         ulimits,
         sysctls: service.sysctls.0.clone(),
-        extra_hosts: service.extra_hosts.as_list(":"),
+        extra_hosts: extra_hosts(&service.extra_hosts),
         dns: service.dns.0.clone(),
         dns_opt: service.dns_opt.clone(),
         dns_search: service.dns_search.0.clone(),
@@ -425,22 +438,23 @@ pub fn container_spec(
         shm_size: service.shm_size.map(|b| b.0).unwrap_or(0),
         log_driver,
         log_opts,
-        ipc: resolve_ns(&service.ipc),
-        pid: resolve_ns(&service.pid),
+        ipc: namespace(&service.ipc),
+        pid: namespace(&service.pid),
         devices: service
             .devices
             .iter()
-            .map(|d| {
-                format!(
-                    "{}:{}:{}",
-                    d.source,
-                    d.target,
-                    if d.permissions.is_empty() {
-                        "rwm"
-                    } else {
-                        &d.permissions
-                    }
-                )
+            .map(|d| Device {
+                host_path: d.source.clone(),
+                container_path: if d.target.is_empty() {
+                    d.source.clone()
+                } else {
+                    d.target.clone()
+                },
+                permissions: if d.permissions.is_empty() {
+                    "rwm".into()
+                } else {
+                    d.permissions.clone()
+                },
             })
             .collect(),
         group_add: service.group_add.clone(),
@@ -449,20 +463,22 @@ pub fn container_spec(
         volumes_from: service
             .volumes_from
             .iter()
-            .map(|v| match v.strip_prefix("container:") {
-                Some(c) => c.to_string(),
-                None => {
-                    let (svc, mode) = v.split_once(':').unwrap_or((v.as_str(), ""));
-                    let target = ctx
+            .map(|v| {
+                let (from, mode) = match v.rsplit_once(':') {
+                    Some((from, mode @ ("ro" | "rw"))) => (from, mode),
+                    _ => (v.as_str(), ""),
+                };
+                let container = match from.strip_prefix("container:") {
+                    Some(c) => c.to_string(),
+                    None => ctx
                         .service_containers
-                        .get(svc)
+                        .get(from)
                         .cloned()
-                        .unwrap_or_else(|| svc.to_string());
-                    if mode.is_empty() {
-                        target
-                    } else {
-                        format!("{target}:{mode}")
-                    }
+                        .unwrap_or_else(|| from.to_string()),
+                };
+                VolumesFrom {
+                    container,
+                    read_only: mode == "ro",
                 }
             })
             .collect(),
@@ -545,8 +561,244 @@ pub fn build_spec(
         no_cache: no_cache || b.no_cache,
         pull: b.pull,
         network: b.network.clone(),
-        extra_hosts: b.extra_hosts.as_list(":"),
+        extra_hosts: extra_hosts(&b.extra_hosts),
         shm_size: b.shm_size.map(|s| s.0).unwrap_or(0),
         platform: service.platform.clone(),
     })
+}
+
+/// `extra_hosts` as entries, one per address.
+fn extra_hosts(hosts: &crate::model::HostsList) -> Vec<ExtraHost> {
+    hosts
+        .0
+        .iter()
+        .flat_map(|(name, addresses)| {
+            addresses.iter().map(|address| ExtraHost {
+                name: name.clone(),
+                address: address.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A compose health check `test` (`[CMD, ...]`, `[CMD-SHELL, line]`, `[NONE]`).
+fn health_test(test: &[String]) -> HealthTest {
+    match test.split_first() {
+        None => HealthTest::Inherit,
+        Some((first, rest)) => match first.as_str() {
+            "NONE" => HealthTest::Disabled,
+            "CMD" => HealthTest::Exec(rest.to_vec()),
+            "CMD-SHELL" => HealthTest::Shell(rest.join(" ")),
+            // The loader turns a string into CMD-SHELL; a list without a
+            // keyword is a command.
+            _ => HealthTest::Exec(test.to_vec()),
+        },
+    }
+}
+
+/// A port protocol as compose writes it (empty for TCP).
+pub fn parse_protocol(s: &str) -> Option<Protocol> {
+    if s.is_empty() {
+        Some(Protocol::Tcp)
+    } else {
+        Protocol::parse(s)
+    }
+}
+
+/// The `published` part of a port: empty, a port, or a range `a-b`.
+pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("invalid published port {s:?}"))
+    };
+    match s.split_once('-') {
+        _ if s.is_empty() => Ok(HostPort::Any),
+        Some((a, b)) => {
+            let (a, b) = (port(a)?, port(b)?);
+            if b < a {
+                return Err(format!("invalid published port range {s:?}"));
+            }
+            Ok(HostPort::Range(a, b))
+        }
+        None => Ok(match port(s)? {
+            0 => HostPort::Any,
+            p => HostPort::Fixed(p),
+        }),
+    }
+}
+
+/// An `expose` entry: `port[-end][/protocol]`.
+pub fn parse_exposed(s: &str) -> Result<Vec<ExposedPort>, String> {
+    let bad = || format!("invalid exposed port {s:?}");
+    let (ports, protocol) = match s.split_once('/') {
+        Some((p, proto)) => (p, parse_protocol(proto).ok_or_else(bad)?),
+        None => (s, Protocol::Tcp),
+    };
+    let port = |p: &str| p.trim().parse::<u16>().map_err(|_| bad());
+    let (start, end) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if end < start {
+        return Err(bad());
+    }
+    Ok((start..=end)
+        .map(|port| ExposedPort { port, protocol })
+        .collect())
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+pub fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
+    Ok(match s {
+        "no" => RestartPolicy::No,
+        "always" => RestartPolicy::Always,
+        "unless-stopped" => RestartPolicy::UnlessStopped,
+        "on-failure" => RestartPolicy::OnFailure { max_retries: None },
+        other => match other.strip_prefix("on-failure:").map(|n| n.trim().parse()) {
+            Some(Ok(n)) => RestartPolicy::OnFailure {
+                max_retries: Some(n),
+            },
+            Some(Err(_)) => {
+                return Err(format!(
+                    "invalid restart policy {other:?}: the maximum retry count must be a non-negative integer"
+                ))
+            }
+            None => return Err(format!("invalid restart policy {other:?}")),
+        },
+    })
+}
+
+/// An `ipc` or `pid` mode, before `service:` is resolved to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceRef {
+    /// A mode of its own or another container's.
+    Mode(Namespace),
+    /// The namespace of a service's first container.
+    Service(String),
+}
+
+/// `host`, `private`, `shareable`, `none`, `container:x`, `service:x` (or empty).
+pub fn parse_namespace(s: &str) -> Result<NamespaceRef, String> {
+    let mode = match s {
+        "" => Namespace::Default,
+        "host" => Namespace::Host,
+        "private" => Namespace::Private,
+        "shareable" => Namespace::Shareable,
+        "none" => Namespace::None,
+        other => match (
+            other.strip_prefix("service:"),
+            other.strip_prefix("container:"),
+        ) {
+            (Some(svc), _) if !svc.is_empty() => return Ok(NamespaceRef::Service(svc.into())),
+            (_, Some(c)) if !c.is_empty() => Namespace::Container(c.into()),
+            _ => return Err(format!("invalid namespace mode {other:?}")),
+        },
+    };
+    Ok(NamespaceRef::Mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_restart_policies_once() {
+        assert_eq!(parse_restart("no"), Ok(RestartPolicy::No));
+        assert_eq!(
+            parse_restart("on-failure:3"),
+            Ok(RestartPolicy::OnFailure {
+                max_retries: Some(3)
+            })
+        );
+        assert_eq!(
+            parse_restart("on-failure"),
+            Ok(RestartPolicy::OnFailure { max_retries: None })
+        );
+        assert_eq!(
+            parse_restart("unless-stopped"),
+            Ok(RestartPolicy::UnlessStopped)
+        );
+        assert!(parse_restart("on-failure:x").is_err());
+        assert!(parse_restart("on-failure:-1").is_err());
+        assert!(parse_restart("sometimes").is_err());
+    }
+
+    #[test]
+    fn expands_exposed_ranges_and_protocols() {
+        let tcp = |port| ExposedPort {
+            port,
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(parse_exposed("80"), Ok(vec![tcp(80)]));
+        assert_eq!(
+            parse_exposed("53-54/udp"),
+            Ok(vec![
+                ExposedPort {
+                    port: 53,
+                    protocol: Protocol::Udp
+                },
+                ExposedPort {
+                    port: 54,
+                    protocol: Protocol::Udp
+                }
+            ])
+        );
+        assert!(parse_exposed("x/tcp").is_err());
+        assert!(parse_exposed("80/carrier-pigeon").is_err());
+        assert!(parse_exposed("90-80").is_err());
+    }
+
+    #[test]
+    fn host_ports_are_any_fixed_or_a_range() {
+        assert_eq!(parse_host_port(""), Ok(HostPort::Any));
+        assert_eq!(parse_host_port("0"), Ok(HostPort::Any));
+        assert_eq!(parse_host_port("8080"), Ok(HostPort::Fixed(8080)));
+        assert_eq!(
+            parse_host_port("8000-8010"),
+            Ok(HostPort::Range(8000, 8010))
+        );
+        assert!(parse_host_port("8010-8000").is_err());
+        assert!(parse_host_port("http").is_err());
+        assert_eq!(parse_protocol(""), Some(Protocol::Tcp));
+        assert_eq!(parse_protocol("UDP"), Some(Protocol::Udp));
+        assert_eq!(parse_protocol("icmp"), None);
+    }
+
+    #[test]
+    fn namespaces_name_a_mode_a_container_or_a_service() {
+        assert_eq!(
+            parse_namespace(""),
+            Ok(NamespaceRef::Mode(Namespace::Default))
+        );
+        assert_eq!(
+            parse_namespace("shareable"),
+            Ok(NamespaceRef::Mode(Namespace::Shareable))
+        );
+        assert_eq!(
+            parse_namespace("container:abc"),
+            Ok(NamespaceRef::Mode(Namespace::Container("abc".into())))
+        );
+        assert_eq!(
+            parse_namespace("service:db"),
+            Ok(NamespaceRef::Service("db".into()))
+        );
+        assert!(parse_namespace("service:").is_err());
+        assert!(parse_namespace("shared").is_err());
+    }
+
+    #[test]
+    fn health_tests_are_typed() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(health_test(&[]), HealthTest::Inherit);
+        assert_eq!(health_test(&v(&["NONE"])), HealthTest::Disabled);
+        assert_eq!(
+            health_test(&v(&["CMD", "pg_isready", "-q"])),
+            HealthTest::Exec(v(&["pg_isready", "-q"]))
+        );
+        assert_eq!(
+            health_test(&v(&["CMD-SHELL", "curl -f localhost"])),
+            HealthTest::Shell("curl -f localhost".into())
+        );
+    }
 }

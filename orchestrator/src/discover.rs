@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use runtime_shim::{ContainerState, Event, Health, Runtime};
+use runtime_shim::{ContainerEvent, ContainerState, EventKind, Health, LabelFilter, Runtime};
 
 use crate::balancer::{endpoint, endpoints_of, BalancerSpec, Member};
 use crate::convert::labels;
@@ -36,7 +36,7 @@ type Known = HashMap<String, Vec<(String, String)>>;
 
 /// Follows the engine's events forever.
 pub async fn follow_engine(rt: Arc<dyn Runtime>, spec: BalancerSpec, handle: lb::Handle) {
-    let filter = vec![format!("{}={}", labels::PROJECT, spec.project)];
+    let filter = vec![LabelFilter::equals(labels::PROJECT, &spec.project)];
     let mut known = Known::new();
     loop {
         // Subscribe first, then list: nothing falls between the two.
@@ -82,7 +82,7 @@ async fn resync(
     handle: &lb::Handle,
     known: &mut Known,
 ) -> runtime_shim::Result<()> {
-    let filter = vec![format!("{}={}", labels::PROJECT, spec.project)];
+    let filter = vec![LabelFilter::equals(labels::PROJECT, &spec.project)];
     let containers = rt.list_containers(&filter, false).await?;
     let mut sets: BTreeMap<String, Vec<lb::Endpoint>> = spec
         .config
@@ -148,17 +148,17 @@ async fn on_event(
     spec: &BalancerSpec,
     handle: &lb::Handle,
     known: &mut Known,
-    event: &Event,
+    event: &ContainerEvent,
 ) {
-    if event.kind != "container" || !is_member(spec, &event.attributes) {
+    if !is_member(spec, &event.labels) {
         return;
     }
     let of_container = |known: &Known| known.get(&event.id).cloned().unwrap_or_default();
-    match event.action.as_str() {
-        "start" | "unpause" | "health_status: healthy" => {
+    match event.kind {
+        EventKind::Started | EventKind::Unpaused | EventKind::Health(Health::Healthy) => {
             add(rt, spec, handle, known, &event.id).await;
         }
-        "health_status: unhealthy" => {
+        EventKind::Health(Health::Unhealthy) => {
             for (backend, id) in of_container(known) {
                 let _ = handle.apply(&lb::Change::Health {
                     backend,
@@ -168,12 +168,16 @@ async fn on_event(
             }
         }
         // A stop begins with a signal: stop sending new work at once.
-        "kill" => {
+        EventKind::Killed { .. } => {
             for (backend, id) in of_container(known) {
                 let _ = handle.apply(&lb::Change::Drain { backend, id });
             }
         }
-        "die" | "stop" | "pause" | "destroy" | "oom" => {
+        EventKind::Died { .. }
+        | EventKind::Stopped
+        | EventKind::Paused
+        | EventKind::Removed
+        | EventKind::OutOfMemory => {
             for (backend, id) in known.remove(&event.id).unwrap_or_default() {
                 let _ = handle.apply(&lb::Change::Remove { backend, id });
             }

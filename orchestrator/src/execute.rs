@@ -148,20 +148,10 @@ async fn run(
     events: &UnboundedSender<Progress>,
 ) -> OpResult {
     let r: Result<(), RuntimeError> = match action {
-        Action::CreateNetwork(spec) => match rt.create_network(spec).await {
-            // Created concurrently by someone else: it exists, which is what we wanted.
-            Err(RuntimeError::Conflict { .. }) => Ok(()),
-            other => other.map(|_| ()),
-        },
-        Action::RemoveNetwork(name) => match rt.remove_network(name).await {
-            Err(RuntimeError::NotFound { .. }) => Ok(()),
-            other => other,
-        },
+        Action::CreateNetwork(spec) => rt.create_network(spec).await.map(|_| ()),
+        Action::RemoveNetwork(name) => rt.remove_network(name).await,
         Action::CreateVolume(spec) => rt.create_volume(spec).await,
-        Action::RemoveVolume(name) => match rt.remove_volume(name).await {
-            Err(RuntimeError::NotFound { .. }) => Ok(()),
-            other => other,
-        },
+        Action::RemoveVolume(name) => rt.remove_volume(name).await,
         Action::Build { spec, .. } => match rt.build_image(spec).await {
             Ok(stream) => forward(stream, index, events).await,
             Err(e) => Err(e),
@@ -170,25 +160,12 @@ async fn run(
             Ok(stream) => forward(stream, index, events).await,
             Err(e) => Err(e),
         },
-        Action::RemoveImage(image) => match rt.remove_image(image, false).await {
-            Err(RuntimeError::NotFound { .. }) => Ok(()),
-            other => other,
-        },
+        Action::RemoveImage(image) => rt.remove_image(image, false).await,
         Action::CreateContainer { spec, .. } => rt.create_container(spec).await.map(|_| ()),
-        Action::ConnectNetwork {
-            container,
-            attachment,
-        } => {
-            rt.connect_network(&attachment.network, container, attachment)
-                .await
-        }
         Action::Start { container, .. } => rt.start_container(container).await,
         Action::Stop {
             container, timeout, ..
-        } => match rt.stop_container(container, *timeout).await {
-            Err(RuntimeError::NotFound { .. }) => Ok(()),
-            other => other,
-        },
+        } => rt.stop_container(container, *timeout).await,
         Action::Restart {
             container, timeout, ..
         } => rt.restart_container(container, *timeout).await,
@@ -199,10 +176,7 @@ async fn run(
         Action::Unpause { container, .. } => rt.unpause_container(container).await,
         Action::Remove {
             container, volumes, ..
-        } => match rt.remove_container(container, true, *volumes).await {
-            Err(RuntimeError::NotFound { .. }) => Ok(()),
-            other => other,
-        },
+        } => rt.remove_container(container, true, *volumes).await,
         Action::WaitHealthy {
             container,
             require_healthcheck,
@@ -236,13 +210,17 @@ async fn run(
             Err(e) => Err(e),
         },
     };
-    r.map_err(|e| {
-        let stale = matches!(
-            e,
-            RuntimeError::NotFound { .. } | RuntimeError::Conflict { .. }
-        );
-        (e.to_string(), stale)
-    })
+    match r {
+        Err(e) if action.already_done(&e) => Ok(()),
+        Err(e) => {
+            let stale = matches!(
+                e,
+                RuntimeError::NotFound { .. } | RuntimeError::Conflict { .. }
+            );
+            Err((e.to_string(), stale))
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Passes the output lines of a build or a pull on as progress, until the
@@ -282,7 +260,7 @@ async fn wait_healthy(
                     "container {container} is unhealthy"
                 )))
             }
-            (ContainerState::Exited | ContainerState::Dead, _) => {
+            (ContainerState::Exited, _) => {
                 return Err(RuntimeError::Engine(format!(
                     "container {container} exited ({})",
                     d.exit_code

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use runtime_shim::{Container, Image, Network, Runtime, RuntimeError, Volume};
+use runtime_shim::{Container, Image, LabelFilter, Network, Runtime, RuntimeError, Volume};
 
 use crate::convert::labels;
 use crate::model::Project;
@@ -12,7 +12,8 @@ use crate::model::Project;
 pub struct Observed {
     /// The project's containers (one-off ones included), running or not.
     pub containers: Vec<Container>,
-    /// Networks the project refers to, by engine name, when they exist.
+    /// Networks the project refers to, and those carrying its label, by
+    /// engine name, when they exist.
     pub networks: BTreeMap<String, Network>,
     /// Volumes the project refers to, by engine name, when they exist.
     pub volumes: BTreeMap<String, Volume>,
@@ -44,18 +45,18 @@ pub async fn observe_containers(
     runtime: &dyn Runtime,
     project: &Project,
 ) -> Result<Observed, RuntimeError> {
-    let filter = [format!("{}={}", labels::PROJECT, project.name)];
+    let filter = [LabelFilter::equals(labels::PROJECT, &project.name)];
     Ok(Observed {
         containers: runtime.list_containers(&filter, true).await?,
         ..Observed::default()
     })
 }
 
-/// Takes the snapshot: containers by project label; the project's networks,
-/// volumes and images by name, all asked for at once.
+/// Takes the snapshot: containers and networks by project label; the
+/// project's networks, volumes and images by name, all asked for at once.
 pub async fn observe(runtime: &dyn Runtime, project: &Project) -> Result<Observed, RuntimeError> {
     use futures_util::future::try_join_all;
-    let filter = [format!("{}={}", labels::PROJECT, project.name)];
+    let filter = [LabelFilter::equals(labels::PROJECT, &project.name)];
     let mut images: Vec<String> = project
         .services
         .iter()
@@ -64,6 +65,7 @@ pub async fn observe(runtime: &dyn Runtime, project: &Project) -> Result<Observe
     images.sort();
     images.dedup();
     let containers = runtime.list_containers(&filter, true);
+    let labelled = runtime.list_networks(&filter);
     let networks = try_join_all(
         project
             .networks
@@ -77,13 +79,14 @@ pub async fn observe(runtime: &dyn Runtime, project: &Project) -> Result<Observe
             .map(|v| runtime.inspect_volume(&v.name)),
     );
     let found = try_join_all(images.iter().map(|i| runtime.inspect_image(i)));
-    let (containers, networks, volumes, found) =
-        futures_util::try_join!(containers, networks, volumes, found)?;
+    let (containers, labelled, networks, volumes, found) =
+        futures_util::try_join!(containers, labelled, networks, volumes, found)?;
     Ok(Observed {
         containers,
         networks: networks
             .into_iter()
             .flatten()
+            .chain(labelled)
             .map(|n| (n.name.clone(), n))
             .collect(),
         volumes: volumes

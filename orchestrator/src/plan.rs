@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use runtime_shim::{
-    BuildSpec, Container, ContainerSpec, ContainerState, NetworkAttachment, NetworkSpec, VolumeSpec,
+    BuildSpec, Container, ContainerSpec, ContainerState, NetworkSpec, RuntimeError, VolumeSpec,
 };
 
 use crate::balancer::{self, BalancerSpec};
@@ -51,13 +51,6 @@ pub enum Action {
         service: String,
         /// The container.
         spec: Box<ContainerSpec>,
-    },
-    /// Attach a created container to one more network.
-    ConnectNetwork {
-        /// The container.
-        container: String,
-        /// The attachment.
-        attachment: NetworkAttachment,
     },
     /// Start a container.
     Start {
@@ -201,8 +194,7 @@ impl Action {
             }
             Action::RemoveImage(i) => format!("Image {i}"),
             Action::CreateContainer { spec, .. } => format!("Container {}", spec.name),
-            Action::ConnectNetwork { container, .. }
-            | Action::Start { container, .. }
+            Action::Start { container, .. }
             | Action::Stop { container, .. }
             | Action::Restart { container, .. }
             | Action::Kill { container, .. }
@@ -213,6 +205,27 @@ impl Action {
             | Action::WaitCompleted { container, .. }
             | Action::Announce { container, .. }
             | Action::Drain { container, .. } => format!("Container {container}"),
+        }
+    }
+
+    /// Whether the runtime's answer `error` means that what the action was
+    /// for holds already: an object to create exists (made concurrently by
+    /// someone else), an object to stop or remove is gone. The executor
+    /// counts the action done; any other error fails it.
+    pub fn already_done(&self, error: &RuntimeError) -> bool {
+        match error {
+            RuntimeError::Conflict { .. } => {
+                matches!(self, Action::CreateNetwork(_) | Action::CreateVolume(_))
+            }
+            RuntimeError::NotFound { .. } => matches!(
+                self,
+                Action::RemoveNetwork(_)
+                    | Action::RemoveVolume(_)
+                    | Action::RemoveImage(_)
+                    | Action::Stop { .. }
+                    | Action::Remove { .. }
+            ),
+            _ => false,
         }
     }
 
@@ -228,7 +241,6 @@ impl Action {
             | Action::Remove { .. } => ("Removing", "Removed"),
             Action::Build { .. } => ("Building", "Built"),
             Action::Pull { .. } => ("Pulling", "Pulled"),
-            Action::ConnectNetwork { .. } => ("Connecting", "Connected"),
             Action::Start { .. } => ("Starting", "Started"),
             Action::Stop { .. } => ("Stopping", "Stopped"),
             Action::Restart { .. } => ("Restarting", "Restarted"),
@@ -260,14 +272,6 @@ impl fmt::Display for Action {
             Action::Pull { image, .. } => write!(f, "pull image {image}"),
             Action::RemoveImage(i) => write!(f, "remove image {i}"),
             Action::CreateContainer { spec, .. } => write!(f, "create container {}", spec.name),
-            Action::ConnectNetwork {
-                container,
-                attachment,
-            } => write!(
-                f,
-                "connect container {container} to network {}",
-                attachment.network
-            ),
             Action::Start { container, .. } => write!(f, "start container {container}"),
             Action::Stop { container, .. } => write!(f, "stop container {container}"),
             Action::Restart { container, .. } => write!(f, "restart container {container}"),
@@ -561,6 +565,9 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Build and pull what the named services depend on too.
     pub with_deps: bool,
+    /// Build arguments given on the command line (`--build-arg`), over the
+    /// file's; `None` unsets one.
+    pub args: BTreeMap<String, Option<String>>,
 }
 
 /// Services named plus, transitively, what they depend on (all when none named).
@@ -630,7 +637,13 @@ pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions
         let image = convert::image_name(project, name, s);
         let present = observed.images.contains_key(&image);
         let policy = s.pull_policy.as_str();
-        if let Some(spec) = convert::build_spec(project, name, s, options.no_cache) {
+        if let Some(mut spec) = convert::build_spec(project, name, s, options.no_cache) {
+            for (key, value) in &options.args {
+                match value {
+                    Some(v) => spec.args.insert(key.clone(), v.clone()),
+                    None => spec.args.remove(key),
+                };
+            }
             if options.never || (present && !options.always && policy != "build") {
                 continue;
             }
@@ -1088,12 +1101,7 @@ impl UpPlanner<'_> {
                 .collect(),
             env_files: self.options.env_files.clone(),
         };
-        let mut spec = convert::container_spec(self.project, name, service, number, &ctx);
-        let extra: Vec<NetworkAttachment> = if spec.networks.len() > 1 {
-            spec.networks.split_off(1)
-        } else {
-            Vec::new()
-        };
+        let spec = convert::container_spec(self.project, name, service, number, &ctx);
         let container = spec.name.clone();
         let mut after = after;
         after.extend(self.infra.iter().copied());
@@ -1115,21 +1123,10 @@ impl UpPlanner<'_> {
             reason.clone(),
             after,
         );
-        let mut last = created;
-        for attachment in extra {
-            last = self.plan.push(
-                Action::ConnectNetwork {
-                    container: container.clone(),
-                    attachment,
-                },
-                reason.clone(),
-                vec![last],
-            );
-        }
         if self.options.no_start {
-            return Some(last);
+            return Some(created);
         }
-        let mut start_after = vec![last];
+        let mut start_after = vec![created];
         start_after.extend(self.start_prerequisites(service));
         Some(self.plan.push(
             Action::Start {
@@ -1172,11 +1169,38 @@ pub struct DownOptions {
     pub remove_orphans: bool,
     /// Seconds to wait when stopping.
     pub timeout: Option<i64>,
+    /// Only these services' containers; networks, volumes and images stay,
+    /// as other services may use them. Empty for the whole project.
+    pub services: Vec<String>,
 }
 
 /// Plans `down`: containers stopped and removed (dependants first), then
-/// networks, volumes and images.
+/// networks, volumes and images. Without a compose file (a project named by
+/// `-p` alone), its networks are those observed with its label.
 pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) -> Plan {
+    let mut plan = plan_down_all(project, observed, options);
+    if !options.services.is_empty() {
+        let keep: BTreeSet<String> = observed
+            .containers
+            .iter()
+            .filter(|c| {
+                c.labels
+                    .get(labels::SERVICE)
+                    .is_some_and(|s| options.services.contains(s))
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        plan = plan.without(|o| match &o.action {
+            Action::Stop { container, .. } | Action::Remove { container, .. } => {
+                !keep.contains(container)
+            }
+            _ => true,
+        });
+    }
+    plan
+}
+
+fn plan_down_all(project: &Project, observed: &Observed, options: &DownOptions) -> Plan {
     let mut plan = Plan::default();
     let known =
         |s: &str| project.services.contains_key(s) || project.disabled_services.contains_key(s);
@@ -1256,6 +1280,17 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
             removed.clone(),
         );
     }
+    if project.services.is_empty() && project.networks.is_empty() {
+        for (name, n) in &observed.networks {
+            if n.labels.get(labels::PROJECT) == Some(&project.name) {
+                plan.push(
+                    Action::RemoveNetwork(name.clone()),
+                    "network of the project".to_string(),
+                    removed.clone(),
+                );
+            }
+        }
+    }
     if options.volumes {
         for (key, v) in &project.volumes {
             if v.external || !observed.volumes.contains_key(&v.name) {
@@ -1286,6 +1321,63 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
                 removed.clone(),
             );
         }
+    }
+    plan
+}
+
+/// Plans `up --wait`: every container of the services (all when none are
+/// named) healthy, or running when it has no health check.
+pub fn plan_wait(project: &Project, observed: &Observed, services: &[String]) -> Plan {
+    let mut plan = Plan::default();
+    for c in target_containers(observed, services) {
+        let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
+        if !project.services.contains_key(&service) {
+            continue;
+        }
+        plan.push(
+            Action::WaitHealthy {
+                service,
+                container: c.name.clone(),
+                require_healthcheck: false,
+            },
+            "--wait".to_string(),
+            vec![],
+        );
+    }
+    plan
+}
+
+/// Options of `pull`.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Services whose images to pull; empty for all.
+    pub services: Vec<String>,
+    /// Leave out services that have a build section.
+    pub ignore_buildable: bool,
+}
+
+/// Plans `pull`: each image named by a selected service, once.
+pub fn plan_pull(project: &Project, options: &PullOptions) -> Plan {
+    let mut plan = Plan::default();
+    let mut seen = BTreeSet::new();
+    for (name, s) in &project.services {
+        if !options.services.is_empty() && !options.services.contains(name) {
+            continue;
+        }
+        if s.image.is_empty()
+            || (options.ignore_buildable && s.build.is_some())
+            || !seen.insert(s.image.clone())
+        {
+            continue;
+        }
+        plan.push(
+            Action::Pull {
+                service: name.clone(),
+                image: s.image.clone(),
+            },
+            "pull requested".to_string(),
+            vec![],
+        );
     }
     plan
 }

@@ -6,11 +6,10 @@
 //! requests are built from rcompose's types and answers converted back.
 //!
 //! Things a caller must know:
-//! - **Networks.** A container is created attached to the *first* entry of
-//!   [`ContainerSpec::networks`] only (API 1.41 accepts a single endpoint at
-//!   creation); connect it to the others with [`Runtime::connect_network`]
-//!   before starting it. When [`ContainerSpec::network_mode`] is empty the
-//!   network mode is that first network.
+//! - **Networks.** API 1.41 accepts a single endpoint at creation: a
+//!   container is created on the *first* entry of [`ContainerSpec::networks`]
+//!   (its network mode) and connected to the others before `create_container`
+//!   returns; if a connection fails, the container is removed again.
 //! - **Mounts.** A bind mount with `create_host_path = false` goes through the
 //!   engine's `Mounts` API, which fails when the host path is missing; one
 //!   with `create_host_path = true` (or with an SELinux relabel option, which
@@ -42,8 +41,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
@@ -53,11 +52,14 @@ use bollard::{BollardRequest, Docker};
 use futures_util::{stream, StreamExt};
 use tokio::sync::mpsc;
 
+use crate::context::{plan_context, write_context};
 use crate::{
-    BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerSpec, ContainerState,
-    Event, ExecSpec, Health, HealthcheckSpec, Image, LogLine, LogOptions, Mount, Network,
-    NetworkAttachment, NetworkSpec, PublishedPort, Result, Runtime, RuntimeError, Session, Stats,
-    Volume, VolumeSpec,
+    Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
+    ContainerSpec, ContainerState, Device, EventKind, Exec, ExecSpec, ExtraHost, Health,
+    HealthTest, HealthcheckSpec, HostPort, Image, LabelFilter, LogLine, LogOptions, Logs, Monitor,
+    Mount, Namespace, Network, NetworkAttachment, NetworkMode, NetworkSpec, Process, Protocol,
+    PublishedPort, RestartPolicy, Result, Runtime, RuntimeError, Session, Stats, Status, Volume,
+    VolumeSpec, VolumesFrom,
 };
 
 /// Where the engine is when `DOCKER_HOST` is unset.
@@ -161,6 +163,25 @@ impl DockerRuntime {
     }
 
     /// A client whose calls may take `secs` seconds.
+    /// Connects a created container to one more network.
+    async fn connect_network(&self, container: &str, attachment: &NetworkAttachment) -> Result<()> {
+        let network = attachment.network.as_str();
+        if !attachment.mac_address.is_empty() && self.api < API_1_44 {
+            return Err(RuntimeError::Engine(format!(
+                "a MAC address on network {network} requires Docker Engine API {API_1_44} or later (the engine speaks {}); only the first network can have one at creation",
+                self.api
+            )));
+        }
+        let request = m::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: Some(endpoint_settings(attachment, self.api)?),
+        };
+        self.docker
+            .connect_network(network, request)
+            .await
+            .map_err(err("network", network))
+    }
+
     fn patient(&self, secs: u64) -> Docker {
         self.docker.clone().with_timeout(Duration::from_secs(secs))
     }
@@ -335,11 +356,18 @@ fn sorted(map: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
     map.unwrap_or_default().into_iter().collect()
 }
 
-/// Label filters (`key` or `key=value`) as the engine's `filters` parameter.
-fn label_filters(filter: &[String]) -> HashMap<String, Vec<String>> {
+/// Label filters as the engine's `filters` parameter (`key` or `key=value`).
+fn label_filters(filter: &[LabelFilter]) -> HashMap<String, Vec<String>> {
     let mut filters = HashMap::new();
     if !filter.is_empty() {
-        filters.insert("label".to_string(), filter.to_vec());
+        let labels = filter
+            .iter()
+            .map(|f| match &f.value {
+                Some(v) => format!("{}={v}", f.key),
+                None => f.key.clone(),
+            })
+            .collect();
+        filters.insert("label".to_string(), labels);
     }
     filters
 }
@@ -445,99 +473,75 @@ struct CreateRequest {
     config_mac: Option<String>,
 }
 
-/// Expands `port[-end][/proto]` into `port/proto` keys.
-fn expand_ports(spec: &str) -> Result<Vec<String>> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) if !proto.is_empty() => (p, proto),
-        Some((p, _)) => (p, "tcp"),
-        None => (spec, "tcp"),
-    };
-    let bad = || RuntimeError::Engine(format!("invalid port {spec:?}"));
-    let (start, end) = match ports.split_once('-') {
-        Some((a, b)) => (
-            a.trim().parse::<u16>().map_err(|_| bad())?,
-            b.trim().parse::<u16>().map_err(|_| bad())?,
-        ),
-        None => {
-            let p = ports.trim().parse::<u16>().map_err(|_| bad())?;
-            (p, p)
-        }
-    };
-    if end < start {
-        return Err(bad());
+fn port_key(port: u16, protocol: Protocol) -> String {
+    format!("{port}/{protocol}")
+}
+
+fn host_port(port: HostPort) -> String {
+    match port {
+        HostPort::Any => String::new(),
+        HostPort::Fixed(p) => p.to_string(),
+        HostPort::Range(a, b) => format!("{a}-{b}"),
     }
-    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
-fn port_key(port: u16, protocol: &str) -> String {
-    let proto = if protocol.is_empty() { "tcp" } else { protocol };
-    format!("{port}/{proto}")
-}
-
-/// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
-fn restart_policy(s: &str) -> Result<Option<m::RestartPolicy>> {
+fn restart_policy(policy: RestartPolicy) -> m::RestartPolicy {
     use m::RestartPolicyNameEnum as N;
-    let (name, count) = match s {
-        "" => return Ok(None),
-        "no" => (N::NO, None),
-        "always" => (N::ALWAYS, None),
-        "unless-stopped" => (N::UNLESS_STOPPED, None),
-        "on-failure" => (N::ON_FAILURE, None),
-        other => match other.strip_prefix("on-failure:") {
-            Some(n) => match n.trim().parse::<i64>() {
-                Ok(n) if n >= 0 => (N::ON_FAILURE, Some(n)),
-                _ => {
-                    return Err(RuntimeError::Engine(format!(
-                        "invalid restart policy {other:?}: maximum retry count must be a non-negative integer"
-                    )))
-                }
-            },
-            None => {
-                return Err(RuntimeError::Engine(format!(
-                    "invalid restart policy {other:?}"
-                )))
-            }
-        },
+    let (name, count) = match policy {
+        RestartPolicy::No => (N::NO, None),
+        RestartPolicy::Always => (N::ALWAYS, None),
+        RestartPolicy::UnlessStopped => (N::UNLESS_STOPPED, None),
+        RestartPolicy::OnFailure { max_retries } => (N::ON_FAILURE, max_retries.map(i64::from)),
     };
-    Ok(Some(m::RestartPolicy {
+    m::RestartPolicy {
         name: Some(name),
         maximum_retry_count: count,
-    }))
+    }
 }
 
-/// `host[:container[:perms]]`, as the Docker CLI parses `--device`.
-fn device_mapping(device: &str) -> Result<m::DeviceMapping> {
-    let valid_perms =
-        |p: &str| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
-    let parts: Vec<&str> = device.split(':').collect();
-    let (src, dst, perms) = match parts.as_slice() {
-        [src] => (*src, *src, "rwm"),
-        [src, second] if valid_perms(second) => (*src, *src, *second),
-        [src, dst] => (*src, *dst, "rwm"),
-        [src, dst, perms] if valid_perms(perms) => (*src, *dst, *perms),
-        _ => {
-            return Err(RuntimeError::Engine(format!(
-                "invalid device specification: {device}"
-            )))
-        }
-    };
-    if src.is_empty() {
-        return Err(RuntimeError::Engine(format!(
-            "invalid device specification: {device}"
-        )));
+fn device_mapping(device: &Device) -> m::DeviceMapping {
+    m::DeviceMapping {
+        path_on_host: Some(device.host_path.clone()),
+        path_in_container: Some(device.container_path.clone()),
+        cgroup_permissions: Some(device.permissions.clone()),
     }
-    Ok(m::DeviceMapping {
-        path_on_host: Some(src.to_string()),
-        path_in_container: Some(if dst.is_empty() { src } else { dst }.to_string()),
-        cgroup_permissions: Some(perms.to_string()),
+}
+
+/// `host:ip`, the engine's form.
+fn extra_host(entry: &ExtraHost) -> String {
+    format!("{}:{}", entry.name, entry.address)
+}
+
+/// The engine's `IpcMode` or `PidMode`.
+fn namespace_mode(ns: &Namespace) -> Option<String> {
+    Some(match ns {
+        Namespace::Default => return None,
+        Namespace::Private => "private".into(),
+        Namespace::Shareable => "shareable".into(),
+        Namespace::None => "none".into(),
+        Namespace::Host => "host".into(),
+        Namespace::Container(c) => format!("container:{c}"),
     })
 }
 
-/// `host:ip` (the engine's form) from `host:ip` or `host=ip`.
-fn extra_host(entry: &str) -> String {
-    match entry.split_once('=') {
-        Some((host, ip)) if !host.contains(':') => format!("{host}:{ip}"),
-        _ => entry.to_string(),
+fn volumes_from(v: &VolumesFrom) -> String {
+    if v.read_only {
+        format!("{}:ro", v.container)
+    } else {
+        v.container.clone()
+    }
+}
+
+fn health_test(test: &HealthTest) -> Option<Vec<String>> {
+    match test {
+        HealthTest::Inherit => None,
+        HealthTest::Disabled => Some(vec!["NONE".into()]),
+        HealthTest::Exec(args) => Some(
+            std::iter::once("CMD".to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+        ),
+        HealthTest::Shell(line) => Some(vec!["CMD-SHELL".into(), line.clone()]),
     }
 }
 
@@ -548,7 +552,7 @@ fn healthcheck(h: &HealthcheckSpec, api: ApiVersion) -> Result<m::HealthConfig> 
         )));
     }
     Ok(m::HealthConfig {
-        test: nonempty_vec(&h.test),
+        test: health_test(&h.test),
         interval: nonzero(h.interval_ns),
         timeout: nonzero(h.timeout_ns),
         retries: nonzero(h.retries),
@@ -700,13 +704,11 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
         }
     };
     for e in &spec.exposed {
-        for key in expand_ports(e)? {
-            push_exposed(key);
-        }
+        push_exposed(port_key(e.port, e.protocol));
     }
     let mut bindings: m::PortMap = HashMap::new();
     for p in &spec.ports {
-        let key = port_key(p.container_port, &p.protocol);
+        let key = port_key(p.container_port, p.protocol);
         push_exposed(key.clone());
         bindings
             .entry(key)
@@ -714,26 +716,24 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
             .get_or_insert_with(Vec::new)
             .push(m::PortBinding {
                 host_ip: Some(p.host_ip.clone()),
-                host_port: Some(p.host_port.clone()),
+                host_port: Some(host_port(p.host_port)),
             });
     }
 
     let (binds, mount_list) = mounts(&spec.mounts, api)?;
 
-    // Networks: the first attachment at creation, the others by the caller.
-    let mut network_disabled = None;
-    let network_mode = match spec.network_mode.as_str() {
-        "" => spec.networks.first().map(|n| n.network.clone()),
-        "disabled" => {
-            network_disabled = Some(true);
-            Some("none".to_string())
-        }
-        mode => Some(mode.to_string()),
+    // Networks: the first attachment at creation, the others connected after.
+    let network_mode = match &spec.network_mode {
+        NetworkMode::Attachments => spec.networks.first().map(|n| n.network.clone()),
+        NetworkMode::Host => Some("host".into()),
+        NetworkMode::None => Some("none".into()),
+        NetworkMode::Container(c) => Some(format!("container:{c}")),
+        NetworkMode::Network(n) => Some(n.clone()),
     };
     let primary = spec
         .networks
         .first()
-        .filter(|n| spec.network_mode.is_empty() || spec.network_mode == n.network);
+        .filter(|_| spec.network_mode == NetworkMode::Attachments);
     let mut links = None;
     let networking_config = match primary {
         Some(att) => {
@@ -762,11 +762,7 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
             config: nonempty_map(&spec.log_opts),
         }
     });
-    let devices = spec
-        .devices
-        .iter()
-        .map(|d| device_mapping(d))
-        .collect::<Result<Vec<_>>>()?;
+    let devices: Vec<m::DeviceMapping> = spec.devices.iter().map(device_mapping).collect();
     let ulimits: Vec<m::ResourcesUlimits> = spec
         .ulimits
         .iter()
@@ -782,7 +778,7 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
         mounts: (!mount_list.is_empty()).then_some(mount_list),
         network_mode,
         port_bindings: (!bindings.is_empty()).then_some(bindings),
-        restart_policy: restart_policy(&spec.restart)?,
+        restart_policy: spec.restart.map(restart_policy),
         init: spec.init,
         readonly_rootfs: spec.read_only.then_some(true),
         privileged: spec.privileged.then_some(true),
@@ -793,7 +789,7 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
         ulimits: (!ulimits.is_empty()).then_some(ulimits),
         sysctls: nonempty_map(&spec.sysctls),
         extra_hosts: (!spec.extra_hosts.is_empty())
-            .then(|| spec.extra_hosts.iter().map(|h| extra_host(h)).collect()),
+            .then(|| spec.extra_hosts.iter().map(extra_host).collect()),
         dns: nonempty_vec(&spec.dns),
         dns_options: nonempty_vec(&spec.dns_opt),
         dns_search: nonempty_vec(&spec.dns_search),
@@ -806,12 +802,13 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
         pids_limit: nonzero(spec.pids_limit),
         shm_size: nonzero(spec.shm_size),
         log_config,
-        ipc_mode: nonempty(&spec.ipc),
-        pid_mode: nonempty(&spec.pid),
+        ipc_mode: namespace_mode(&spec.ipc),
+        pid_mode: namespace_mode(&spec.pid),
         devices: (!devices.is_empty()).then_some(devices),
         group_add: nonempty_vec(&spec.group_add),
         runtime: nonempty(&spec.runtime),
-        volumes_from: nonempty_vec(&spec.volumes_from),
+        volumes_from: (!spec.volumes_from.is_empty())
+            .then(|| spec.volumes_from.iter().map(volumes_from).collect()),
         oom_kill_disable: spec.oom_kill_disable.then_some(true),
         oom_score_adj: nonzero(spec.oom_score_adj),
         userns_mode: nonempty(&spec.userns_mode),
@@ -842,7 +839,6 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
             .map(|h| healthcheck(h, api))
             .transpose()?,
         working_dir: nonempty(&spec.working_dir),
-        network_disabled,
         labels: nonempty_map(&spec.labels),
         stop_signal: nonempty(&spec.stop_signal),
         stop_timeout: spec.stop_timeout,
@@ -856,15 +852,93 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
 // ---------------------------------------------------------------------------
 // Containers: engine answers to rcompose's types
 
-fn container_state(s: Option<String>) -> ContainerState {
-    ContainerState::parse(s.as_deref().unwrap_or(""))
+/// The engine's state word in rcompose's terms; what rcompose has no state
+/// for (`removing`, `dead`) is stopped, with the engine's word as detail.
+fn container_state(word: Option<String>) -> (ContainerState, Option<String>) {
+    match word.as_deref().unwrap_or("") {
+        "created" => (ContainerState::Created, None),
+        "running" => (ContainerState::Running, None),
+        "paused" => (ContainerState::Paused, None),
+        "restarting" => (ContainerState::Restarting, None),
+        "exited" => (ContainerState::Exited, None),
+        "removing" => (ContainerState::Exited, Some("Removal In Progress".into())),
+        "dead" => (ContainerState::Exited, Some("Dead".into())),
+        other => (ContainerState::Exited, Some(other.to_string())),
+    }
+}
+
+/// Seconds from the engine's human duration (`3 seconds`, `About a minute`,
+/// `Less than a second` ...), the inverse of what it printed.
+fn human_seconds(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let fixed = match text {
+        "Less than a second" => Some(0),
+        "About a minute" => Some(60),
+        "About an hour" => Some(3600),
+        _ => None,
+    };
+    if fixed.is_some() {
+        return fixed;
+    }
+    let (n, unit) = text.split_once(' ')?;
+    let n: i64 = n.parse().ok()?;
+    let unit = match unit.trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "week" => 7 * 86_400,
+        "month" => 30 * 86_400,
+        "year" => 365 * 86_400,
+        _ => return None,
+    };
+    Some(n * unit)
+}
+
+/// A listed container's status from the engine's text (`Up 3 seconds
+/// (healthy)`, `Exited (3) 5 minutes ago`): the list carries no times.
+fn status_from_text(text: &str, now: i64, detail: Option<String>) -> Status {
+    let mut status = Status {
+        detail,
+        ..Status::default()
+    };
+    if let Some(rest) = text.strip_prefix("Up ") {
+        let (duration, note) = match rest.split_once(" (") {
+            Some((d, note)) => (d, note.trim_end_matches(')')),
+            None => (rest, ""),
+        };
+        status.since = human_seconds(duration).map_or(0, |s| now - s);
+        status.health = match note {
+            "healthy" => Health::Healthy,
+            "unhealthy" => Health::Unhealthy,
+            "health: starting" => Health::Starting,
+            _ => Health::None,
+        };
+    } else if let Some(rest) = text
+        .strip_prefix("Exited (")
+        .or_else(|| text.strip_prefix("Restarting ("))
+    {
+        if let Some((code, ago)) = rest.split_once(") ") {
+            status.exit_code = code.parse().unwrap_or(0);
+            status.since = human_seconds(ago.trim_end_matches(" ago")).map_or(0, |s| now - s);
+        }
+    }
+    status
+}
+
+fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn published_ports(map: Option<m::PortMap>) -> Vec<PublishedPort> {
     let mut ports = Vec::new();
     for (key, bindings) in map.unwrap_or_default() {
         let (port, protocol) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-        let Ok(container_port) = port.parse::<u16>() else {
+        let (Ok(container_port), Some(protocol)) = (port.parse::<u16>(), Protocol::parse(protocol))
+        else {
             continue;
         };
         match bindings {
@@ -878,7 +952,7 @@ fn published_ports(map: Option<m::PortMap>) -> Vec<PublishedPort> {
                             .and_then(|p| p.parse().ok())
                             .unwrap_or(0),
                         container_port,
-                        protocol: protocol.to_string(),
+                        protocol,
                     });
                 }
             }
@@ -886,7 +960,7 @@ fn published_ports(map: Option<m::PortMap>) -> Vec<PublishedPort> {
                 host_ip: String::new(),
                 host_port: 0,
                 container_port,
-                protocol: protocol.to_string(),
+                protocol,
             }),
         }
     }
@@ -912,9 +986,8 @@ fn container_from_summary(c: m::ContainerSummary) -> Container {
             container_port: p.private_port,
             protocol: p
                 .typ
-                .map(|t| t.to_string())
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| "tcp".into()),
+                .and_then(|t| Protocol::parse(t.as_ref()))
+                .unwrap_or_default(),
         })
         .collect();
     ports.sort();
@@ -925,6 +998,8 @@ fn container_from_summary(c: m::ContainerSummary) -> Container {
         .map(|n| n.into_keys().collect())
         .unwrap_or_default();
     networks.sort();
+    let (state, detail) = container_state(c.state.map(|s| s.to_string()));
+    let status = status_from_text(c.status.as_deref().unwrap_or(""), now_seconds(), detail);
     Container {
         id: c.id.unwrap_or_default(),
         name,
@@ -932,8 +1007,8 @@ fn container_from_summary(c: m::ContainerSummary) -> Container {
         image_id: c.image_id.unwrap_or_default(),
         command: c.command.unwrap_or_default(),
         labels: sorted(c.labels),
-        state: container_state(c.state.map(|s| s.to_string())),
-        status: c.status.unwrap_or_default(),
+        state,
+        status,
         created: c.created.unwrap_or(0),
         ports,
         networks,
@@ -974,7 +1049,7 @@ fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
         command.push(' ');
         command.push_str(&arg);
     }
-    let status = container_state(state.status.map(|s| s.to_string()));
+    let (container_state, detail) = container_state(state.status.map(|s| s.to_string()));
     let health = match state
         .health
         .and_then(|h| h.status)
@@ -998,8 +1073,23 @@ fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
             image_id: i.image.unwrap_or_default(),
             command,
             labels: sorted(config.labels),
-            state: status,
-            status: status.as_str().to_string(),
+            state: container_state,
+            status: Status {
+                since: epoch_seconds(
+                    if matches!(
+                        container_state,
+                        ContainerState::Running | ContainerState::Paused
+                    ) {
+                        state.started_at.as_deref()
+                    } else {
+                        state.finished_at.as_deref()
+                    },
+                )
+                .max(0),
+                exit_code: state.exit_code.unwrap_or(0),
+                health,
+                detail,
+            },
             created: epoch_seconds(i.created.as_deref()),
             ports: published_ports(settings.ports),
             networks,
@@ -1021,15 +1111,47 @@ fn log_line(out: bollard::container::LogOutput) -> LogLine {
     }
 }
 
-fn event_from(e: m::EventMessage) -> Event {
+/// A container event in rcompose's terms; `None` for what rcompose does
+/// not follow (exec sessions, attaches, archive copies ...).
+fn event_from(e: m::EventMessage) -> Option<ContainerEvent> {
     let actor = e.actor.unwrap_or_default();
-    Event {
-        time: e.time.unwrap_or(0),
-        kind: e.typ.map(|t| t.to_string()).unwrap_or_default(),
-        action: e.action.unwrap_or_default(),
+    // The engine mixes the container's labels with a few attributes of its own.
+    let mut labels = sorted(actor.attributes);
+    let name = labels.remove("name").unwrap_or_default();
+    let image = labels.remove("image").unwrap_or_default();
+    let exit_code = labels.remove("exitCode");
+    let signal = labels.remove("signal");
+    let action = e.action.unwrap_or_default();
+    let kind = match action.as_str() {
+        "create" => EventKind::Created,
+        "start" => EventKind::Started,
+        "kill" => EventKind::Killed {
+            signal: signal.and_then(|s| s.parse().ok()),
+        },
+        "die" => EventKind::Died {
+            exit_code: exit_code.and_then(|c| c.parse().ok()).unwrap_or(0),
+        },
+        "stop" => EventKind::Stopped,
+        "oom" => EventKind::OutOfMemory,
+        "pause" => EventKind::Paused,
+        "unpause" => EventKind::Unpaused,
+        "rename" => EventKind::Renamed,
+        "destroy" => EventKind::Removed,
+        "health_status: healthy" => EventKind::Health(Health::Healthy),
+        "health_status: unhealthy" => EventKind::Health(Health::Unhealthy),
+        "health_status: starting" => EventKind::Health(Health::Starting),
+        _ => return None,
+    };
+    Some(ContainerEvent {
+        time_nanos: e
+            .time_nano
+            .unwrap_or_else(|| e.time.unwrap_or(0).saturating_mul(1_000_000_000)),
         id: actor.id.unwrap_or_default(),
-        attributes: sorted(actor.attributes),
-    }
+        name,
+        image,
+        labels,
+        kind,
+    })
 }
 
 fn network_from(n: m::Network) -> Network {
@@ -1102,423 +1224,7 @@ impl LineSplitter {
 }
 
 // ---------------------------------------------------------------------------
-// Build contexts
-
-/// One pattern of a `.dockerignore` file.
-#[derive(Debug, Clone)]
-struct IgnorePattern {
-    exclusion: bool,
-    tokens: Vec<Token>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Char(char),
-    /// `*`: any run of characters but `/`.
-    Star,
-    /// `?`: one character but `/`.
-    Any,
-    /// `[...]`: a character class.
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-    /// `**/` or `**` followed by more: any run of whole directories, or none.
-    Dirs,
-    /// `**` at the end: anything.
-    Rest,
-}
-
-/// `.dockerignore` patterns, matched as Docker's `patternmatcher` does:
-/// later patterns override earlier ones, `!` re-includes, a pattern that
-/// matches a directory matches everything under it.
-#[derive(Debug, Clone, Default)]
-struct IgnoreMatcher {
-    patterns: Vec<IgnorePattern>,
-}
-
-/// A path cleaned as Go's `filepath.Clean` does.
-fn clean_path(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    let joined = out.join("/");
-    if rooted {
-        format!("/{joined}")
-    } else if joined.is_empty() {
-        ".".to_string()
-    } else {
-        joined
-    }
-}
-
-impl IgnoreMatcher {
-    /// Reads the patterns of a `.dockerignore` file.
-    fn parse(content: &str) -> Result<IgnoreMatcher> {
-        let mut patterns = Vec::new();
-        let content = content.strip_prefix('\u{feff}').unwrap_or(content);
-        for line in content.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let (exclusion, pattern) = match line.strip_prefix('!') {
-                Some(rest) => (true, rest.trim()),
-                None => (false, line),
-            };
-            if exclusion && pattern.is_empty() {
-                return Err(RuntimeError::Engine(
-                    "illegal exclusion pattern \"!\" in .dockerignore".into(),
-                ));
-            }
-            patterns.push(Self::pattern(pattern, exclusion)?);
-        }
-        Ok(IgnoreMatcher { patterns })
-    }
-
-    fn pattern(pattern: &str, exclusion: bool) -> Result<IgnorePattern> {
-        let mut cleaned = clean_path(pattern);
-        if cleaned.len() > 1 && cleaned.starts_with('/') {
-            cleaned.remove(0);
-        }
-        Ok(IgnorePattern {
-            exclusion,
-            tokens: tokenize(&cleaned).ok_or_else(|| {
-                RuntimeError::Engine(format!("syntax error in .dockerignore pattern {pattern:?}"))
-            })?,
-        })
-    }
-
-    /// Adds a pattern at the end (for the files that are always sent).
-    fn push(&mut self, pattern: &str, exclusion: bool) -> Result<()> {
-        self.patterns.push(Self::pattern(pattern, exclusion)?);
-        Ok(())
-    }
-
-    fn has_exclusions(&self) -> bool {
-        self.patterns.iter().any(|p| p.exclusion)
-    }
-
-    /// Whether `path` (relative, `/`-separated) is left out of the context.
-    fn excluded(&self, path: &str) -> bool {
-        let file: Vec<char> = path.chars().collect();
-        let parents: Vec<&str> = match path.rfind('/') {
-            Some(i) => path[..i].split('/').collect(),
-            None => Vec::new(),
-        };
-        let mut matched = false;
-        for p in &self.patterns {
-            if p.exclusion != matched {
-                continue;
-            }
-            let mut hit = match_tokens(&p.tokens, &file);
-            if !hit {
-                for i in 0..parents.len() {
-                    let parent: Vec<char> = parents[..=i].join("/").chars().collect();
-                    if match_tokens(&p.tokens, &parent) {
-                        hit = true;
-                        break;
-                    }
-                }
-            }
-            if hit {
-                matched = !p.exclusion;
-            }
-        }
-        matched
-    }
-}
-
-/// The tokens of a cleaned pattern, or `None` for a malformed one.
-fn tokenize(pattern: &str) -> Option<Vec<Token>> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        i += 1;
-        match c {
-            '*' if chars.get(i) == Some(&'*') => {
-                i += 1;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                tokens.push(if i >= chars.len() {
-                    Token::Rest
-                } else {
-                    Token::Dirs
-                });
-            }
-            '*' => tokens.push(Token::Star),
-            '?' => tokens.push(Token::Any),
-            '\\' => match chars.get(i) {
-                Some(&next) => {
-                    tokens.push(Token::Char(next));
-                    i += 1;
-                }
-                None => tokens.push(Token::Char('\\')),
-            },
-            '[' => {
-                let mut negated = false;
-                if chars.get(i) == Some(&'^') {
-                    negated = true;
-                    i += 1;
-                }
-                let mut ranges = Vec::new();
-                let mut closed = false;
-                while i < chars.len() {
-                    let mut lo = chars[i];
-                    i += 1;
-                    if lo == ']' && !ranges.is_empty() {
-                        closed = true;
-                        break;
-                    }
-                    if lo == '\\' {
-                        lo = *chars.get(i)?;
-                        i += 1;
-                    }
-                    let mut hi = lo;
-                    if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|c| *c != ']') {
-                        hi = chars[i + 1];
-                        i += 2;
-                        if hi == '\\' {
-                            hi = *chars.get(i)?;
-                            i += 1;
-                        }
-                        if hi < lo {
-                            return None;
-                        }
-                    }
-                    ranges.push((lo, hi));
-                }
-                if !closed {
-                    return None;
-                }
-                tokens.push(Token::Class { negated, ranges });
-            }
-            other => tokens.push(Token::Char(other)),
-        }
-    }
-    Some(tokens)
-}
-
-fn match_tokens(tokens: &[Token], s: &[char]) -> bool {
-    let Some((token, rest)) = tokens.split_first() else {
-        return s.is_empty();
-    };
-    match token {
-        Token::Char(c) => s.first() == Some(c) && match_tokens(rest, &s[1..]),
-        Token::Any => s.first().is_some_and(|c| *c != '/') && match_tokens(rest, &s[1..]),
-        Token::Class { negated, ranges } => {
-            s.first()
-                .is_some_and(|c| ranges.iter().any(|(lo, hi)| (lo..=hi).contains(&c)) != *negated)
-                && match_tokens(rest, &s[1..])
-        }
-        Token::Star => {
-            for i in 0..=s.len() {
-                if match_tokens(rest, &s[i..]) {
-                    return true;
-                }
-                if i < s.len() && s[i] == '/' {
-                    return false;
-                }
-            }
-            false
-        }
-        Token::Rest => (0..=s.len()).any(|i| match_tokens(rest, &s[i..])),
-        Token::Dirs => {
-            match_tokens(rest, s)
-                || (0..s.len()).any(|i| s[i] == '/' && match_tokens(rest, &s[i + 1..]))
-        }
-    }
-}
-
-/// What goes into the build context archive.
-#[derive(Debug)]
-struct ContextPlan {
-    root: PathBuf,
-    /// Paths relative to the root, `/`-separated, in walking order.
-    entries: Vec<String>,
-    /// Files made up for the build (an inline or outside Dockerfile, the
-    /// `.dockerignore` that hides it): name and content.
-    generated: Vec<(String, Vec<u8>)>,
-    /// The Dockerfile's name inside the archive.
-    dockerfile: String,
-}
-
-/// A name for a generated Dockerfile, unique enough within one context.
-fn generated_dockerfile_name() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        ".dockerfile.{:08x}{:012x}",
-        std::process::id(),
-        nanos & 0xffff_ffff_ffff
-    )
-}
-
-/// Decides the archive's content: walks the context honouring `.dockerignore`
-/// and places the Dockerfile (as the Docker CLI does: a Dockerfile given
-/// inline or outside the context is added under a generated name, which is
-/// also added to `.dockerignore` so that `COPY . .` leaves it out).
-fn plan_context(spec: &BuildSpec) -> Result<ContextPlan> {
-    let context = if spec.context.is_empty() {
-        "."
-    } else {
-        spec.context.as_str()
-    };
-    if context.contains("://") || context.starts_with("git@") {
-        return Err(RuntimeError::Engine(format!(
-            "remote build contexts are not supported: {context}"
-        )));
-    }
-    let root = std::fs::canonicalize(context).map_err(|e| {
-        RuntimeError::Engine(format!("unable to prepare context: path {context:?}: {e}"))
-    })?;
-    if !root.is_dir() {
-        return Err(RuntimeError::Engine(format!(
-            "unable to prepare context: {context:?} is not a directory"
-        )));
-    }
-    let read_err = |path: &Path, e: io::Error| {
-        RuntimeError::Engine(format!("cannot read {}: {e}", path.display()))
-    };
-
-    let ignore_path = root.join(".dockerignore");
-    let ignore_content = match std::fs::read_to_string(&ignore_path) {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(read_err(&ignore_path, e)),
-    };
-    let mut matcher = IgnoreMatcher::parse(ignore_content.as_deref().unwrap_or(""))?;
-
-    let mut generated = Vec::new();
-    let dockerfile = if !spec.dockerfile_inline.is_empty() {
-        let name = generated_dockerfile_name();
-        generated.push((name.clone(), spec.dockerfile_inline.clone().into_bytes()));
-        name
-    } else {
-        let given = if spec.dockerfile.is_empty() {
-            "Dockerfile"
-        } else {
-            spec.dockerfile.as_str()
-        };
-        let mut path = root.join(given);
-        if spec.dockerfile.is_empty() && !path.exists() && root.join("dockerfile").exists() {
-            path = root.join("dockerfile");
-        }
-        if !path.is_file() {
-            return Err(RuntimeError::Engine(format!(
-                "Cannot locate specified Dockerfile: {given}"
-            )));
-        }
-        let real = std::fs::canonicalize(&path).map_err(|e| read_err(&path, e))?;
-        match real.strip_prefix(&root) {
-            Ok(rel) => rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join("/"),
-            Err(_) => {
-                let name = generated_dockerfile_name();
-                let content = std::fs::read(&real).map_err(|e| read_err(&real, e))?;
-                generated.push((name.clone(), content));
-                name
-            }
-        }
-    };
-    let is_generated = generated.iter().any(|(n, _)| *n == dockerfile);
-    if is_generated {
-        let mut content = ignore_content.unwrap_or_default();
-        content.push('\n');
-        content.push_str(&dockerfile);
-        content.push('\n');
-        generated.push((".dockerignore".to_string(), content.into_bytes()));
-    }
-    // The Dockerfile and .dockerignore are always sent; the engine drops
-    // them itself when .dockerignore names them.
-    if !matcher.patterns.is_empty() {
-        matcher.push(".dockerignore", true)?;
-        if !is_generated {
-            matcher.push(&dockerfile, true)?;
-        }
-    }
-
-    let mut entries = Vec::new();
-    let skip: Vec<String> = generated.iter().map(|(n, _)| n.clone()).collect();
-    walk_context(&root, "", &matcher, &skip, &mut entries)?;
-    Ok(ContextPlan {
-        root,
-        entries,
-        generated,
-        dockerfile,
-    })
-}
-
-fn walk_context(
-    root: &Path,
-    dir: &str,
-    matcher: &IgnoreMatcher,
-    skip: &[String],
-    entries: &mut Vec<String>,
-) -> Result<()> {
-    let path = if dir.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(dir)
-    };
-    let read_err =
-        |e: io::Error| RuntimeError::Engine(format!("cannot read {}: {e}", path.display()));
-    let mut children: Vec<(String, std::fs::FileType)> = Vec::new();
-    for entry in std::fs::read_dir(&path).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        children.push((name, entry.file_type().map_err(read_err)?));
-    }
-    children.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, kind) in children {
-        let rel = if dir.is_empty() {
-            name
-        } else {
-            format!("{dir}/{name}")
-        };
-        if skip.contains(&rel) {
-            continue;
-        }
-        if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
-            continue; // sockets, fifos, devices
-        }
-        if matcher.excluded(&rel) {
-            // A later `!pattern` may bring back something inside.
-            if kind.is_dir() && matcher.has_exclusions() {
-                walk_context(root, &rel, matcher, skip, entries)?;
-            }
-            continue;
-        }
-        entries.push(rel.clone());
-        if kind.is_dir() {
-            walk_context(root, &rel, matcher, skip, entries)?;
-        }
-    }
-    Ok(())
-}
+// Build contexts (the archive itself is made by `crate::context`)
 
 /// Sends what it is given down a channel in chunks.
 struct ChannelWriter {
@@ -1552,78 +1258,6 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send_buffer()
-    }
-}
-
-fn tar_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    h
-}
-
-/// Writes the context archive: files owned by root, as the Docker CLI sends them.
-fn write_context<W: Write>(plan: &ContextPlan, out: W) -> io::Result<W> {
-    use std::os::unix::fs::MetadataExt;
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    for rel in &plan.entries {
-        let path = plan.root.join(rel);
-        let meta = std::fs::symlink_metadata(&path)?;
-        let mode = meta.mode() & 0o7777;
-        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
-        let kind = meta.file_type();
-        if kind.is_symlink() {
-            let target = std::fs::read_link(&path)?;
-            let mut h = tar_header(tar::EntryType::Symlink, mode, 0, mtime);
-            builder.append_link(&mut h, rel, target)?;
-        } else if kind.is_dir() {
-            let mut h = tar_header(tar::EntryType::Directory, mode, 0, mtime);
-            builder.append_data(&mut h, rel, io::empty())?;
-        } else {
-            let file = std::fs::File::open(&path)?;
-            let size = file.metadata()?.len();
-            let mut h = tar_header(tar::EntryType::Regular, mode, size, mtime);
-            let mut data = file.take(size);
-            let mut counted = CountingReader {
-                inner: &mut data,
-                count: 0,
-            };
-            builder.append_data(&mut h, rel, &mut counted)?;
-            if counted.count != size {
-                return Err(io::Error::other(format!(
-                    "{} changed while the build context was being sent",
-                    path.display()
-                )));
-            }
-        }
-    }
-    for (name, content) in &plan.generated {
-        let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
-        let mut h = tar_header(tar::EntryType::Regular, 0o600, size, now);
-        builder.append_data(&mut h, name, content.as_slice())?;
-    }
-    builder.into_inner()
-}
-
-struct CountingReader<'a, R: Read> {
-    inner: &'a mut R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 
@@ -1763,6 +1397,62 @@ fn session_output(
     }))
 }
 
+/// An exec'd command, by its engine id.
+struct ExecProcess {
+    docker: Docker,
+    id: String,
+}
+
+#[async_trait::async_trait]
+impl Process for ExecProcess {
+    async fn resize(&self, width: u16, height: u16) -> Result<()> {
+        let (w, h) = tty_size(width, height);
+        self.docker
+            .resize_exec(&self.id, q::ResizeExecOptions { h, w })
+            .await
+            .map_err(err("exec", &self.id))
+    }
+
+    async fn wait(&self) -> Result<i64> {
+        // The engine has no wait for an exec: ask until it has ended.
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let inspect = self
+                .docker
+                .inspect_exec(&self.id)
+                .await
+                .map_err(err("exec", &self.id))?;
+            if !inspect.running.unwrap_or(false) {
+                return Ok(inspect.exit_code.unwrap_or(0));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A container's main process, attached to.
+struct MainProcess {
+    runtime: DockerRuntime,
+    container: String,
+}
+
+#[async_trait::async_trait]
+impl Process for MainProcess {
+    async fn resize(&self, width: u16, height: u16) -> Result<()> {
+        let (w, h) = tty_size(width, height);
+        self.runtime
+            .docker
+            .resize_container_tty(&self.container, q::ResizeContainerTTYOptions { h, w })
+            .await
+            .map_err(err("container", &self.container))
+    }
+
+    async fn wait(&self) -> Result<i64> {
+        self.runtime.wait_container(&self.container).await
+    }
+}
+
 /// A stream that fails now, rather than on its first item, when the engine
 /// refuses the request (a missing container or path).
 async fn eager<T: Send + 'static>(
@@ -1876,7 +1566,7 @@ impl Runtime for DockerRuntime {
         ))
     }
 
-    async fn list_containers(&self, filter: &[String], all: bool) -> Result<Vec<Container>> {
+    async fn list_containers(&self, filter: &[LabelFilter], all: bool) -> Result<Vec<Container>> {
         let options = q::ListContainersOptions {
             all,
             filters: Some(label_filters(filter)),
@@ -1896,26 +1586,7 @@ impl Runtime for DockerRuntime {
             .inspect_container(id, None)
             .await
             .map_err(err("container", id))?;
-        let mut details = details_from_inspect(inspect);
-        // The engine's human status ("Up 3 seconds (healthy)") is only listed.
-        let options = q::ListContainersOptions {
-            all: true,
-            filters: Some(HashMap::from([(
-                "id".to_string(),
-                vec![details.container.id.clone()],
-            )])),
-            ..Default::default()
-        };
-        if let Ok(list) = self.docker.list_containers(Some(options)).await {
-            if let Some(status) = list
-                .into_iter()
-                .find(|c| c.id.as_deref() == Some(details.container.id.as_str()))
-                .and_then(|c| c.status)
-            {
-                details.container.status = status;
-            }
-        }
-        Ok(details)
+        Ok(details_from_inspect(inspect))
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
@@ -1944,6 +1615,15 @@ impl Runtime for DockerRuntime {
             .create_container(Some(options), request.body)
             .await
             .map_err(err_exists("container", name))?;
+        if spec.network_mode == NetworkMode::Attachments {
+            for attachment in spec.networks.iter().skip(1) {
+                if let Err(e) = self.connect_network(&created.id, attachment).await {
+                    // Not half-made: a container missing a network is removed.
+                    let _ = self.remove_container(&created.id, true, true).await;
+                    return Err(e);
+                }
+            }
+        }
         Ok(created.id)
     }
 
@@ -2012,24 +1692,6 @@ impl Runtime for DockerRuntime {
             .map_err(err("container", id))
     }
 
-    async fn rename_container(&self, id: &str, name: &str) -> Result<()> {
-        let options = q::RenameContainerOptions {
-            name: name.to_string(),
-        };
-        self.docker
-            .rename_container(id, options)
-            .await
-            .map_err(|e| match e {
-                BollardError::DockerResponseServerError {
-                    status_code: 409, ..
-                } => RuntimeError::Conflict {
-                    kind: "container",
-                    name: name.to_string(),
-                },
-                e => convert_error(e, "container", id, On409::Refused),
-            })
-    }
-
     async fn wait_container(&self, id: &str) -> Result<i64> {
         let options = q::WaitContainerOptions {
             condition: "not-running".to_string(),
@@ -2046,67 +1708,7 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn connect_network(
-        &self,
-        network: &str,
-        container: &str,
-        attachment: &NetworkAttachment,
-    ) -> Result<()> {
-        if !attachment.mac_address.is_empty() && self.api < API_1_44 {
-            return Err(RuntimeError::Engine(format!(
-                "a MAC address on network {network} requires Docker Engine API {API_1_44} or later (the engine speaks {}); only the first network can have one at creation",
-                self.api
-            )));
-        }
-        let request = m::NetworkConnectRequest {
-            container: container.to_string(),
-            endpoint_config: Some(endpoint_settings(attachment, self.api)?),
-        };
-        self.docker
-            .connect_network(network, request)
-            .await
-            .map_err(err("network", network))
-    }
-
-    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>> {
-        // Fail now, not on the first item, when the container is missing.
-        self.docker
-            .inspect_container(id, None)
-            .await
-            .map_err(err("container", id))?;
-        let opts = q::LogsOptions {
-            follow: options.follow,
-            stdout: true,
-            stderr: true,
-            since: to_i32(options.since.unwrap_or(0), "log start time")?,
-            until: to_i32(options.until.unwrap_or(0), "log end time")?,
-            timestamps: options.timestamps,
-            tail: options
-                .tail
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "all".into()),
-        };
-        let name = id.to_string();
-        let lines = self.docker.logs(id, Some(opts)).map(move |item| {
-            item.map(log_line)
-                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
-        });
-        Ok(Box::pin(lines))
-    }
-
-    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        let top = self
-            .docker
-            .top_processes(id, None)
-            .await
-            .map_err(err("container", id))?;
-        Ok((
-            top.titles.unwrap_or_default(),
-            top.processes.unwrap_or_default(),
-        ))
-    }
-
-    async fn list_networks(&self, filter: &[String]) -> Result<Vec<Network>> {
+    async fn list_networks(&self, filter: &[LabelFilter]) -> Result<Vec<Network>> {
         let options = q::ListNetworksOptions {
             filters: Some(label_filters(filter)),
         };
@@ -2185,23 +1787,6 @@ impl Runtime for DockerRuntime {
             .remove_network(name)
             .await
             .map_err(err("network", name))
-    }
-
-    async fn list_volumes(&self, filter: &[String]) -> Result<Vec<Volume>> {
-        let options = q::ListVolumesOptions {
-            filters: Some(label_filters(filter)),
-        };
-        let list = self
-            .docker
-            .list_volumes(Some(options))
-            .await
-            .map_err(err("volume", "list"))?;
-        Ok(list
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(volume_from)
-            .collect())
     }
 
     async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>> {
@@ -2365,7 +1950,7 @@ impl Runtime for DockerRuntime {
             .map_err(err("image", reference))
     }
 
-    async fn events(&self, filter: &[String]) -> Result<BoxStream<Event>> {
+    async fn events(&self, filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>> {
         let mut filters = label_filters(filter);
         filters.insert("type".to_string(), vec!["container".to_string()]);
         let options = q::EventsOptions {
@@ -2379,9 +1964,13 @@ impl Runtime for DockerRuntime {
         Ok(channel_stream(move |out| async move {
             let mut events = Box::pin(docker.events(Some(options)));
             while let Some(item) = events.next().await {
-                let item = item
-                    .map(event_from)
-                    .map_err(|e| convert_error(e, "events", "", On409::Refused));
+                let item = match item {
+                    Ok(e) => match event_from(e) {
+                        Some(e) => Ok(e),
+                        None => continue,
+                    },
+                    Err(e) => Err(convert_error(e, "events", "", On409::Refused)),
+                };
                 let end = item.is_err();
                 if out.send(item).await.is_err() || end {
                     return;
@@ -2417,7 +2006,63 @@ impl Runtime for DockerRuntime {
         });
         Ok(Box::pin(lines))
     }
+}
 
+#[async_trait::async_trait]
+impl Logs for DockerRuntime {
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>> {
+        // Fail now, not on the first item, when the container is missing.
+        self.docker
+            .inspect_container(id, None)
+            .await
+            .map_err(err("container", id))?;
+        let opts = q::LogsOptions {
+            follow: options.follow,
+            stdout: true,
+            stderr: true,
+            since: to_i32(options.since.unwrap_or(0), "log start time")?,
+            until: to_i32(options.until.unwrap_or(0), "log end time")?,
+            timestamps: options.timestamps,
+            tail: options
+                .tail
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "all".into()),
+        };
+        let name = id.to_string();
+        let lines = self.docker.logs(id, Some(opts)).map(move |item| {
+            item.map(log_line)
+                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
+        });
+        Ok(Box::pin(lines))
+    }
+
+    async fn attach(&self, container: &str, stdin: bool, logs: bool) -> Result<Session> {
+        let options = q::AttachContainerOptions {
+            detach_keys: None,
+            logs,
+            stream: true,
+            stdin,
+            stdout: true,
+            stderr: true,
+        };
+        let attached = self
+            .docker
+            .attach_container(container, Some(options))
+            .await
+            .map_err(err("container", container))?;
+        Ok(Session {
+            output: Some(session_output(attached.output, "container", container)),
+            input: stdin.then_some(attached.input),
+            process: Box::new(MainProcess {
+                runtime: self.clone(),
+                container: container.to_string(),
+            }),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Exec for DockerRuntime {
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session> {
         let attached = !spec.detach;
         let config = m::ExecConfig {
@@ -2448,86 +2093,26 @@ impl Runtime for DockerRuntime {
             .start_exec(&id, Some(options))
             .await
             .map_err(err("exec", &id))?;
-        Ok(match started {
-            bollard::exec::StartExecResults::Attached { output, input } => Session {
-                output: Some(session_output(output, "exec", &id)),
-                input: spec.stdin.then_some(input),
-                id,
-            },
-            bollard::exec::StartExecResults::Detached => Session {
-                id,
-                output: None,
-                input: None,
-            },
-        })
-    }
-
-    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
-        let inspect = self
-            .docker
-            .inspect_exec(exec_id)
-            .await
-            .map_err(err("exec", exec_id))?;
-        Ok(if inspect.running.unwrap_or(false) {
-            None
-        } else {
-            inspect.exit_code
-        })
-    }
-
-    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<()> {
-        let (w, h) = tty_size(width, height);
-        self.docker
-            .resize_exec(exec_id, q::ResizeExecOptions { h, w })
-            .await
-            .map_err(err("exec", exec_id))
-    }
-
-    async fn attach(&self, container: &str, stdin: bool, logs: bool) -> Result<Session> {
-        let options = q::AttachContainerOptions {
-            detach_keys: None,
-            logs,
-            stream: true,
-            stdin,
-            stdout: true,
-            stderr: true,
+        let (output, input) = match started {
+            bollard::exec::StartExecResults::Attached { output, input } => (
+                Some(session_output(output, "exec", &id)),
+                spec.stdin.then_some(input),
+            ),
+            bollard::exec::StartExecResults::Detached => (None, None),
         };
-        let attached = self
-            .docker
-            .attach_container(container, Some(options))
-            .await
-            .map_err(err("container", container))?;
         Ok(Session {
-            id: String::new(),
-            output: Some(session_output(attached.output, "container", container)),
-            input: stdin.then_some(attached.input),
+            output,
+            input,
+            process: Box::new(ExecProcess {
+                docker: self.docker.clone(),
+                id,
+            }),
         })
     }
+}
 
-    async fn resize(&self, container: &str, width: u16, height: u16) -> Result<()> {
-        let (w, h) = tty_size(width, height);
-        self.docker
-            .resize_container_tty(container, q::ResizeContainerTTYOptions { h, w })
-            .await
-            .map_err(err("container", container))
-    }
-
-    async fn stats(&self, container: &str) -> Result<Stats> {
-        // Not one-shot: the engine then fills in the previous CPU sample.
-        let options = q::StatsOptions {
-            stream: false,
-            one_shot: false,
-        };
-        let mut samples = Box::pin(self.docker.stats(container, Some(options)));
-        match samples.next().await {
-            Some(Ok(sample)) => Ok(stats_from(&sample)),
-            Some(Err(e)) => Err(convert_error(e, "container", container, On409::Refused)),
-            None => Err(RuntimeError::Engine(format!(
-                "the engine sent no statistics for {container}"
-            ))),
-        }
-    }
-
+#[async_trait::async_trait]
+impl Archives for DockerRuntime {
     async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>> {
         let options = q::DownloadFromContainerOptions {
             path: path.to_string(),
@@ -2555,6 +2140,15 @@ impl Runtime for DockerRuntime {
             .map_err(err("path", &format!("{container}:{path}")))
     }
 
+    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
+        let name = container.to_string();
+        let chunks = self.docker.export_container(container).map(move |item| {
+            item.map(|b| b.to_vec())
+                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
+        });
+        eager(chunks).await
+    }
+
     async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String> {
         let (repo, tag) = if spec.reference.is_empty() {
             (None, None)
@@ -2578,14 +2172,36 @@ impl Runtime for DockerRuntime {
             .map_err(err("container", container))?;
         Ok(id.id)
     }
+}
 
-    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
-        let name = container.to_string();
-        let chunks = self.docker.export_container(container).map(move |item| {
-            item.map(|b| b.to_vec())
-                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
-        });
-        eager(chunks).await
+#[async_trait::async_trait]
+impl Monitor for DockerRuntime {
+    async fn stats(&self, container: &str) -> Result<Stats> {
+        // Not one-shot: the engine then fills in the previous CPU sample.
+        let options = q::StatsOptions {
+            stream: false,
+            one_shot: false,
+        };
+        let mut samples = Box::pin(self.docker.stats(container, Some(options)));
+        match samples.next().await {
+            Some(Ok(sample)) => Ok(stats_from(&sample)),
+            Some(Err(e)) => Err(convert_error(e, "container", container, On409::Refused)),
+            None => Err(RuntimeError::Engine(format!(
+                "the engine sent no statistics for {container}"
+            ))),
+        }
+    }
+
+    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let top = self
+            .docker
+            .top_processes(id, None)
+            .await
+            .map_err(err("container", id))?;
+        Ok((
+            top.titles.unwrap_or_default(),
+            top.processes.unwrap_or_default(),
+        ))
     }
 }
 
@@ -2593,14 +2209,10 @@ impl Runtime for DockerRuntime {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::{PortBinding, UlimitSpec};
+    use crate::{ExposedPort, PortBinding, UlimitSpec};
 
     const OLD: ApiVersion = ApiVersion(1, 41);
     const NEW: ApiVersion = ApiVersion(1, 48);
-
-    fn ignore(patterns: &str) -> IgnoreMatcher {
-        IgnoreMatcher::parse(patterns).unwrap()
-    }
 
     #[test]
     fn splits_references_into_repository_and_tag() {
@@ -2722,66 +2334,69 @@ mod tests {
     }
 
     #[test]
-    fn cleans_paths_as_go_does() {
-        assert_eq!(clean_path(""), ".");
-        assert_eq!(clean_path("a//b/./c/"), "a/b/c");
-        assert_eq!(clean_path("a/../../b"), "../b");
-        assert_eq!(clean_path("/../a"), "/a");
-        assert_eq!(clean_path("./"), ".");
+    fn listed_status_text_becomes_a_status() {
+        let now = 1_000_000;
+        let s = status_from_text("Up 3 seconds (healthy)", now, None);
+        assert_eq!((s.since, s.health), (now - 3, Health::Healthy));
+        let s = status_from_text("Up About an hour (health: starting)", now, None);
+        assert_eq!((s.since, s.health), (now - 3600, Health::Starting));
+        let s = status_from_text("Up Less than a second (Paused)", now, None);
+        assert_eq!((s.since, s.health), (now, Health::None));
+        let s = status_from_text("Exited (137) 2 days ago", now, None);
+        assert_eq!((s.since, s.exit_code), (now - 2 * 86_400, 137));
+        let s = status_from_text("Restarting (1) 5 minutes ago", now, None);
+        assert_eq!((s.since, s.exit_code), (now - 300, 1));
+        let s = status_from_text(
+            "Removal In Progress",
+            now,
+            Some("Removal In Progress".into()),
+        );
+        assert_eq!(s.detail.as_deref(), Some("Removal In Progress"));
+        assert_eq!(status_from_text("Created", now, None), Status::default());
+        assert_eq!(
+            container_state(Some("dead".into())),
+            (ContainerState::Exited, Some("Dead".into()))
+        );
     }
 
     #[test]
-    fn dockerignore_simple_and_directory_patterns() {
-        let m = ignore("# comment\n\nnode_modules\n/build/\n*.log\n");
-        assert!(m.excluded("node_modules"));
-        assert!(m.excluded("node_modules/x/y.js"));
-        assert!(m.excluded("build"));
-        assert!(m.excluded("build/out.o"));
-        assert!(m.excluded("a.log"));
-        assert!(!m.excluded("dir/a.log"), "* does not cross /");
-        assert!(!m.excluded("src/main.rs"));
-        assert!(!m.excluded("sub/node_modules"), "patterns are anchored");
-    }
-
-    #[test]
-    fn dockerignore_double_star_and_question_mark() {
-        let m = ignore("**/*.tmp\ndocs/**\na?c\nx/**/y\n");
-        assert!(m.excluded("f.tmp"));
-        assert!(m.excluded("deep/er/f.tmp"));
-        assert!(m.excluded("docs/a/b"));
-        assert!(!m.excluded("docs"), "docs/** needs something under docs");
-        assert!(m.excluded("abc"));
-        assert!(!m.excluded("a/c"));
-        assert!(m.excluded("x/y"));
-        assert!(m.excluded("x/1/2/y"));
-        assert!(!m.excluded("x/1/2/z"));
-    }
-
-    #[test]
-    fn dockerignore_negation_order_matters() {
-        let m = ignore("*.md\n!README.md\n");
-        assert!(m.excluded("CHANGES.md"));
-        assert!(!m.excluded("README.md"));
-        let m = ignore("!README.md\n*.md\n");
-        assert!(m.excluded("README.md"), "a later pattern wins");
-        let m = ignore("vendor\n!vendor/keep\n");
-        assert!(m.excluded("vendor/drop"));
-        assert!(!m.excluded("vendor/keep"));
-        assert!(!m.excluded("vendor/keep/inner"));
-        assert!(m.has_exclusions());
-    }
-
-    #[test]
-    fn dockerignore_classes_and_escapes() {
-        let m = ignore("file[0-9].txt\n[^a]x\n\\*star\n");
-        assert!(m.excluded("file7.txt"));
-        assert!(!m.excluded("fileA.txt"));
-        assert!(m.excluded("bx"));
-        assert!(!m.excluded("ax"));
-        assert!(m.excluded("*star"));
-        assert!(!m.excluded("xstar"));
-        assert!(IgnoreMatcher::parse("[unclosed\n").is_err());
-        assert!(IgnoreMatcher::parse("!\n").is_err());
+    fn events_of_interest_become_typed() {
+        let event = |action: &str, attributes: &[(&str, &str)]| m::EventMessage {
+            action: Some(action.to_string()),
+            actor: Some(m::EventActor {
+                id: Some("abc".into()),
+                attributes: Some(
+                    attributes
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+            }),
+            time_nano: Some(5),
+            ..Default::default()
+        };
+        let died = event_from(event(
+            "die",
+            &[
+                ("exitCode", "3"),
+                ("name", "web-1"),
+                ("image", "img"),
+                ("app", "x"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(died.kind, EventKind::Died { exit_code: 3 });
+        assert_eq!((died.name.as_str(), died.image.as_str()), ("web-1", "img"));
+        assert_eq!(
+            died.labels,
+            BTreeMap::from([("app".to_string(), "x".to_string())])
+        );
+        assert_eq!(died.time_nanos, 5);
+        let killed = event_from(event("kill", &[("signal", "15")])).unwrap();
+        assert_eq!(killed.kind, EventKind::Killed { signal: Some(15) });
+        let healthy = event_from(event("health_status: healthy", &[])).unwrap();
+        assert_eq!(healthy.kind, EventKind::Health(Health::Healthy));
+        assert!(event_from(event("exec_start: sh", &[])).is_none());
     }
 
     #[test]
@@ -2799,51 +2414,16 @@ mod tests {
     }
 
     #[test]
-    fn parses_restart_policies() {
-        use m::RestartPolicyNameEnum as N;
-        assert_eq!(restart_policy("").unwrap(), None);
-        let p = restart_policy("on-failure:3").unwrap().unwrap();
-        assert_eq!(
-            (p.name, p.maximum_retry_count),
-            (Some(N::ON_FAILURE), Some(3))
-        );
-        let p = restart_policy("unless-stopped").unwrap().unwrap();
-        assert_eq!(p.name, Some(N::UNLESS_STOPPED));
-        assert!(restart_policy("on-failure:x").is_err());
-        assert!(restart_policy("sometimes").is_err());
-    }
-
-    #[test]
-    fn parses_devices_as_the_cli_does() {
-        let d = device_mapping("/dev/fuse").unwrap();
-        assert_eq!(d.path_in_container.as_deref(), Some("/dev/fuse"));
-        assert_eq!(d.cgroup_permissions.as_deref(), Some("rwm"));
-        let d = device_mapping("/dev/sda:r").unwrap();
-        assert_eq!(d.path_in_container.as_deref(), Some("/dev/sda"));
-        assert_eq!(d.cgroup_permissions.as_deref(), Some("r"));
-        let d = device_mapping("/dev/sda:/dev/xvda:rw").unwrap();
-        assert_eq!(d.path_in_container.as_deref(), Some("/dev/xvda"));
-        assert_eq!(d.cgroup_permissions.as_deref(), Some("rw"));
-        assert!(device_mapping("a:b:c:d").is_err());
-        assert!(device_mapping("/dev/a:/dev/b:rwx").is_err());
-    }
-
-    #[test]
-    fn expands_port_ranges() {
-        assert_eq!(expand_ports("80").unwrap(), vec!["80/tcp"]);
-        assert_eq!(expand_ports("53-54/udp").unwrap(), vec!["53/udp", "54/udp"]);
-        assert!(expand_ports("x/tcp").is_err());
-    }
-
-    #[test]
     fn default_ports_and_extra_hosts() {
         assert_eq!(with_default_port("1.2.3.4", 2375), "1.2.3.4:2375");
         assert_eq!(with_default_port("h:1234", 2375), "h:1234");
         assert_eq!(with_default_port("[::1]", 2375), "[::1]:2375");
         assert_eq!(with_default_port("[::1]:5", 2375), "[::1]:5");
-        assert_eq!(extra_host("db=10.0.0.1"), "db:10.0.0.1");
-        assert_eq!(extra_host("db:10.0.0.1"), "db:10.0.0.1");
-        assert_eq!(extra_host("v6=::1"), "v6:::1");
+        let v6 = ExtraHost {
+            name: "v6".into(),
+            address: "::1".into(),
+        };
+        assert_eq!(extra_host(&v6), "v6:::1");
     }
 
     #[test]
@@ -2880,19 +2460,28 @@ mod tests {
             user: "1000:1000".into(),
             hostname: "h".into(),
             domainname: "example.org".into(),
-            exposed: vec!["9000-9001/udp".into()],
+            exposed: vec![
+                ExposedPort {
+                    port: 9000,
+                    protocol: Protocol::Udp,
+                },
+                ExposedPort {
+                    port: 9001,
+                    protocol: Protocol::Udp,
+                },
+            ],
             ports: vec![
                 PortBinding {
                     container_port: 80,
-                    protocol: "tcp".into(),
+                    protocol: Protocol::Tcp,
                     host_ip: "127.0.0.1".into(),
-                    host_port: "8000-8010".into(),
+                    host_port: HostPort::Range(8000, 8010),
                 },
                 PortBinding {
                     container_port: 80,
-                    protocol: String::new(),
+                    protocol: Protocol::Tcp,
                     host_ip: String::new(),
-                    host_port: String::new(),
+                    host_port: HostPort::Any,
                 },
             ],
             mounts: vec![
@@ -2925,7 +2514,7 @@ mod tests {
                     mode: 0o1777,
                 },
             ],
-            network_mode: String::new(),
+            network_mode: NetworkMode::Attachments,
             networks: vec![
                 NetworkAttachment {
                     network: "front".into(),
@@ -2942,9 +2531,11 @@ mod tests {
                     ..Default::default()
                 },
             ],
-            restart: "on-failure:5".into(),
+            restart: Some(RestartPolicy::OnFailure {
+                max_retries: Some(5),
+            }),
             healthcheck: Some(HealthcheckSpec {
-                test: vec!["CMD".into(), "true".into()],
+                test: HealthTest::Exec(vec!["true".into()]),
                 interval_ns: 1_000_000_000,
                 timeout_ns: 2_000_000_000,
                 retries: 3,
@@ -2969,7 +2560,10 @@ mod tests {
                 hard: 2048,
             }],
             sysctls: BTreeMap::from([("net.core.somaxconn".into(), "1024".into())]),
-            extra_hosts: vec!["db=10.0.0.1".into()],
+            extra_hosts: vec![ExtraHost {
+                name: "db".into(),
+                address: "10.0.0.1".into(),
+            }],
             dns: vec!["1.1.1.1".into()],
             dns_opt: vec!["ndots:1".into()],
             dns_search: vec!["example.org".into()],
@@ -2983,13 +2577,20 @@ mod tests {
             shm_size: 1 << 26,
             log_driver: "json-file".into(),
             log_opts: BTreeMap::from([("max-size".into(), "1m".into())]),
-            ipc: "shareable".into(),
-            pid: "host".into(),
-            devices: vec!["/dev/fuse".into()],
+            ipc: Namespace::Shareable,
+            pid: Namespace::Host,
+            devices: vec![Device {
+                host_path: "/dev/fuse".into(),
+                container_path: "/dev/fuse".into(),
+                permissions: "rwm".into(),
+            }],
             group_add: vec!["audio".into()],
             platform: "linux/amd64".into(),
             runtime: "runc".into(),
-            volumes_from: vec!["other:ro".into()],
+            volumes_from: vec![VolumesFrom {
+                container: "other".into(),
+                read_only: true,
+            }],
             mac_address: String::new(),
             oom_kill_disable: true,
             oom_score_adj: -500,
@@ -3145,14 +2746,14 @@ mod tests {
     #[test]
     fn network_modes_other_than_a_network_skip_endpoints() {
         let mut spec = full_spec();
-        spec.network_mode = "host".into();
+        spec.network_mode = NetworkMode::Host;
         let json = serde_json::to_value(create_request(&spec, OLD).unwrap().body).unwrap();
         assert_eq!(json["HostConfig"]["NetworkMode"], "host");
         assert!(json.get("NetworkingConfig").is_none());
         let spec = ContainerSpec {
             image: "x".into(),
             healthcheck: Some(HealthcheckSpec {
-                test: vec!["NONE".into()],
+                test: HealthTest::Disabled,
                 ..Default::default()
             }),
             ..Default::default()
@@ -3167,7 +2768,16 @@ mod tests {
     fn build_query_carries_the_repeated_parameters() {
         let spec = BuildSpec {
             tags: vec!["a:1".into(), "b/c:2".into()],
-            extra_hosts: vec!["h=1.2.3.4".into(), "g:::1".into()],
+            extra_hosts: vec![
+                ExtraHost {
+                    name: "h".into(),
+                    address: "1.2.3.4".into(),
+                },
+                ExtraHost {
+                    name: "g".into(),
+                    address: "::1".into(),
+                },
+            ],
             shm_size: 3 << 30,
             ..Default::default()
         };
@@ -3189,70 +2799,5 @@ mod tests {
         assert_eq!(s.push("\n\n"), vec![" ---> abc"]);
         assert_eq!(s.push("tail"), Vec::<String>::new());
         assert_eq!(s.finish().as_deref(), Some("tail"));
-    }
-
-    #[test]
-    fn plans_a_context_with_dockerignore_and_inline_dockerfile() {
-        let dir = std::env::temp_dir().join(format!("rcompose-ctx-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("keep/deep")).unwrap();
-        std::fs::create_dir_all(dir.join("skip")).unwrap();
-        std::fs::write(dir.join("keep/deep/a.txt"), "a").unwrap();
-        std::fs::write(dir.join("keep/b.log"), "b").unwrap();
-        std::fs::write(dir.join("skip/x"), "x").unwrap();
-        std::fs::write(dir.join("skip/wanted"), "w").unwrap();
-        std::fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
-        std::fs::write(
-            dir.join(".dockerignore"),
-            "**/*.log\nskip\n!skip/wanted\nDockerfile\n",
-        )
-        .unwrap();
-        let spec = BuildSpec {
-            context: dir.to_string_lossy().into_owned(),
-            ..Default::default()
-        };
-        let plan = plan_context(&spec).unwrap();
-        assert_eq!(plan.dockerfile, "Dockerfile");
-        assert_eq!(
-            plan.entries,
-            vec![
-                ".dockerignore",
-                "Dockerfile",
-                "keep",
-                "keep/deep",
-                "keep/deep/a.txt",
-                "skip/wanted"
-            ]
-        );
-        let inline = BuildSpec {
-            dockerfile_inline: "FROM scratch\nCOPY . /\n".into(),
-            ..spec.clone()
-        };
-        let plan = plan_context(&inline).unwrap();
-        assert!(plan.dockerfile.starts_with(".dockerfile."));
-        let ignore = plan
-            .generated
-            .iter()
-            .find(|(n, _)| n == ".dockerignore")
-            .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
-            .unwrap();
-        assert!(ignore.ends_with(&format!("\n{}\n", plan.dockerfile)));
-        assert!(!plan.entries.contains(&".dockerignore".to_string()));
-        let tar = write_context(&plan, Vec::new()).unwrap();
-        let mut archive = tar::Archive::new(tar.as_slice());
-        let names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert!(names.contains(&plan.dockerfile));
-        assert!(names.contains(&"keep/deep/a.txt".to_string()));
-        assert!(!names.contains(&"keep/b.log".to_string()));
-        let missing = BuildSpec {
-            dockerfile: "Nope".into(),
-            ..spec
-        };
-        assert!(plan_context(&missing).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,15 +1,29 @@
 //! An in-memory [`Runtime`] that records every call and can be told to fail,
 //! for tests of the planner and the executor.
+//!
+//! It keeps containers, networks, volumes and images the way an engine does
+//! and answers with the same errors (a missing object is `NotFound`, a name
+//! taken is `Conflict`, removing a running container without `force` is
+//! refused, killing a stopped one too), emits the same events, and `wait`
+//! blocks until the container stops. It runs no processes: a container's
+//! main process "runs" from start to stop, a stop ends it with code 0 and a
+//! kill with 128 + the signal; it has no output, no health check of its own
+//! (a container with a health check is healthy while running), no files,
+//! and an exec or attach session ends at once with code 0. The conformance
+//! suite (`tests/conformance.rs`) says which of its cases do not apply here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures_util::stream;
+use futures_util::{stream, StreamExt};
+use tokio::sync::{broadcast, watch};
 
 use crate::{
-    BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerSpec, ContainerState,
-    Event, ExecSpec, Health, Image, LogLine, LogOptions, Network, NetworkAttachment, NetworkSpec,
-    Result, Runtime, RuntimeError, Session, Stats, Volume, VolumeSpec,
+    Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
+    ContainerSpec, ContainerState, EventKind, Exec, ExecSpec, Health, HealthTest, Image,
+    LabelFilter, LogLine, LogOptions, Logs, Monitor, Network, NetworkSpec, Process, Result,
+    Runtime, RuntimeError, Session, Stats, Status, Volume, VolumeSpec,
 };
 
 #[derive(Default)]
@@ -21,21 +35,60 @@ struct State {
     images: BTreeMap<String, Image>,
     failures: BTreeMap<String, String>,
     next_id: u64,
-    /// Containers created with a health check: healthy once running.
-    with_healthcheck: std::collections::BTreeSet<String>,
+    /// Containers created with a health check: healthy while running.
+    with_healthcheck: BTreeSet<String>,
+    /// Exit code of each container's last run.
+    exit_codes: BTreeMap<String, i64>,
+    /// Named volumes each container mounts.
+    mounts: BTreeMap<String, Vec<String>>,
 }
 
 /// A runtime that keeps containers, networks, volumes and images in memory.
-#[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<State>,
+    events: broadcast::Sender<ContainerEvent>,
+    /// Bumped on every state change, for `wait`.
+    changed: watch::Sender<u64>,
 }
 
-fn matches(labels: &BTreeMap<String, String>, filter: &[String]) -> bool {
-    filter.iter().all(|f| match f.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
-        None => labels.contains_key(f),
-    })
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        FakeRuntime {
+            state: Mutex::default(),
+            events: broadcast::channel(1024).0,
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+fn not_found(kind: &'static str, name: &str) -> RuntimeError {
+    RuntimeError::NotFound {
+        kind,
+        name: name.to_string(),
+    }
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A signal's number, from `SIGKILL`, `KILL` or `9`.
+fn signal_number(signal: &str) -> Option<i32> {
+    let name = signal.trim_start_matches("SIG");
+    if let Ok(n) = name.parse() {
+        return Some(n);
+    }
+    const NAMES: [&str; 15] = [
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM",
+    ];
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| i32::try_from(i + 1).ok())
 }
 
 impl FakeRuntime {
@@ -98,29 +151,99 @@ impl FakeRuntime {
         Ok(s)
     }
 
-    fn find<'a>(s: &'a mut State, id: &str) -> Result<&'a mut Container> {
-        let key = s
-            .containers
+    /// The key of a container by id, id prefix or name.
+    fn key(s: &State, id: &str) -> Result<String> {
+        s.containers
             .iter()
             .find(|(k, c)| k.as_str() == id || c.name == id)
-            .map(|(k, _)| k.clone());
-        match key {
-            Some(k) => s.containers.get_mut(&k).ok_or(RuntimeError::NotFound {
-                kind: "container",
-                name: id.to_string(),
-            }),
-            None => Err(RuntimeError::NotFound {
-                kind: "container",
-                name: id.to_string(),
-            }),
+            .or_else(|| {
+                let mut by_prefix = s.containers.iter().filter(|(k, _)| k.starts_with(id));
+                match (by_prefix.next(), by_prefix.next()) {
+                    (Some(only), None) if !id.is_empty() => Some(only),
+                    _ => None,
+                }
+            })
+            .map(|(k, _)| k.clone())
+            .ok_or_else(|| not_found("container", id))
+    }
+
+    fn find<'a>(s: &'a mut State, id: &str) -> Result<&'a mut Container> {
+        let key = Self::key(s, id)?;
+        s.containers
+            .get_mut(&key)
+            .ok_or_else(|| not_found("container", id))
+    }
+
+    /// Sends an event about container `c` and wakes the waiters.
+    fn emit(&self, c: &Container, kind: EventKind) {
+        let _ = self.events.send(ContainerEvent {
+            time_nanos: now_nanos(),
+            id: c.id.clone(),
+            name: c.name.clone(),
+            image: c.image.clone(),
+            labels: c.labels.clone(),
+            kind,
+        });
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Ends a container's main process with `code`, as a stop or kill does.
+    fn end(&self, s: &mut State, key: &str, code: i64, kind: Option<EventKind>) {
+        let Some(c) = s.containers.get_mut(key) else {
+            return;
+        };
+        c.state = ContainerState::Exited;
+        c.status = Status {
+            since: now_nanos() / 1_000_000_000,
+            exit_code: code,
+            ..Status::default()
+        };
+        let c = c.clone();
+        s.exit_codes.insert(key.to_string(), code);
+        self.emit(&c, EventKind::Died { exit_code: code });
+        if let Some(kind) = kind {
+            self.emit(&c, kind);
         }
     }
 
-    fn set_state(&self, verb: &str, id: &str, state: ContainerState) -> Result<()> {
-        let mut s = self.record(format!("{verb} {id}"))?;
-        let c = Self::find(&mut s, id)?;
-        c.state = state;
+    fn run(&self, s: &mut State, key: &str) {
+        let checked = s.with_healthcheck.contains(key);
+        let Some(c) = s.containers.get_mut(key) else {
+            return;
+        };
+        c.state = ContainerState::Running;
+        c.status = Status {
+            since: now_nanos() / 1_000_000_000,
+            health: if checked {
+                Health::Healthy
+            } else {
+                Health::None
+            },
+            ..Status::default()
+        };
+        let c = c.clone();
+        self.emit(&c, EventKind::Started);
+        if checked {
+            self.emit(&c, EventKind::Health(Health::Healthy));
+        }
+    }
+
+    fn refused(message: String) -> RuntimeError {
+        RuntimeError::Engine(message)
+    }
+}
+
+/// A session's process in the fake: it has ended already.
+struct Ended;
+
+#[async_trait::async_trait]
+impl Process for Ended {
+    async fn resize(&self, _width: u16, _height: u16) -> Result<()> {
         Ok(())
+    }
+
+    async fn wait(&self) -> Result<i64> {
+        Ok(0)
     }
 }
 
@@ -130,12 +253,17 @@ impl Runtime for FakeRuntime {
         Ok("fake".into())
     }
 
-    async fn list_containers(&self, filter: &[String], all: bool) -> Result<Vec<Container>> {
+    async fn list_containers(&self, filter: &[LabelFilter], all: bool) -> Result<Vec<Container>> {
         let s = self.lock();
         Ok(s.containers
             .values()
-            .filter(|c| matches(&c.labels, filter))
-            .filter(|c| all || c.state == ContainerState::Running)
+            .filter(|c| LabelFilter::all_match(filter, &c.labels))
+            .filter(|c| {
+                all || matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+                )
+            })
             .cloned()
             .collect())
     }
@@ -150,7 +278,7 @@ impl Runtime for FakeRuntime {
         };
         Ok(ContainerDetails {
             health,
-            exit_code: 0,
+            exit_code: s.exit_codes.get(&c.id).copied().unwrap_or(0),
             restarting: false,
             addresses: BTreeMap::new(),
             exposed_tcp_ports: Vec::new(),
@@ -166,105 +294,212 @@ impl Runtime for FakeRuntime {
                 name: spec.name.clone(),
             });
         }
+        let image = match s.images.get(&spec.image).or_else(|| {
+            (!spec.image.contains(':'))
+                .then(|| s.images.get(&format!("{}:latest", spec.image)))
+                .flatten()
+        }) {
+            Some(image) => image.id.clone(),
+            None => return Err(not_found("image", &spec.image)),
+        };
+        for network in &spec.networks {
+            if !s.networks.contains_key(&network.network) {
+                return Err(not_found("network", &network.network));
+            }
+        }
         s.next_id += 1;
         let created = s.next_id as i64;
         let id = format!("{created:012x}");
         if spec
             .healthcheck
             .as_ref()
-            .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"))
+            .is_some_and(|h| matches!(h.test, HealthTest::Exec(_) | HealthTest::Shell(_)))
         {
             s.with_healthcheck.insert(id.clone());
         }
-        s.containers.insert(
-            id.clone(),
-            Container {
-                id: id.clone(),
-                name: spec.name.clone(),
-                image: spec.image.clone(),
-                image_id: String::new(),
-                command: spec.command.clone().unwrap_or_default().join(" "),
-                labels: spec.labels.clone(),
-                state: ContainerState::Created,
-                status: "Created".into(),
-                created,
-                ports: Vec::new(),
-                networks: spec.networks.iter().map(|n| n.network.clone()).collect(),
-            },
-        );
+        let volumes: Vec<String> = spec
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                crate::Mount::Volume { source, .. } if !source.is_empty() => Some(source.clone()),
+                _ => None,
+            })
+            .collect();
+        for v in &volumes {
+            if !s.volumes.contains_key(v) {
+                s.volumes.insert(
+                    v.clone(),
+                    Volume {
+                        name: v.clone(),
+                        driver: "local".into(),
+                        labels: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        s.mounts.insert(id.clone(), volumes);
+        let mut networks: Vec<String> = spec.networks.iter().map(|n| n.network.clone()).collect();
+        networks.sort();
+        let container = Container {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            image_id: image,
+            command: spec.command.clone().unwrap_or_default().join(" "),
+            labels: spec.labels.clone(),
+            state: ContainerState::Created,
+            status: Status::default(),
+            created,
+            ports: Vec::new(),
+            networks,
+        };
+        s.containers.insert(id.clone(), container.clone());
+        self.emit(&container, EventKind::Created);
         Ok(id)
     }
 
     async fn start_container(&self, id: &str) -> Result<()> {
-        self.set_state("start", id, ContainerState::Running)
+        let mut s = self.record(format!("start {id}"))?;
+        let key = Self::key(&s, id)?;
+        match s.containers[&key].state {
+            ContainerState::Running | ContainerState::Restarting => Ok(()),
+            ContainerState::Paused => Err(Self::refused(format!(
+                "cannot start a paused container {id}, try unpause instead"
+            ))),
+            _ => {
+                self.run(&mut s, &key);
+                Ok(())
+            }
+        }
     }
 
     async fn stop_container(&self, id: &str, _timeout: Option<i64>) -> Result<()> {
-        self.set_state("stop", id, ContainerState::Exited)
-    }
-
-    async fn restart_container(&self, id: &str, _timeout: Option<i64>) -> Result<()> {
-        self.set_state("restart", id, ContainerState::Running)
-    }
-
-    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
-        self.set_state(&format!("kill -s {signal}"), id, ContainerState::Exited)
-    }
-
-    async fn pause_container(&self, id: &str) -> Result<()> {
-        self.set_state("pause", id, ContainerState::Paused)
-    }
-
-    async fn unpause_container(&self, id: &str) -> Result<()> {
-        self.set_state("unpause", id, ContainerState::Running)
-    }
-
-    async fn remove_container(&self, id: &str, _force: bool, _volumes: bool) -> Result<()> {
-        let mut s = self.record(format!("remove {id}"))?;
-        let key = Self::find(&mut s, id)?.id.clone();
-        s.containers.remove(&key);
+        let mut s = self.record(format!("stop {id}"))?;
+        let key = Self::key(&s, id)?;
+        if matches!(
+            s.containers[&key].state,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        ) {
+            let c = s.containers[&key].clone();
+            self.emit(&c, EventKind::Killed { signal: Some(15) });
+            self.end(&mut s, &key, 0, Some(EventKind::Stopped));
+        }
         Ok(())
     }
 
-    async fn rename_container(&self, id: &str, name: &str) -> Result<()> {
-        let mut s = self.record(format!("rename {id} {name}"))?;
-        Self::find(&mut s, id)?.name = name.to_string();
+    async fn restart_container(&self, id: &str, _timeout: Option<i64>) -> Result<()> {
+        let mut s = self.record(format!("restart {id}"))?;
+        let key = Self::key(&s, id)?;
+        if s.containers[&key].state == ContainerState::Running {
+            self.end(&mut s, &key, 0, Some(EventKind::Stopped));
+        }
+        self.run(&mut s, &key);
+        Ok(())
+    }
+
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        let mut s = self.record(format!("kill -s {signal} {id}"))?;
+        let key = Self::key(&s, id)?;
+        let number = signal_number(signal)
+            .ok_or_else(|| Self::refused(format!("invalid signal: {signal}")))?;
+        if s.containers[&key].state != ContainerState::Running {
+            return Err(Self::refused(format!("container {id} is not running")));
+        }
+        let c = s.containers[&key].clone();
+        self.emit(
+            &c,
+            EventKind::Killed {
+                signal: Some(number),
+            },
+        );
+        self.end(&mut s, &key, 128 + i64::from(number), None);
+        Ok(())
+    }
+
+    async fn pause_container(&self, id: &str) -> Result<()> {
+        let mut s = self.record(format!("pause {id}"))?;
+        let c = Self::find(&mut s, id)?;
+        match c.state {
+            ContainerState::Running => {
+                c.state = ContainerState::Paused;
+                let c = c.clone();
+                self.emit(&c, EventKind::Paused);
+                Ok(())
+            }
+            ContainerState::Paused => {
+                Err(Self::refused(format!("container {id} is already paused")))
+            }
+            _ => Err(Self::refused(format!("container {id} is not running"))),
+        }
+    }
+
+    async fn unpause_container(&self, id: &str) -> Result<()> {
+        let mut s = self.record(format!("unpause {id}"))?;
+        let c = Self::find(&mut s, id)?;
+        if c.state != ContainerState::Paused {
+            return Err(Self::refused(format!("container {id} is not paused")));
+        }
+        c.state = ContainerState::Running;
+        let c = c.clone();
+        self.emit(&c, EventKind::Unpaused);
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str, force: bool, _volumes: bool) -> Result<()> {
+        let mut s = self.record(format!("remove {id}"))?;
+        let key = Self::key(&s, id)?;
+        let running = matches!(
+            s.containers[&key].state,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        );
+        if running && !force {
+            return Err(Self::refused(format!(
+                "cannot remove container {id}: container is running: stop the container before removing or force remove"
+            )));
+        }
+        if running {
+            let c = s.containers[&key].clone();
+            self.emit(&c, EventKind::Killed { signal: Some(9) });
+            self.end(&mut s, &key, 137, None);
+        }
+        if let Some(c) = s.containers.remove(&key) {
+            s.mounts.remove(&key);
+            s.with_healthcheck.remove(&key);
+            self.emit(&c, EventKind::Removed);
+        }
         Ok(())
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64> {
-        self.set_state("wait", id, ContainerState::Exited)?;
-        Ok(0)
+        let key = {
+            let s = self.record(format!("wait {id}"))?;
+            Self::key(&s, id)?
+        };
+        let mut changed = self.changed.subscribe();
+        loop {
+            {
+                let s = self.lock();
+                let Some(c) = s.containers.get(&key) else {
+                    return Err(not_found("container", id));
+                };
+                if !matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+                ) {
+                    return Ok(s.exit_codes.get(&key).copied().unwrap_or(0));
+                }
+            }
+            if changed.changed().await.is_err() {
+                return Err(RuntimeError::Unavailable("the fake runtime is gone".into()));
+            }
+        }
     }
 
-    async fn connect_network(
-        &self,
-        network: &str,
-        container: &str,
-        _attachment: &NetworkAttachment,
-    ) -> Result<()> {
-        let mut s = self.record(format!("connect {network} {container}"))?;
-        Self::find(&mut s, container)?
-            .networks
-            .push(network.to_string());
-        Ok(())
-    }
-
-    async fn logs(&self, id: &str, _options: &LogOptions) -> Result<BoxStream<LogLine>> {
-        drop(self.record(format!("logs {id}"))?);
-        Ok(Box::pin(stream::empty()))
-    }
-
-    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        drop(self.record(format!("top {id}"))?);
-        Ok((vec!["PID".into(), "CMD".into()], vec![]))
-    }
-
-    async fn list_networks(&self, filter: &[String]) -> Result<Vec<Network>> {
+    async fn list_networks(&self, filter: &[LabelFilter]) -> Result<Vec<Network>> {
         let s = self.lock();
         Ok(s.networks
             .values()
-            .filter(|n| matches(&n.labels, filter))
+            .filter(|n| LabelFilter::all_match(filter, &n.labels))
             .cloned()
             .collect())
     }
@@ -287,7 +522,11 @@ impl Runtime for FakeRuntime {
             Network {
                 id: id.clone(),
                 name: spec.name.clone(),
-                driver: spec.driver.clone(),
+                driver: if spec.driver.is_empty() {
+                    "bridge".into()
+                } else {
+                    spec.driver.clone()
+                },
                 labels: spec.labels.clone(),
                 internal: spec.internal,
             },
@@ -297,17 +536,19 @@ impl Runtime for FakeRuntime {
 
     async fn remove_network(&self, name: &str) -> Result<()> {
         let mut s = self.record(format!("remove network {name}"))?;
+        if !s.networks.contains_key(name) {
+            return Err(not_found("network", name));
+        }
+        if s.containers
+            .values()
+            .any(|c| c.networks.iter().any(|n| n == name))
+        {
+            return Err(Self::refused(format!(
+                "error while removing network: network {name} has active endpoints"
+            )));
+        }
         s.networks.remove(name);
         Ok(())
-    }
-
-    async fn list_volumes(&self, filter: &[String]) -> Result<Vec<Volume>> {
-        let s = self.lock();
-        Ok(s.volumes
-            .values()
-            .filter(|v| matches(&v.labels, filter))
-            .cloned()
-            .collect())
     }
 
     async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>> {
@@ -316,19 +557,29 @@ impl Runtime for FakeRuntime {
 
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<()> {
         let mut s = self.record(format!("create volume {}", spec.name))?;
-        s.volumes.insert(
-            spec.name.clone(),
-            Volume {
+        // As an engine does: creating an existing volume is not an error.
+        s.volumes
+            .entry(spec.name.clone())
+            .or_insert_with(|| Volume {
                 name: spec.name.clone(),
-                driver: spec.driver.clone(),
+                driver: if spec.driver.is_empty() {
+                    "local".into()
+                } else {
+                    spec.driver.clone()
+                },
                 labels: spec.labels.clone(),
-            },
-        );
+            });
         Ok(())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
         let mut s = self.record(format!("remove volume {name}"))?;
+        if !s.volumes.contains_key(name) {
+            return Err(not_found("volume", name));
+        }
+        if s.mounts.values().any(|m| m.iter().any(|v| v == name)) {
+            return Err(Self::refused(format!("remove {name}: volume is in use")));
+        }
         s.volumes.remove(name);
         Ok(())
     }
@@ -362,12 +613,19 @@ impl Runtime for FakeRuntime {
 
     async fn remove_image(&self, reference: &str, _force: bool) -> Result<()> {
         let mut s = self.record(format!("remove image {reference}"))?;
-        s.images.remove(reference);
-        Ok(())
+        match s.images.remove(reference) {
+            Some(_) => Ok(()),
+            None => Err(not_found("image", reference)),
+        }
     }
 
-    async fn events(&self, _filter: &[String]) -> Result<BoxStream<Event>> {
-        Ok(Box::pin(stream::pending()))
+    async fn events(&self, filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>> {
+        let filter = filter.to_vec();
+        let events = tokio_stream_of(self.events.subscribe());
+        Ok(Box::pin(events.filter_map(move |e| {
+            let keep = LabelFilter::all_match(&filter, &e.labels);
+            async move { keep.then_some(Ok(e)) }
+        })))
     }
 
     async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
@@ -377,45 +635,46 @@ impl Runtime for FakeRuntime {
             "pulled {reference}"
         ))])))
     }
+}
 
-    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session> {
-        let mut s = self.record(format!("exec {container} {}", spec.command.join(" ")))?;
-        Self::find(&mut s, container)?;
-        Ok(Session {
-            id: format!("exec-{container}"),
-            output: (!spec.detach).then(|| Box::pin(stream::empty()) as BoxStream<LogLine>),
-            input: None,
-        })
-    }
-
-    async fn exec_exit_code(&self, _exec_id: &str) -> Result<Option<i64>> {
-        Ok(Some(0))
-    }
-
-    async fn exec_resize(&self, _exec_id: &str, _width: u16, _height: u16) -> Result<()> {
-        Ok(())
+#[async_trait::async_trait]
+impl Logs for FakeRuntime {
+    async fn logs(&self, id: &str, _options: &LogOptions) -> Result<BoxStream<LogLine>> {
+        let mut s = self.record(format!("logs {id}"))?;
+        Self::find(&mut s, id)?;
+        Ok(Box::pin(stream::empty()))
     }
 
     async fn attach(&self, container: &str, _stdin: bool, _logs: bool) -> Result<Session> {
         let mut s = self.record(format!("attach {container}"))?;
         Self::find(&mut s, container)?;
         Ok(Session {
-            id: String::new(),
             output: Some(Box::pin(stream::empty())),
             input: None,
+            process: Box::new(Ended),
         })
     }
+}
 
-    async fn resize(&self, _container: &str, _width: u16, _height: u16) -> Result<()> {
-        Ok(())
+#[async_trait::async_trait]
+impl Exec for FakeRuntime {
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session> {
+        let mut s = self.record(format!("exec {container} {}", spec.command.join(" ")))?;
+        if Self::find(&mut s, container)?.state != ContainerState::Running {
+            return Err(Self::refused(format!(
+                "container {container} is not running"
+            )));
+        }
+        Ok(Session {
+            output: (!spec.detach).then(|| Box::pin(stream::empty()) as BoxStream<LogLine>),
+            input: None,
+            process: Box::new(Ended),
+        })
     }
+}
 
-    async fn stats(&self, container: &str) -> Result<Stats> {
-        let mut s = self.lock();
-        Self::find(&mut s, container)?;
-        Ok(Stats::default())
-    }
-
+#[async_trait::async_trait]
+impl Archives for FakeRuntime {
     async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>> {
         drop(self.record(format!("copy from {container}:{path}"))?);
         Ok(Box::pin(stream::empty()))
@@ -426,6 +685,11 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
+        drop(self.record(format!("export {container}"))?);
+        Ok(Box::pin(stream::empty()))
+    }
+
     async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String> {
         drop(self.record(format!("commit {container} {}", spec.reference))?);
         if !spec.reference.is_empty() {
@@ -433,9 +697,36 @@ impl Runtime for FakeRuntime {
         }
         Ok("sha256:fake".into())
     }
+}
 
-    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
-        drop(self.record(format!("export {container}"))?);
-        Ok(Box::pin(stream::empty()))
+#[async_trait::async_trait]
+impl Monitor for FakeRuntime {
+    async fn stats(&self, container: &str) -> Result<Stats> {
+        let mut s = self.lock();
+        Self::find(&mut s, container)?;
+        Ok(Stats::default())
     }
+
+    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let mut s = self.record(format!("top {id}"))?;
+        if Self::find(&mut s, id)?.state != ContainerState::Running {
+            return Err(Self::refused(format!("container {id} is not running")));
+        }
+        Ok((vec!["PID".into(), "CMD".into()], vec![]))
+    }
+}
+
+/// A broadcast receiver as a stream; a receiver that fell behind skips on.
+fn tokio_stream_of(
+    rx: broadcast::Receiver<ContainerEvent>,
+) -> impl futures_core::Stream<Item = ContainerEvent> + Send {
+    stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((e, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }

@@ -7,6 +7,7 @@
 //! ([`fake::FakeRuntime`]) lets the planner and executor be tested without an
 //! engine. A native, daemonless runtime will be a third implementation.
 
+pub mod context;
 pub mod docker;
 pub mod fake;
 mod types;
@@ -50,105 +51,138 @@ pub type Result<T> = std::result::Result<T, RuntimeError>;
 /// A stream of items from the engine (log lines, events, build output).
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
 
-/// A container engine, as rcompose sees it.
+/// A container runtime, as rcompose sees it: the core that observing,
+/// planning and executing use (containers, networks, volumes, images and
+/// builds, events). The other capabilities are traits of their own
+/// ([`Logs`], [`Exec`], [`Archives`], [`Monitor`]); [`Engine`] is all of them.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
     /// The engine's name and version, e.g. `docker 20.10.24 (api 1.41)`.
     async fn version(&self) -> Result<String>;
 
-    /// Containers carrying every label of `filter` (`key` or `key=value`);
+    /// Containers matching every label filter;
     /// stopped ones too when `all`.
-    async fn list_containers(&self, filter: &[String], all: bool) -> Result<Vec<Container>>;
+    async fn list_containers(&self, filter: &[LabelFilter], all: bool) -> Result<Vec<Container>>;
+
     /// Details of one container (state, health, exit code).
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails>;
+
     /// Creates a container; returns its id.
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
+
     /// Starts a created or stopped container.
     async fn start_container(&self, id: &str) -> Result<()>;
+
     /// Stops a container: its stop signal, then SIGKILL after `timeout_secs`.
     async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()>;
+
     /// Restarts a container.
     async fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()>;
+
     /// Sends a signal to a running container.
     async fn kill_container(&self, id: &str, signal: &str) -> Result<()>;
+
     /// Pauses a running container.
     async fn pause_container(&self, id: &str) -> Result<()>;
+
     /// Resumes a paused container.
     async fn unpause_container(&self, id: &str) -> Result<()>;
+
     /// Removes a container (`force` kills a running one; `volumes` removes its anonymous volumes).
     async fn remove_container(&self, id: &str, force: bool, volumes: bool) -> Result<()>;
-    /// Renames a container.
-    async fn rename_container(&self, id: &str, name: &str) -> Result<()>;
+
     /// Waits for a container to stop; returns its exit code.
     async fn wait_container(&self, id: &str) -> Result<i64>;
-    /// Connects a container to a network.
-    async fn connect_network(
-        &self,
-        network: &str,
-        container: &str,
-        attachment: &NetworkAttachment,
-    ) -> Result<()>;
-    /// The container's output.
-    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>>;
-    /// Processes running in a container (`ps` columns and rows).
-    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)>;
 
     /// Networks carrying every label of `filter`.
-    async fn list_networks(&self, filter: &[String]) -> Result<Vec<Network>>;
+    async fn list_networks(&self, filter: &[LabelFilter]) -> Result<Vec<Network>>;
+
     /// One network by name, if it exists.
     async fn inspect_network(&self, name: &str) -> Result<Option<Network>>;
+
     /// Creates a network; returns its id.
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String>;
+
     /// Removes a network.
     async fn remove_network(&self, name: &str) -> Result<()>;
 
-    /// Volumes carrying every label of `filter`.
-    async fn list_volumes(&self, filter: &[String]) -> Result<Vec<Volume>>;
     /// One volume by name, if it exists.
     async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>>;
+
     /// Creates a volume.
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<()>;
+
     /// Removes a volume.
     async fn remove_volume(&self, name: &str) -> Result<()>;
 
     /// One image by reference, if it is present.
     async fn inspect_image(&self, reference: &str) -> Result<Option<Image>>;
+
     /// The images of a repository (`name`, without a tag), every tag.
     async fn list_images(&self, repository: &str) -> Result<Vec<Image>>;
+
     /// Builds an image; the stream carries the build's output lines.
     async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>>;
+
     /// Removes an image.
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()>;
 
-    /// Engine events about containers carrying every label of `filter`.
-    async fn events(&self, filter: &[String]) -> Result<BoxStream<Event>>;
+    /// Events of the containers matching every label filter, from now on.
+    async fn events(&self, filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>>;
 
     /// Pulls an image from its registry; the stream carries progress lines.
     async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>>;
+}
 
-    /// Runs a command in a running container. With `spec.detach` the session
-    /// has no streams; otherwise its output (and input, when `spec.stdin`)
-    /// are connected until the command ends.
-    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session>;
-    /// The exit code of a finished exec session (`None` while it runs).
-    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>>;
-    /// Resizes the TTY of an exec session.
-    async fn exec_resize(&self, exec_id: &str, width: u16, height: u16) -> Result<()>;
+/// A container's output streams: its log and its main process.
+#[async_trait::async_trait]
+pub trait Logs: Send + Sync {
+    /// The container's output.
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>>;
+
     /// Attaches to a container's main process (its output, and its input
     /// when `stdin`). With `logs`, the output starts with everything the
     /// container printed so far: attaching to a created container before
     /// starting it then loses nothing, however fast it runs.
     async fn attach(&self, container: &str, stdin: bool, logs: bool) -> Result<Session>;
-    /// Resizes the TTY of a container.
-    async fn resize(&self, container: &str, width: u16, height: u16) -> Result<()>;
-    /// One sample of a container's resource usage.
-    async fn stats(&self, container: &str) -> Result<Stats>;
+}
+
+/// Commands run in running containers.
+#[async_trait::async_trait]
+pub trait Exec: Send + Sync {
+    /// Runs a command in a running container. With `spec.detach` the session
+    /// has no streams; otherwise its output (and input, when `spec.stdin`)
+    /// are connected until the command ends.
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session>;
+}
+
+/// Files in and out of containers.
+#[async_trait::async_trait]
+pub trait Archives: Send + Sync {
     /// A tar archive of `path` in the container.
     async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>>;
+
     /// Extracts a tar archive into directory `path` of the container.
     async fn copy_to(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()>;
-    /// Makes an image of a container's filesystem; returns the image id.
-    async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String>;
+
     /// A tar archive of a container's whole filesystem.
     async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>>;
+
+    /// Makes an image of a container's filesystem; returns the image id.
+    async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String>;
 }
+
+/// What runs in a container and what it uses.
+#[async_trait::async_trait]
+pub trait Monitor: Send + Sync {
+    /// One sample of a container's resource usage.
+    async fn stats(&self, container: &str) -> Result<Stats>;
+
+    /// Processes running in a container (`ps` columns and rows).
+    async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)>;
+}
+
+/// A runtime with every capability: what the CLI drives.
+pub trait Engine: Runtime + Logs + Exec + Archives + Monitor {}
+
+impl<T: Runtime + Logs + Exec + Archives + Monitor + ?Sized> Engine for T {}

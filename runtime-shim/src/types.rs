@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-/// The lifecycle state of a container.
+/// The lifecycle state of a container, in rcompose's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ContainerState {
     /// Created, never started.
@@ -11,48 +11,39 @@ pub enum ContainerState {
     Running,
     /// Paused.
     Paused,
-    /// Restarting after a failure.
+    /// Waiting to be restarted by its restart policy.
     Restarting,
-    /// Being removed.
-    Removing,
-    /// Stopped.
+    /// Stopped (also when the runtime cannot use it any more; its
+    /// [`Status::detail`] then says why).
     Exited,
-    /// Stopped and unusable.
-    Dead,
 }
 
 impl ContainerState {
-    /// The engine's word for the state.
+    /// The state's name, as Compose's `ps --status` spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             ContainerState::Created => "created",
             ContainerState::Running => "running",
             ContainerState::Paused => "paused",
             ContainerState::Restarting => "restarting",
-            ContainerState::Removing => "removing",
             ContainerState::Exited => "exited",
-            ContainerState::Dead => "dead",
         }
     }
 
-    /// Parses the engine's word; unknown words count as `Dead`.
-    pub fn parse(s: &str) -> ContainerState {
-        match s {
-            "created" => ContainerState::Created,
-            "running" => ContainerState::Running,
-            "paused" => ContainerState::Paused,
-            "restarting" => ContainerState::Restarting,
-            "removing" => ContainerState::Removing,
-            "exited" => ContainerState::Exited,
-            _ => ContainerState::Dead,
-        }
+    /// Whether its main process is there (running, paused or about to restart).
+    pub fn is_up(self) -> bool {
+        matches!(
+            self,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        )
     }
 }
 
 /// The health of a container with a health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Health {
     /// No health check.
+    #[default]
     None,
     /// Within the start period or not checked yet.
     Starting,
@@ -60,6 +51,61 @@ pub enum Health {
     Healthy,
     /// Failing.
     Unhealthy,
+}
+
+/// What is known of a container's current state, to describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    /// When the current state began, seconds since the epoch (0 when
+    /// unknown): the last start of a running or paused container, the end
+    /// of the last run of an exited or restarting one.
+    pub since: i64,
+    /// The exit code of the last run.
+    pub exit_code: i64,
+    /// Its health.
+    pub health: Health,
+    /// The runtime's own description, when rcompose's states do not cover
+    /// it (an engine's `Removal In Progress` or `Dead`), shown as is.
+    pub detail: Option<String>,
+}
+
+/// A transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The protocol's name, lower case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+
+    /// Parses a protocol name (`tcp`, `udp`, `sctp`, any case).
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            "sctp" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A published port of a running container.
@@ -71,8 +117,8 @@ pub struct PublishedPort {
     pub host_port: u16,
     /// Container port.
     pub container_port: u16,
-    /// `tcp`, `udp` or `sctp`.
-    pub protocol: String,
+    /// Protocol.
+    pub protocol: Protocol,
 }
 
 /// A container as listed.
@@ -92,8 +138,8 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
     /// State.
     pub state: ContainerState,
-    /// The engine's human status (`Up 3 seconds (healthy)`).
-    pub status: String,
+    /// What is known of its state, for `ps` to describe it.
+    pub status: Status,
     /// Creation time, seconds since the epoch.
     pub created: i64,
     /// Ports.
@@ -119,17 +165,159 @@ pub struct ContainerDetails {
     pub exposed_tcp_ports: Vec<u16>,
 }
 
+/// A port a container exposes to the networks it is on, without publishing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExposedPort {
+    /// Container port.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+/// The host side of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HostPort {
+    /// Any free port, chosen by the runtime.
+    #[default]
+    Any,
+    /// This port.
+    Fixed(u16),
+    /// A free port of this range (inclusive).
+    Range(u16, u16),
+}
+
 /// A port to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PortBinding {
     /// Container port.
     pub container_port: u16,
-    /// `tcp`, `udp` or `sctp`.
-    pub protocol: String,
+    /// Protocol.
+    pub protocol: Protocol,
     /// Host address; empty for all.
     pub host_ip: String,
-    /// Host port or range; empty for a random one.
-    pub host_port: String,
+    /// Host port.
+    pub host_port: HostPort,
+}
+
+/// When the runtime restarts a container whose main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RestartPolicy {
+    /// Never.
+    #[default]
+    No,
+    /// Always, also after the runtime itself restarts.
+    Always,
+    /// Always, unless it was stopped by a user.
+    UnlessStopped,
+    /// After a non-zero exit, at most `max_retries` times when given.
+    OnFailure {
+        /// The most restarts in a row.
+        max_retries: Option<u32>,
+    },
+}
+
+/// A host device made available in a container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Device {
+    /// Path on the host.
+    pub host_path: String,
+    /// Path in the container.
+    pub container_path: String,
+    /// Cgroup access: a combination of `r` (read), `w` (write), `m` (mknod).
+    pub permissions: String,
+}
+
+/// Which network namespace a container has.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum NetworkMode {
+    /// Its own, attached to the networks of [`ContainerSpec::networks`].
+    #[default]
+    Attachments,
+    /// The host's.
+    Host,
+    /// Its own, with a loopback interface only.
+    None,
+    /// That of another container (name or id).
+    Container(String),
+    /// Its own, attached to this one network of the runtime (no aliases).
+    Network(String),
+}
+
+/// Which IPC or PID namespace a container has.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Namespace {
+    /// The runtime's default (its own; for IPC, private or shareable as the runtime is configured).
+    #[default]
+    Default,
+    /// Its own (IPC: not shareable with others).
+    Private,
+    /// Its own, and other containers may join it (IPC only).
+    Shareable,
+    /// None at all (IPC: no /dev/shm).
+    None,
+    /// The host's.
+    Host,
+    /// That of another container (name or id).
+    Container(String),
+}
+
+/// Mount the volumes of another container.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolumesFrom {
+    /// The container (name or id).
+    pub container: String,
+    /// Mount them read-only (otherwise as the other container has them).
+    pub read_only: bool,
+}
+
+/// An `/etc/hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExtraHost {
+    /// Host name.
+    pub name: String,
+    /// Its address (or `host-gateway`).
+    pub address: String,
+}
+
+/// Selects objects by their labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LabelFilter {
+    /// The label.
+    pub key: String,
+    /// Its value; `None` for any value.
+    pub value: Option<String>,
+}
+
+impl LabelFilter {
+    /// Objects carrying label `key`, whatever its value.
+    pub fn has(key: impl Into<String>) -> LabelFilter {
+        LabelFilter {
+            key: key.into(),
+            value: None,
+        }
+    }
+
+    /// Objects whose label `key` is `value`.
+    pub fn equals(key: impl Into<String>, value: impl Into<String>) -> LabelFilter {
+        LabelFilter {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// Whether `labels` satisfy this filter.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        match (&self.value, labels.get(&self.key)) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(want), Some(have)) => want == have,
+        }
+    }
+
+    /// Whether `labels` satisfy every filter.
+    pub fn all_match(filters: &[LabelFilter], labels: &BTreeMap<String, String>) -> bool {
+        filters.iter().all(|f| f.matches(labels))
+    }
 }
 
 /// A mount into a container.
@@ -174,11 +362,25 @@ pub enum Mount {
     },
 }
 
+/// The command of a health check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HealthTest {
+    /// The image's, with the other settings of the spec.
+    #[default]
+    Inherit,
+    /// No health check, not even the image's.
+    Disabled,
+    /// A program and its arguments.
+    Exec(Vec<String>),
+    /// A shell command line, run with the container's shell.
+    Shell(String),
+}
+
 /// A health check for a container.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthcheckSpec {
-    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
-    pub test: Vec<String>,
+    /// What to run.
+    pub test: HealthTest,
     /// Between checks, nanoseconds.
     pub interval_ns: i64,
     /// For one check, nanoseconds.
@@ -246,18 +448,19 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// Domain name.
     pub domainname: String,
-    /// Exposed container ports, `port/proto`.
-    pub exposed: Vec<String>,
+    /// Exposed container ports.
+    pub exposed: Vec<ExposedPort>,
     /// Published ports.
     pub ports: Vec<PortBinding>,
     /// Mounts.
     pub mounts: Vec<Mount>,
-    /// `host`, `none`, `container:<id>`, or empty for the attachments below.
-    pub network_mode: String,
-    /// Networks, the first one given at creation.
+    /// Its network namespace.
+    pub network_mode: NetworkMode,
+    /// The networks it is attached to (with [`NetworkMode::Attachments`]),
+    /// the first one its default route.
     pub networks: Vec<NetworkAttachment>,
-    /// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
-    pub restart: String,
+    /// Restart policy; `None` for the runtime's default (no restarts).
+    pub restart: Option<RestartPolicy>,
     /// Health check; `None` keeps the image's.
     pub healthcheck: Option<HealthcheckSpec>,
     /// Stop signal.
@@ -289,8 +492,8 @@ pub struct ContainerSpec {
     pub ulimits: Vec<UlimitSpec>,
     /// Kernel parameters.
     pub sysctls: BTreeMap<String, String>,
-    /// `/etc/hosts` entries, `host:ip`.
-    pub extra_hosts: Vec<String>,
+    /// `/etc/hosts` entries.
+    pub extra_hosts: Vec<ExtraHost>,
     /// DNS servers.
     pub dns: Vec<String>,
     /// DNS options.
@@ -318,11 +521,11 @@ pub struct ContainerSpec {
     /// Log options.
     pub log_opts: BTreeMap<String, String>,
     /// IPC namespace.
-    pub ipc: String,
+    pub ipc: Namespace,
     /// PID namespace.
-    pub pid: String,
-    /// Devices, `host:container:perms`.
-    pub devices: Vec<String>,
+    pub pid: Namespace,
+    /// Devices.
+    pub devices: Vec<Device>,
     /// Extra groups.
     pub group_add: Vec<String>,
     /// Platform (`linux/amd64`).
@@ -330,7 +533,7 @@ pub struct ContainerSpec {
     /// OCI runtime.
     pub runtime: String,
     /// Containers whose volumes to mount.
-    pub volumes_from: Vec<String>,
+    pub volumes_from: Vec<VolumesFrom>,
     /// MAC address.
     pub mac_address: String,
     /// Stop the OOM killer.
@@ -443,8 +646,8 @@ pub struct BuildSpec {
     pub pull: bool,
     /// Network during the build.
     pub network: String,
-    /// Extra hosts, `host:ip`.
-    pub extra_hosts: Vec<String>,
+    /// Extra hosts.
+    pub extra_hosts: Vec<ExtraHost>,
     /// `/dev/shm` size, bytes.
     pub shm_size: i64,
     /// Target platform.
@@ -475,19 +678,76 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// An engine event about a container.
+/// What happened to a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Seconds since the epoch.
-    pub time: i64,
-    /// The object kind (`container`, `network` ...).
-    pub kind: String,
-    /// What happened (`start`, `die`, `health_status: healthy` ...).
-    pub action: String,
-    /// The object id.
+pub enum EventKind {
+    /// It was created.
+    Created,
+    /// Its main process started (also after a restart).
+    Started,
+    /// A signal was sent to it (a stop begins with one).
+    Killed {
+        /// The signal's number, when known.
+        signal: Option<i32>,
+    },
+    /// Its main process ended.
+    Died {
+        /// The exit code.
+        exit_code: i64,
+    },
+    /// It was stopped on request (after it died).
+    Stopped,
+    /// Its kernel ran out of memory for it.
+    OutOfMemory,
+    /// It was paused.
+    Paused,
+    /// It was resumed.
+    Unpaused,
+    /// Its health changed.
+    Health(Health),
+    /// It was renamed.
+    Renamed,
+    /// It was removed.
+    Removed,
+}
+
+impl EventKind {
+    /// The action word Docker Compose prints for it (`start`, `die`, `health_status: healthy`).
+    pub fn action(&self) -> &'static str {
+        match self {
+            EventKind::Created => "create",
+            EventKind::Started => "start",
+            EventKind::Killed { .. } => "kill",
+            EventKind::Died { .. } => "die",
+            EventKind::Stopped => "stop",
+            EventKind::OutOfMemory => "oom",
+            EventKind::Paused => "pause",
+            EventKind::Unpaused => "unpause",
+            EventKind::Health(Health::Healthy) => "health_status: healthy",
+            EventKind::Health(Health::Unhealthy) => "health_status: unhealthy",
+            EventKind::Health(Health::Starting) => "health_status: starting",
+            EventKind::Health(Health::None) => "health_status: none",
+            EventKind::Renamed => "rename",
+            EventKind::Removed => "destroy",
+        }
+    }
+}
+
+/// Something that happened to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// When, nanoseconds since the epoch.
+    pub time_nanos: i64,
+    /// The container's id.
     pub id: String,
-    /// The object's attributes (labels, name, exit code ...).
-    pub attributes: BTreeMap<String, String>,
+    /// Its name (the new one after a rename).
+    pub name: String,
+    /// The image it runs.
+    pub image: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// What happened.
+    pub kind: EventKind,
 }
 
 /// A command to run in a running container.
@@ -514,20 +774,31 @@ pub struct ExecSpec {
 /// A byte stream to write into a session (a process's standard input).
 pub type Input = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
-/// A running process's streams.
+/// The process behind a [`Session`]: an exec'd command, or a container's
+/// main process for an attach.
+#[async_trait::async_trait]
+pub trait Process: Send + Sync {
+    /// Resizes its terminal (when it has one).
+    async fn resize(&self, width: u16, height: u16) -> crate::Result<()>;
+    /// Waits until it ends; its exit code.
+    async fn wait(&self) -> crate::Result<i64>;
+}
+
+/// A process's streams, and the process itself.
 pub struct Session {
-    /// The exec id (empty for an attach).
-    pub id: String,
-    /// Its output, as it comes.
+    /// Its output, as it comes (`None` when detached).
     pub output: Option<crate::BoxStream<LogLine>>,
     /// Its input, when asked for.
     pub input: Option<Input>,
+    /// The process.
+    pub process: Box<dyn Process>,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("id", &self.id)
+            .field("output", &self.output.is_some())
+            .field("input", &self.input.is_some())
             .finish_non_exhaustive()
     }
 }

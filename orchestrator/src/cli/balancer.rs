@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -130,7 +129,7 @@ async fn serve(
     }
     if let Some(spec) = spec.filter(|s| !s.members.is_empty()) {
         let engine = match spec.engine_events {
-            true => match runtime_shim::docker::DockerRuntime::connect().await {
+            true => match super::connect().await {
                 Ok(rt) => Some(rt),
                 Err(e) => {
                     tracing::warn!(
@@ -144,11 +143,7 @@ async fn serve(
         match engine {
             Some(rt) => {
                 tracing::info!("discovery: the engine's events");
-                tokio::spawn(orchestrator::discover::follow_engine(
-                    Arc::new(rt),
-                    spec,
-                    handle,
-                ));
+                tokio::spawn(orchestrator::discover::follow_engine(rt, spec, handle));
             }
             None => {
                 tracing::info!(

@@ -17,7 +17,7 @@ use orchestrator::loader::LoadOptions;
 use orchestrator::model::{Project, ShellCommand};
 use orchestrator::observe::{container_number, observe, observe_containers};
 use orchestrator::plan::{plan_build, plan_up, BuildOptions, UpOptions};
-use runtime_shim::{CommitSpec, Container, ExecSpec, Input, Runtime, Session};
+use runtime_shim::{CommitSpec, Container, EventKind, ExecSpec, Input, LabelFilter, Session};
 use tokio::io::AsyncWriteExt;
 
 use super::{connect, load_project, run_plan, Engine};
@@ -219,7 +219,7 @@ pub struct PullArgs {
 
 /// The container number `index` of `service`.
 async fn service_container(
-    rt: &Arc<dyn Runtime>,
+    rt: &Arc<dyn runtime_shim::Engine>,
     project: &Project,
     service: &str,
     index: u32,
@@ -340,13 +340,13 @@ pub async fn exec(options: LoadOptions, named: bool, args: ExecArgs) -> Result<E
     let _raw = tty.then(RawTerminal::enable);
     if tty {
         if let Some((w, h)) = terminal_size() {
-            let _ = rt.exec_resize(&session.id, w, h).await;
+            let _ = session.process.resize(w, h).await;
         }
     }
     pump_stdin(session.input.take());
     drain(&mut session).await;
     drop(_raw);
-    let code = rt.exec_exit_code(&session.id).await?.unwrap_or(0);
+    let code = session.process.wait().await?;
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))
@@ -498,19 +498,14 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         spec.labels.insert(k.to_string(), v.to_string());
     }
-    if spec.restart.is_empty() || args.rm {
-        spec.restart = "no".into();
+    if spec.restart.is_none() || args.rm {
+        spec.restart = Some(runtime_shim::RestartPolicy::No);
     }
     spec.stdin_once = !args.detach;
     // A one-off answers to its own name only, not to the service's.
     for a in &mut spec.networks {
         a.aliases = vec![spec.name.clone()];
     }
-    let extra: Vec<runtime_shim::NetworkAttachment> = if spec.networks.len() > 1 {
-        spec.networks.split_off(1)
-    } else {
-        Vec::new()
-    };
     if engine.dry_run {
         println!(
             "create container {} (one-off of service {})",
@@ -519,9 +514,6 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         return Ok(ExitCode::SUCCESS);
     }
     let id = rt.create_container(&spec).await?;
-    for a in &extra {
-        rt.connect_network(&a.network, &id, a).await?;
-    }
     if args.detach {
         rt.start_container(&id).await?;
         println!("{}", spec.name);
@@ -540,7 +532,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
     let _raw = tty.then(RawTerminal::enable);
     if tty {
         if let Some((w, h)) = terminal_size() {
-            let _ = rt.resize(&id, w, h).await;
+            let _ = session.process.resize(w, h).await;
         }
     }
     pump_stdin(session.input.take());
@@ -957,7 +949,7 @@ pub async fn stats(options: LoadOptions, named: bool, args: StatsArgs) -> Result
 pub async fn events(options: LoadOptions, named: bool, args: EventsArgs) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let filter = [format!("{}={}", labels::PROJECT, project.name)];
+    let filter = [LabelFilter::equals(labels::PROJECT, &project.name)];
     let mut stream = rt.events(&filter).await?;
     loop {
         tokio::select! {
@@ -965,24 +957,40 @@ pub async fn events(options: LoadOptions, named: bool, args: EventsArgs) -> Resu
             item = stream.next() => {
                 let Some(item) = item else { return Ok(ExitCode::SUCCESS) };
                 let e = item?;
-                let service = e.attributes.get(labels::SERVICE).cloned().unwrap_or_default();
+                let service = e.labels.get(labels::SERVICE).cloned().unwrap_or_default();
                 if !args.services.is_empty() && !args.services.contains(&service) {
                     continue;
                 }
-                let attrs: BTreeMap<&String, &String> = e
-                    .attributes
+                // As the engine reports them: the container's own labels,
+                // its name and image, and what the event carries.
+                let mut attrs: BTreeMap<String, String> = e
+                    .labels
                     .iter()
                     .filter(|(k, _)| !k.starts_with("com.docker.compose."))
+                    .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
+                attrs.insert("name".into(), e.name.clone());
+                attrs.insert("image".into(), e.image.clone());
+                match e.kind {
+                    EventKind::Died { exit_code } => {
+                        attrs.insert("exitCode".into(), exit_code.to_string());
+                    }
+                    EventKind::Killed { signal: Some(signal) } => {
+                        attrs.insert("signal".into(), signal.to_string());
+                    }
+                    _ => {}
+                }
+                let time = e.time_nanos.div_euclid(1_000_000_000);
+                let action = e.kind.action();
                 if args.json {
                     let v = serde_json::json!({
-                        "time": e.time, "type": e.kind, "action": e.action,
+                        "time": time, "type": "container", "action": action,
                         "id": e.id, "service": service, "attributes": attrs,
                     });
                     println!("{v}");
                 } else {
                     let a: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!("{} {} {} {} ({})", e.time, e.kind, e.action, e.id, a.join(", "));
+                    println!("{time} container {action} {} ({})", e.id, a.join(", "));
                 }
             }
         }
@@ -1035,27 +1043,13 @@ pub async fn wait(
 pub async fn pull(engine: Engine, options: LoadOptions, args: PullArgs) -> Result<ExitCode> {
     let project = load_project(&options, false)?;
     let rt = connect().await?;
-    let mut plan = orchestrator::plan::Plan::default();
-    let mut seen = std::collections::BTreeSet::new();
-    for (name, s) in &project.services {
-        if !args.services.is_empty() && !args.services.contains(name) {
-            continue;
-        }
-        if s.image.is_empty()
-            || (args.ignore_buildable && s.build.is_some())
-            || !seen.insert(s.image.clone())
-        {
-            continue;
-        }
-        plan.ops.push(orchestrator::plan::Op {
-            action: orchestrator::plan::Action::Pull {
-                service: name.clone(),
-                image: s.image.clone(),
-            },
-            reason: "pull requested".into(),
-            after: vec![],
-        });
-    }
+    let plan = orchestrator::plan::plan_pull(
+        &project,
+        &orchestrator::plan::PullOptions {
+            services: args.services.clone(),
+            ignore_buildable: args.ignore_buildable,
+        },
+    );
     let engine = Engine {
         progress: if args.quiet {
             super::progress::Mode::Quiet

@@ -20,12 +20,12 @@ use orchestrator::convert::labels;
 use orchestrator::execute::{execute, ExecuteOptions, Outcome};
 use orchestrator::loader::{self, LoadOptions};
 use orchestrator::model::Project;
-use orchestrator::observe::{observe, observe_containers, Observed};
+use orchestrator::observe::{observe, observe_containers};
 use orchestrator::plan::{
     plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan,
     Recreate, UpOptions,
 };
-use runtime_shim::{Container, ContainerState, LogOptions, Runtime};
+use runtime_shim::{Container, ContainerState, LabelFilter, LogOptions};
 
 /// Settings shared by the commands that change the engine.
 pub struct Engine {
@@ -46,7 +46,7 @@ pub fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Resu
         .block_on(f)
 }
 
-pub(crate) async fn connect() -> Result<Arc<dyn Runtime>> {
+pub(crate) async fn connect() -> Result<Arc<dyn runtime_shim::Engine>> {
     let rt = runtime_shim::docker::DockerRuntime::connect()
         .await
         .context("connecting to the Docker Engine")?;
@@ -154,7 +154,7 @@ fn setting_place(files: &[String], e: &orchestrator::balancer::SettingError) -> 
 
 /// Runs (or with `--dry-run` prints) a plan, showing progress; returns its outcome.
 pub(crate) async fn run_plan(
-    rt: &Arc<dyn Runtime>,
+    rt: &Arc<dyn runtime_shim::Engine>,
     engine: &Engine,
     plan: &Plan,
     title: &str,
@@ -500,7 +500,7 @@ fn recreate_policy(force: bool, never: bool) -> Recreate {
 /// The image phase then the container phase of `up` and `create`.
 async fn converge(
     engine: &Engine,
-    rt: &Arc<dyn Runtime>,
+    rt: &Arc<dyn runtime_shim::Engine>,
     project: &Project,
     build: &BuildOptions,
     up: &UpOptions,
@@ -581,6 +581,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         never: args.no_build,
         no_cache: false,
         with_deps: !args.no_deps,
+        ..BuildOptions::default()
     };
     let wait = ExecuteOptions {
         wait_timeout: args.wait_timeout.map(Duration::from_secs),
@@ -591,7 +592,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     }
     if args.wait {
         let observed = observe(rt.as_ref(), &project).await?;
-        let plan = wait_plan(&project, &observed, &args.services);
+        let plan = orchestrator::plan::plan_wait(&project, &observed, &args.services);
         let waited = run_plan(&rt, &engine, &plan, "Waiting", wait).await;
         return Ok(exit_code(&[&waited]));
     }
@@ -601,33 +602,11 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     attach(&engine, &rt, &project, &args).await
 }
 
-/// A plan that waits for every container of the services to be healthy or running.
-fn wait_plan(project: &Project, observed: &Observed, services: &[String]) -> Plan {
-    use orchestrator::plan::{Action, Op};
-    let mut plan = Plan::default();
-    for c in orchestrator::plan::target_containers(observed, services) {
-        let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
-        if !project.services.contains_key(&service) {
-            continue;
-        }
-        plan.ops.push(Op {
-            action: Action::WaitHealthy {
-                service,
-                container: c.name.clone(),
-                require_healthcheck: false,
-            },
-            reason: "--wait".into(),
-            after: vec![],
-        });
-    }
-    plan
-}
-
 /// Attached `up`: streams prefixed logs until Ctrl-C (or a container exit with
 /// `--abort-on-container-exit`), then stops the project.
 async fn attach(
     engine: &Engine,
-    rt: &Arc<dyn Runtime>,
+    rt: &Arc<dyn runtime_shim::Engine>,
     project: &Project,
     args: &UpArgs,
 ) -> Result<ExitCode> {
@@ -774,6 +753,7 @@ pub async fn create(engine: Engine, options: LoadOptions, args: CreateArgs) -> R
         never: args.no_build,
         no_cache: false,
         with_deps: true,
+        ..BuildOptions::default()
     };
     let (b, r) = converge(
         &engine,
@@ -801,43 +781,15 @@ pub async fn down(
         }
     }
     let rt = connect().await?;
-    let mut observed = observe(rt.as_ref(), &project).await?;
-    if !args.services.is_empty() {
-        observed.containers.retain(|c| {
-            c.labels
-                .get(labels::SERVICE)
-                .is_some_and(|s| args.services.contains(s))
-        });
-    }
+    let observed = observe(rt.as_ref(), &project).await?;
     let options = DownOptions {
         volumes: args.volumes,
         rmi: args.rmi.clone(),
         remove_orphans: args.remove_orphans,
         timeout: args.timeout,
+        services: args.services.clone(),
     };
-    let mut plan = plan_down(&project, &observed, &options);
-    if !args.services.is_empty() {
-        // Networks and volumes stay while other services may use them.
-        plan = plan.without(|o| {
-            matches!(
-                o.action,
-                orchestrator::plan::Action::RemoveNetwork(_)
-                    | orchestrator::plan::Action::RemoveVolume(_)
-            )
-        });
-    }
-    if project.services.is_empty() && project.networks.is_empty() {
-        // Without a compose file, the project's networks are found by label.
-        let filter = [format!("{}={}", labels::PROJECT, project.name)];
-        let removed: Vec<usize> = (0..plan.ops.len()).collect();
-        for n in rt.list_networks(&filter).await? {
-            plan.ops.push(orchestrator::plan::Op {
-                action: orchestrator::plan::Action::RemoveNetwork(n.name.clone()),
-                reason: "network of the project".into(),
-                after: removed.clone(),
-            });
-        }
-    }
+    let plan = plan_down(&project, &observed, &options);
     let outcome = run_plan(&rt, &engine, &plan, "Running", ExecuteOptions::default()).await;
     for (i, e) in &outcome.failures {
         eprintln!("Error: {}: {e}", plan.ops[*i].action.subject());
@@ -962,19 +914,17 @@ pub async fn rm(
 
 /// `build`.
 pub async fn build(engine: Engine, options: LoadOptions, args: BuildArgs) -> Result<ExitCode> {
-    let mut project = load_project(&options, false)?;
+    let project = load_project(&options, false)?;
     check_services(&project, &args.services)?;
-    for arg in &args.build_arg {
-        let (k, v) = match arg.split_once('=') {
+    // `--build-arg KEY` takes KEY's value from the environment.
+    let build_args = args
+        .build_arg
+        .iter()
+        .map(|arg| match arg.split_once('=') {
             Some((k, v)) => (k.to_string(), Some(v.to_string())),
             None => (arg.clone(), options.environment.get(arg).cloned()),
-        };
-        for s in project.services.values_mut() {
-            if let Some(b) = &mut s.build {
-                b.args.0.insert(k.clone(), v.clone());
-            }
-        }
-    }
+        })
+        .collect();
     let rt = connect().await?;
     let observed = observe(rt.as_ref(), &project).await?;
     let plan = plan_build(
@@ -986,6 +936,7 @@ pub async fn build(engine: Engine, options: LoadOptions, args: BuildArgs) -> Res
             never: false,
             no_cache: args.no_cache,
             with_deps: false,
+            args: build_args,
         },
     );
     let engine = Engine {
@@ -1004,19 +955,58 @@ pub async fn build(engine: Engine, options: LoadOptions, args: BuildArgs) -> Res
 }
 
 fn human_ago(secs: i64) -> String {
-    let now = std::time::SystemTime::now()
+    format!("{} ago", human_duration(now_seconds() - secs))
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let d = (now - secs).max(0);
-    match d {
-        0..=1 => "1 second ago".into(),
-        2..=59 => format!("{d} seconds ago"),
-        60..=119 => "About a minute ago".into(),
-        120..=3599 => format!("{} minutes ago", d / 60),
-        3600..=7199 => "About an hour ago".into(),
-        7200..=172_799 => format!("{} hours ago", d / 3600),
-        _ => format!("{} days ago", d / 86400),
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A duration as Docker (and so Compose) words it: `Less than a second`,
+/// `3 seconds`, `About a minute`, `2 hours`, `3 days` ...
+fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let minutes = secs / 60;
+    // Hours are rounded, the smaller units truncated, as Docker's are.
+    let hours = (secs + 1800) / 3600;
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
+}
+
+/// A container's STATUS as `docker compose ps` shows it: `Up 3 seconds
+/// (healthy)`, `Exited (0) 5 minutes ago`, `Created` ...
+fn status_text(state: ContainerState, status: &runtime_shim::Status, now: i64) -> String {
+    use runtime_shim::Health;
+    if let Some(detail) = &status.detail {
+        return detail.clone();
+    }
+    let since = human_duration(now - status.since);
+    match state {
+        ContainerState::Created => "Created".into(),
+        ContainerState::Paused => format!("Up {since} (Paused)"),
+        ContainerState::Running => match status.health {
+            Health::None => format!("Up {since}"),
+            Health::Starting => format!("Up {since} (health: starting)"),
+            Health::Healthy => format!("Up {since} (healthy)"),
+            Health::Unhealthy => format!("Up {since} (unhealthy)"),
+        },
+        ContainerState::Restarting => format!("Restarting ({}) {since} ago", status.exit_code),
+        ContainerState::Exited if status.since == 0 => format!("Exited ({})", status.exit_code),
+        ContainerState::Exited => format!("Exited ({}) {since} ago", status.exit_code),
     }
 }
 
@@ -1133,7 +1123,14 @@ pub async fn ps(options: LoadOptions, named: bool, args: PsArgs) -> Result<ExitC
                     "Project": c.labels.get(labels::PROJECT),
                     "Service": c.labels.get(labels::SERVICE),
                     "State": c.state.as_str(),
-                    "Status": c.status,
+                    "Status": status_text(c.state, &c.status, now_seconds()),
+                    "Health": match c.status.health {
+                        runtime_shim::Health::None => "",
+                        runtime_shim::Health::Starting => "starting",
+                        runtime_shim::Health::Healthy => "healthy",
+                        runtime_shim::Health::Unhealthy => "unhealthy",
+                    },
+                    "ExitCode": c.status.exit_code,
                     "CreatedAt": c.created,
                     "RunningFor": human_ago(c.created),
                     "Labels": c.labels,
@@ -1141,7 +1138,7 @@ pub async fn ps(options: LoadOptions, named: bool, args: PsArgs) -> Result<ExitC
                     "Ports": ports_text(c),
                     "Publishers": c.ports.iter().map(|p| serde_json::json!({
                         "URL": p.host_ip, "TargetPort": p.container_port,
-                        "PublishedPort": p.host_port, "Protocol": p.protocol,
+                        "PublishedPort": p.host_port, "Protocol": p.protocol.as_str(),
                     })).collect::<Vec<_>>(),
                 });
                 println!("{v}");
@@ -1160,7 +1157,7 @@ pub async fn ps(options: LoadOptions, named: bool, args: PsArgs) -> Result<ExitC
                     truncate_command(&c.command),
                     c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
                     human_ago(c.created),
-                    c.status.clone(),
+                    status_text(c.state, &c.status, now_seconds()),
                     ports_text(c),
                 ]);
             }
@@ -1301,7 +1298,9 @@ pub async fn port(options: LoadOptions, named: bool, args: PortArgs) -> Result<E
             )
         })?;
     match c.ports.iter().find(|p| {
-        p.container_port == args.private_port && p.protocol == args.protocol && p.host_port != 0
+        p.container_port == args.private_port
+            && p.protocol.as_str() == args.protocol
+            && p.host_port != 0
     }) {
         Some(p) => {
             println!("{}:{}", p.host_ip, p.host_port);
@@ -1339,7 +1338,7 @@ pub async fn top(options: LoadOptions, named: bool, args: ServicesArgs) -> Resul
 pub async fn ls(args: LsArgs) -> Result<ExitCode> {
     let rt = connect().await?;
     let containers = rt
-        .list_containers(&[labels::PROJECT.to_string()], true)
+        .list_containers(&[LabelFilter::has(labels::PROJECT)], true)
         .await?;
     let mut projects: BTreeMap<String, (BTreeMap<String, usize>, String)> = BTreeMap::new();
     for c in &containers {
@@ -1397,4 +1396,90 @@ pub fn version(args: VersionArgs) -> Result<ExitCode> {
         println!("rcompose version v{}", env!("CARGO_PKG_VERSION"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_shim::{Health, Status};
+
+    #[test]
+    fn durations_are_worded_as_docker_words_them() {
+        let cases = [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (119, "About a minute"),
+            (120, "2 minutes"),
+            (3599, "59 minutes"),
+            (3600, "About an hour"),
+            (5399, "About an hour"),
+            (5400, "2 hours"),
+            (47 * 3600, "47 hours"),
+            (48 * 3600, "2 days"),
+            (14 * 86_400, "2 weeks"),
+            (61 * 86_400, "2 months"),
+            (800 * 86_400, "2 years"),
+        ];
+        for (secs, words) in cases {
+            assert_eq!(human_duration(secs), words, "{secs}s");
+        }
+    }
+
+    #[test]
+    fn status_reads_as_compose_prints_it() {
+        let now = 10_000;
+        let status = |since, exit_code, health| Status {
+            since,
+            exit_code,
+            health,
+            detail: None,
+        };
+        let cases = [
+            (
+                ContainerState::Created,
+                status(0, 0, Health::None),
+                "Created",
+            ),
+            (
+                ContainerState::Running,
+                status(now - 3, 0, Health::None),
+                "Up 3 seconds",
+            ),
+            (
+                ContainerState::Running,
+                status(now - 70, 0, Health::Healthy),
+                "Up About a minute (healthy)",
+            ),
+            (
+                ContainerState::Running,
+                status(now, 0, Health::Starting),
+                "Up Less than a second (health: starting)",
+            ),
+            (
+                ContainerState::Paused,
+                status(now - 5, 0, Health::Healthy),
+                "Up 5 seconds (Paused)",
+            ),
+            (
+                ContainerState::Exited,
+                status(now - 300, 137, Health::None),
+                "Exited (137) 5 minutes ago",
+            ),
+            (
+                ContainerState::Restarting,
+                status(now - 1, 1, Health::None),
+                "Restarting (1) 1 second ago",
+            ),
+        ];
+        for (state, s, text) in cases {
+            assert_eq!(status_text(state, &s, now), text);
+        }
+        let dead = Status {
+            detail: Some("Dead".into()),
+            ..Status::default()
+        };
+        assert_eq!(status_text(ContainerState::Exited, &dead, now), "Dead");
+    }
 }

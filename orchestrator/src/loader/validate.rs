@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::path::YamlPath;
 use super::{Ctx, Diagnostic};
+use crate::convert;
 use crate::model::Project;
 
 fn service_path(name: &str) -> YamlPath {
@@ -243,18 +244,35 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 ));
             }
         }
-        if !s.restart.is_empty()
-            && !matches!(
-                s.restart.as_str(),
-                "no" | "always" | "unless-stopped" | "on-failure"
-            )
-            && !s.restart.starts_with("on-failure:")
-        {
-            out.push(Diagnostic::at(
-                None,
-                at.key("restart"),
-                format!("invalid restart policy {:?}", s.restart),
-            ));
+        // What the runtime needs typed is parsed here once, so that a bad
+        // value is refused with its place rather than by the engine.
+        for (i, p) in s.ports.iter().enumerate() {
+            let at = at.key("ports").index(i);
+            if convert::parse_protocol(&p.protocol).is_none() {
+                out.push(Diagnostic::at(
+                    None,
+                    at.clone(),
+                    format!("invalid protocol {:?}: tcp, udp or sctp", p.protocol),
+                ));
+            }
+            if let Err(e) = convert::parse_host_port(&p.published) {
+                out.push(Diagnostic::at(None, at, e));
+            }
+        }
+        for (i, e) in s.expose.iter().enumerate() {
+            if let Err(e) = convert::parse_exposed(e) {
+                out.push(Diagnostic::at(None, at.key("expose").index(i), e));
+            }
+        }
+        for (key, value) in [("ipc", &s.ipc), ("pid", &s.pid)] {
+            if let Err(e) = convert::parse_namespace(value) {
+                out.push(Diagnostic::at(None, at.key(key), e));
+            }
+        }
+        if !s.restart.is_empty() {
+            if let Err(e) = convert::parse_restart(&s.restart) {
+                out.push(Diagnostic::at(None, at.key("restart"), e));
+            }
         }
     }
     let mut names: BTreeMap<&str, &str> = BTreeMap::new();
