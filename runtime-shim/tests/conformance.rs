@@ -72,6 +72,17 @@ impl Made {
     }
 }
 
+/// An error as a case's failure message.
+trait Msg<T> {
+    fn msg(self) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Display> Msg<T> for Result<T, E> {
+    fn msg(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
 type Outcome = Result<(), String>;
 type CaseFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
@@ -343,10 +354,7 @@ async fn names_and_images_are_checked_at_create(s: &Subject, m: &mut Made, p: St
         "state {:?}",
         d.container.state
     );
-    let image =
-        s.rt.inspect_image(&s.image)
-            .await
-            .map_err(|e| e.to_string())?;
+    let image = s.rt.inspect_image(&s.image).await.msg()?;
     let image = image.ok_or("the test image is not there")?;
     ensure!(
         d.container.image_id == image.id,
@@ -367,21 +375,17 @@ async fn a_container_goes_through_its_states(s: &Subject, m: &mut Made, p: Strin
     s.rt.start_container(&id)
         .await
         .map_err(|e| format!("starting a running container is no error: {e}"))?;
-    s.rt.pause_container(&id).await.map_err(|e| e.to_string())?;
+    s.rt.pause_container(&id).await.msg()?;
     ensure!(
         state(&inspect(s, &id).await?) == ContainerState::Paused,
         "paused"
     );
     let r = s.rt.pause_container(&id).await;
     ensure!(is_refused(&r), "pausing twice: {r:?}");
-    s.rt.unpause_container(&id)
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.unpause_container(&id).await.msg()?;
     let r = s.rt.unpause_container(&id).await;
     ensure!(is_refused(&r), "unpausing a running container: {r:?}");
-    s.rt.stop_container(&id, Some(5))
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.stop_container(&id, Some(5)).await.msg()?;
     let d = inspect(s, &id).await?;
     ensure!(state(&d) == ContainerState::Exited, "stopped: {d:?}");
     ensure!(
@@ -396,21 +400,17 @@ async fn a_container_goes_through_its_states(s: &Subject, m: &mut Made, p: Strin
     ensure!(is_refused(&r), "killing a stopped container: {r:?}");
     let r = s.rt.pause_container(&id).await;
     ensure!(is_refused(&r), "pausing a stopped container: {r:?}");
-    s.rt.start_container(&id).await.map_err(|e| e.to_string())?;
+    s.rt.start_container(&id).await.msg()?;
     ensure!(
         state(&inspect(s, &id).await?) == ContainerState::Running,
         "started again"
     );
-    s.rt.restart_container(&id, Some(5))
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.restart_container(&id, Some(5)).await.msg()?;
     ensure!(
         state(&inspect(s, &id).await?) == ContainerState::Running,
         "restarted"
     );
-    s.rt.kill_container(&id, "SIGKILL")
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.kill_container(&id, "SIGKILL").await.msg()?;
     let d = until(s, &id, "killed", |d| {
         d.container.state == ContainerState::Exited
     })
@@ -427,9 +427,7 @@ async fn removing_a_running_container_needs_force(s: &Subject, m: &mut Made, p: 
         inspect(s, &id).await?.container.state == ContainerState::Running,
         "still running after a refused remove"
     );
-    s.rt.remove_container(&id, true, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.remove_container(&id, true, true).await.msg()?;
     let r = s.rt.inspect_container(&id).await;
     ensure!(is_not_found(&r, "container"), "removed: {r:?}");
     let id = create(s, m, &idle(s, &name(&p, "created"))).await?;
@@ -457,14 +455,12 @@ async fn wait_returns_when_the_container_stops(s: &Subject, m: &mut Made, p: Str
         !waiting.is_finished(),
         "wait returned while the container runs"
     );
-    s.rt.kill_container(&id, "SIGKILL")
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.kill_container(&id, "SIGKILL").await.msg()?;
     let code = timeout(DEADLINE, waiting)
         .await
         .map_err(|_| "wait did not return after the kill".to_string())?
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .msg()?
+        .msg()?;
     ensure!(code == 137, "wait after SIGKILL: {code}");
     Ok(())
 }
@@ -475,17 +471,13 @@ async fn events_come_in_order_and_filtered_by_label(
     p: String,
 ) -> Outcome {
     let filter = [LabelFilter::equals("rcs.conformance", &p)];
-    let mut events = s.rt.events(&filter).await.map_err(|e| e.to_string())?;
+    let mut events = s.rt.events(&filter).await.msg()?;
     let other = run(s, m, &idle(s, &name(&p, "other"))).await?;
     let mut spec = idle(s, &name(&p, "watched"));
     spec.labels = BTreeMap::from([("rcs.conformance".to_string(), p.clone())]);
     let id = run(s, m, &spec).await?;
-    s.rt.stop_container(&id, Some(5))
-        .await
-        .map_err(|e| e.to_string())?;
-    s.rt.remove_container(&id, false, false)
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.stop_container(&id, Some(5)).await.msg()?;
+    s.rt.remove_container(&id, false, false).await.msg()?;
     let mut seen: Vec<ContainerEvent> = Vec::new();
     while !seen.iter().any(|e| e.kind == EventKind::Removed) {
         let e = match timeout(DEADLINE, events.next()).await {
@@ -546,28 +538,17 @@ async fn labels_select_containers(s: &Subject, m: &mut Made, p: String) -> Outco
         v
     };
     let one = [LabelFilter::equals(key, format!("{p}-1"))];
-    let running = ids(s
-        .rt
-        .list_containers(&one, false)
-        .await
-        .map_err(|e| e.to_string())?);
+    let running = ids(s.rt.list_containers(&one, false).await.msg()?);
     ensure!(
         running == vec![a.clone()],
         "running with {key}={p}-1: {running:?}"
     );
-    let all = ids(s
-        .rt
-        .list_containers(&one, true)
-        .await
-        .map_err(|e| e.to_string())?);
+    let all = ids(s.rt.list_containers(&one, true).await.msg()?);
     ensure!(
         all == sorted(vec![a.clone(), c.clone()]),
         "all with {key}={p}-1: {all:?}"
     );
-    let listed =
-        s.rt.list_containers(&one, true)
-            .await
-            .map_err(|e| e.to_string())?;
+    let listed = s.rt.list_containers(&one, true).await.msg()?;
     ensure!(
         listed
             .iter()
@@ -578,16 +559,13 @@ async fn labels_select_containers(s: &Subject, m: &mut Made, p: String) -> Outco
         LabelFilter::has(key),
         LabelFilter::equals("rcs.conformance.none", "x"),
     ];
-    let none =
-        s.rt.list_containers(&both, true)
-            .await
-            .map_err(|e| e.to_string())?;
+    let none = s.rt.list_containers(&both, true).await.msg()?;
     ensure!(none.is_empty(), "every filter must match: {none:?}");
     let any: Vec<String> = ids(s
         .rt
         .list_containers(&[LabelFilter::has(key)], true)
         .await
-        .map_err(|e| e.to_string())?)
+        .msg()?)
     .into_iter()
     .filter(|id| [&a, &b, &c].contains(&id))
     .collect();
@@ -603,10 +581,7 @@ async fn networks_are_created_listed_and_removed(s: &Subject, m: &mut Made, p: S
         labels: BTreeMap::from([("rcs.conformance".to_string(), p.clone())]),
         ..Default::default()
     };
-    let id =
-        s.rt.create_network(&spec)
-            .await
-            .map_err(|e| e.to_string())?;
+    let id = s.rt.create_network(&spec).await.msg()?;
     ensure!(!id.is_empty(), "a network id");
     let r = s.rt.create_network(&spec).await;
     ensure!(
@@ -619,10 +594,7 @@ async fn networks_are_created_listed_and_removed(s: &Subject, m: &mut Made, p: S
         ),
         "the same network again: {r:?}"
     );
-    let found =
-        s.rt.inspect_network(&net)
-            .await
-            .map_err(|e| e.to_string())?;
+    let found = s.rt.inspect_network(&net).await.msg()?;
     let found = found.ok_or("created network not found")?;
     ensure!(
         found.name == net && found.labels == spec.labels,
@@ -631,7 +603,7 @@ async fn networks_are_created_listed_and_removed(s: &Subject, m: &mut Made, p: S
     let listed =
         s.rt.list_networks(&[LabelFilter::equals("rcs.conformance", &p)])
             .await
-            .map_err(|e| e.to_string())?;
+            .msg()?;
     ensure!(
         listed.iter().map(|n| n.name.as_str()).collect::<Vec<_>>() == vec![net.as_str()],
         "listed by label: {listed:?}"
@@ -644,14 +616,9 @@ async fn networks_are_created_listed_and_removed(s: &Subject, m: &mut Made, p: S
     let cid = run(s, m, &c).await?;
     let r = s.rt.remove_network(&net).await;
     ensure!(is_refused(&r), "removing a network in use: {r:?}");
-    s.rt.remove_container(&cid, true, false)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.rt.remove_network(&net).await.map_err(|e| e.to_string())?;
-    let gone =
-        s.rt.inspect_network(&net)
-            .await
-            .map_err(|e| e.to_string())?;
+    s.rt.remove_container(&cid, true, false).await.msg()?;
+    s.rt.remove_network(&net).await.msg()?;
+    let gone = s.rt.inspect_network(&net).await.msg()?;
     ensure!(gone.is_none(), "removed network still there: {gone:?}");
     Ok(())
 }
@@ -664,11 +631,11 @@ async fn volumes_are_created_shared_and_removed(s: &Subject, m: &mut Made, p: St
         labels: BTreeMap::from([("rcs.conformance".to_string(), p.clone())]),
         ..Default::default()
     };
-    s.rt.create_volume(&spec).await.map_err(|e| e.to_string())?;
+    s.rt.create_volume(&spec).await.msg()?;
     s.rt.create_volume(&spec)
         .await
         .map_err(|e| format!("creating an existing volume is no error: {e}"))?;
-    let found = s.rt.inspect_volume(&vol).await.map_err(|e| e.to_string())?;
+    let found = s.rt.inspect_volume(&vol).await.msg()?;
     let found = found.ok_or("created volume not found")?;
     ensure!(found.driver == "local", "driver {}", found.driver);
     ensure!(found.labels == spec.labels, "labels {:?}", found.labels);
@@ -683,10 +650,8 @@ async fn volumes_are_created_shared_and_removed(s: &Subject, m: &mut Made, p: St
     let cid = create(s, m, &c).await?;
     let r = s.rt.remove_volume(&vol).await;
     ensure!(is_refused(&r), "removing a volume in use: {r:?}");
-    s.rt.remove_container(&cid, true, false)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.rt.remove_volume(&vol).await.map_err(|e| e.to_string())?;
+    s.rt.remove_container(&cid, true, false).await.msg()?;
+    s.rt.remove_volume(&vol).await.msg()?;
     let r = s.rt.remove_volume(&vol).await;
     ensure!(is_not_found(&r, "volume"), "removing it again: {r:?}");
     Ok(())
@@ -705,7 +670,7 @@ async fn a_container_joins_every_network_of_its_spec(
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .msg()?;
     }
     let mut c = idle(s, &name(&p, "c"));
     c.networks = nets
@@ -723,7 +688,7 @@ async fn a_container_joins_every_network_of_its_spec(
     let mut have = d.container.networks.clone();
     have.sort();
     ensure!(have == want, "networks after create: {have:?}");
-    s.rt.start_container(&id).await.map_err(|e| e.to_string())?;
+    s.rt.start_container(&id).await.msg()?;
     if s.processes {
         let d = inspect(s, &id).await?;
         for n in &nets {
@@ -765,7 +730,7 @@ async fn exit_codes_are_reported_by_wait_and_inspect(
     let code = timeout(DEADLINE, s.rt.wait_container(&id))
         .await
         .map_err(|_| "wait in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .msg()?;
     ensure!(code == 3, "wait: {code}");
     let d = inspect(s, &id).await?;
     ensure!(d.exit_code == 3, "inspect: {}", d.exit_code);
@@ -777,8 +742,8 @@ async fn a_container_gets_what_its_spec_says(s: &Subject, m: &mut Made, p: Strin
     let dir = std::env::temp_dir().join(name(&p, "bind"));
     let created = std::env::temp_dir().join(name(&p, "created"));
     let _ = std::fs::remove_dir_all(&created);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("bound.txt"), "bound\n").map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).msg()?;
+    std::fs::write(dir.join("bound.txt"), "bound\n").msg()?;
     let outcome = spec_is_honoured(s, m, &p, &dir, &created).await;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&created);
@@ -799,7 +764,7 @@ async fn spec_is_honoured(
         ..Default::default()
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .msg()?;
     let bind = |source: &Path, target: &str, read_only, create_host_path| Mount::Bind {
         source: source.display().to_string(),
         target: target.into(),
@@ -878,17 +843,13 @@ async fn spec_is_honoured(
 /// `GET /` on the host, the whole answer.
 async fn fetch(addr: &str) -> Result<String, String> {
     use tokio::io::AsyncReadExt;
-    let mut conn = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    conn.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.msg()?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.msg()?;
     let mut answer = String::new();
     timeout(Duration::from_secs(5), conn.read_to_string(&mut answer))
         .await
         .map_err(|_| "no answer in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .msg()?;
     Ok(answer)
 }
 
@@ -917,7 +878,7 @@ async fn restart_policies_restart_what_they_say(s: &Subject, m: &mut Made, p: St
     }
     // No policy: a failure stays down.
     let id = run(s, m, &shell(s, &name(&p, "once"), "echo run; exit 1")).await?;
-    s.rt.wait_container(&id).await.map_err(|e| e.to_string())?;
+    s.rt.wait_container(&id).await.msg()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (out, _) = logs(s, &id, LogOptions::default()).await?;
     ensure!(out == "run\n", "no restart without a policy: {out:?}");
@@ -934,9 +895,7 @@ async fn restart_policies_restart_what_they_say(s: &Subject, m: &mut Made, p: St
         ensure!(Instant::now() < deadline, "always restarts: {out:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    s.rt.stop_container(&id, Some(5))
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.stop_container(&id, Some(5)).await.msg()?;
     let before = logs(s, &id, LogOptions::default()).await?.0;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let d = inspect(s, &id).await?;
@@ -950,7 +909,7 @@ async fn restart_policies_restart_what_they_say(s: &Subject, m: &mut Made, p: St
 
 async fn healthchecks_turn_healthy_and_unhealthy(s: &Subject, m: &mut Made, p: String) -> Outcome {
     let filter = [LabelFilter::equals("rcs.conformance", &p)];
-    let mut events = s.rt.events(&filter).await.map_err(|e| e.to_string())?;
+    let mut events = s.rt.events(&filter).await.msg()?;
     let mut spec = idle(s, &name(&p, "c"));
     spec.labels = BTreeMap::from([("rcs.conformance".to_string(), p.clone())]);
     spec.healthcheck = Some(HealthcheckSpec {
@@ -1016,7 +975,7 @@ async fn logs_separate_streams_and_honour_tail_since_follow(
             },
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .msg()?;
     // Follow: everything so far, then what comes, until the container ends.
     let (out, err) = read_all(follow).await?;
     ensure!(out == "one\nthree\nlate\n", "followed stdout {out:?}");
@@ -1078,7 +1037,7 @@ async fn exec_streams_input_output_and_exit_code(s: &Subject, m: &mut Made, p: S
         user: "1234".into(),
         ..Default::default()
     };
-    let mut session = s.rt.exec(&id, &spec).await.map_err(|e| e.to_string())?;
+    let mut session = s.rt.exec(&id, &spec).await.msg()?;
     let (out, _) = read_all(session.output.take().ok_or("no output")?).await?;
     ensure!(
         out == "hello\n/tmp\n1234\n",
@@ -1089,16 +1048,13 @@ async fn exec_streams_input_output_and_exit_code(s: &Subject, m: &mut Made, p: S
         stdin: true,
         ..Default::default()
     };
-    let mut session = s.rt.exec(&id, &spec).await.map_err(|e| e.to_string())?;
+    let mut session = s.rt.exec(&id, &spec).await.msg()?;
     let mut input = session.input.take().ok_or("no input")?;
-    input
-        .write_all(b"piped\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    input.shutdown().await.map_err(|e| e.to_string())?;
+    input.write_all(b"piped\n").await.msg()?;
+    input.shutdown().await.msg()?;
     let (out, _) = read_all(session.output.take().ok_or("no output")?).await?;
     ensure!(out == "piped\n", "stdin: {out:?}");
-    let code = session.process.wait().await.map_err(|e| e.to_string())?;
+    let code = session.process.wait().await.msg()?;
     ensure!(code == 0, "cat ends with 0: {code}");
     let (_, _, code) = exec(s, &id, &["sh", "-c", "exit 0"]).await?;
     ensure!(code == 0, "{code}");
@@ -1110,19 +1066,16 @@ async fn attach_carries_input_and_output(s: &Subject, m: &mut Made, p: String) -
     spec.stdin_open = true;
     spec.stdin_once = true;
     let id = create(s, m, &spec).await?;
-    let mut session =
-        s.rt.attach(&id, true, true)
-            .await
-            .map_err(|e| e.to_string())?;
-    s.rt.start_container(&id).await.map_err(|e| e.to_string())?;
+    let mut session = s.rt.attach(&id, true, true).await.msg()?;
+    s.rt.start_container(&id).await.msg()?;
     let mut input = session.input.take().ok_or("no input")?;
-    input.write_all(b"hi\n").await.map_err(|e| e.to_string())?;
+    input.write_all(b"hi\n").await.msg()?;
     let (out, _) = read_all(session.output.take().ok_or("no output")?).await?;
     ensure!(out == "got hi\n", "attached output: {out:?}");
     let code = timeout(DEADLINE, session.process.wait())
         .await
         .map_err(|_| "attach wait in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .msg()?;
     ensure!(code == 4, "the main process's exit code: {code}");
     Ok(())
 }
@@ -1137,7 +1090,7 @@ async fn containers_reach_each_other_by_alias(s: &Subject, m: &mut Made, p: Stri
             ..Default::default()
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .msg()?;
     }
     let on = |c: &mut ContainerSpec, network: &str, alias: &str| {
         c.networks = vec![NetworkAttachment {
@@ -1195,12 +1148,12 @@ async fn named_volumes_keep_data_between_containers(
     let mut writer = shell(s, &name(&p, "writer"), "echo kept > /data/file");
     writer.mounts = vec![mount(false)];
     let id = run(s, m, &writer).await?;
-    let code = s.rt.wait_container(&id).await.map_err(|e| e.to_string())?;
+    let code = s.rt.wait_container(&id).await.msg()?;
     ensure!(code == 0, "writer exited {code}");
     let mut reader = shell(s, &name(&p, "reader"), "cat /data/file; touch /data/x");
     reader.mounts = vec![mount(true)];
     let id = run(s, m, &reader).await?;
-    let code = s.rt.wait_container(&id).await.map_err(|e| e.to_string())?;
+    let code = s.rt.wait_container(&id).await.msg()?;
     let (out, err) = logs(s, &id, LogOptions::default()).await?;
     ensure!(out == "kept\n", "read back {out:?}");
     ensure!(code != 0 && !err.is_empty(), "read-only mount written to");
@@ -1217,33 +1170,24 @@ async fn files_are_copied_in_and_out(s: &Subject, m: &mut Made, p: String) -> Ou
     header.set_cksum();
     archive
         .append_data(&mut header, "sub/in.txt", &body[..])
-        .map_err(|e| e.to_string())?;
-    let tar = archive.into_inner().map_err(|e| e.to_string())?;
-    s.rt.copy_to(&id, "/tmp", tar)
-        .await
-        .map_err(|e| e.to_string())?;
+        .msg()?;
+    let tar = archive.into_inner().msg()?;
+    s.rt.copy_to(&id, "/tmp", tar).await.msg()?;
     let (out, _, _) = exec(s, &id, &["cat", "/tmp/sub/in.txt"]).await?;
     ensure!(out == "copied in\n", "in: {out:?}");
     exec(s, &id, &["sh", "-c", "echo out > /tmp/out.txt"]).await?;
     let mut bytes = Vec::new();
-    let mut stream =
-        s.rt.copy_from(&id, "/tmp/out.txt")
-            .await
-            .map_err(|e| e.to_string())?;
+    let mut stream = s.rt.copy_from(&id, "/tmp/out.txt").await.msg()?;
     while let Some(chunk) = stream.next().await {
-        bytes.extend(chunk.map_err(|e| e.to_string())?);
+        bytes.extend(chunk.msg()?);
     }
     let mut archive = tar::Archive::new(bytes.as_slice());
     let mut found = Vec::new();
-    for entry in archive.entries().map_err(|e| e.to_string())? {
-        let mut entry = entry.map_err(|e| e.to_string())?;
-        let path = entry
-            .path()
-            .map_err(|e| e.to_string())?
-            .display()
-            .to_string();
+    for entry in archive.entries().msg()? {
+        let mut entry = entry.msg()?;
+        let path = entry.path().msg()?.display().to_string();
         let mut content = String::new();
-        std::io::Read::read_to_string(&mut entry, &mut content).map_err(|e| e.to_string())?;
+        std::io::Read::read_to_string(&mut entry, &mut content).msg()?;
         found.push((path, content));
     }
     ensure!(
@@ -1257,7 +1201,7 @@ async fn files_are_copied_in_and_out(s: &Subject, m: &mut Made, p: String) -> Ou
 
 async fn stats_and_top_see_the_processes(s: &Subject, m: &mut Made, p: String) -> Outcome {
     let id = run(s, m, &idle(s, &name(&p, "c"))).await?;
-    let (titles, rows) = s.rt.top(&id).await.map_err(|e| e.to_string())?;
+    let (titles, rows) = s.rt.top(&id).await.msg()?;
     let cmd = titles
         .iter()
         .position(|t| t == "CMD" || t == "COMMAND")
@@ -1267,12 +1211,10 @@ async fn stats_and_top_see_the_processes(s: &Subject, m: &mut Made, p: String) -
             .any(|r| r.get(cmd).is_some_and(|c| c.contains("sleep 300"))),
         "top lists sleep: {rows:?}"
     );
-    let stats = s.rt.stats(&id).await.map_err(|e| e.to_string())?;
+    let stats = s.rt.stats(&id).await.msg()?;
     ensure!(stats.memory_usage > 0, "memory in use: {stats:?}");
     ensure!(stats.pids >= 2, "sh and sleep: {stats:?}");
-    s.rt.stop_container(&id, Some(5))
-        .await
-        .map_err(|e| e.to_string())?;
+    s.rt.stop_container(&id, Some(5)).await.msg()?;
     let r = s.rt.top(&id).await;
     ensure!(is_refused(&r), "top of a stopped container: {r:?}");
     Ok(())
@@ -1284,21 +1226,21 @@ async fn stats_and_top_see_the_processes(s: &Subject, m: &mut Made, p: String) -
 /// Builds the busybox image through the runtime.
 async fn test_image(rt: &dyn Engine, runtime: &str, dir: &Path) -> Result<String, String> {
     let tag = format!("rcs-conformance-{runtime}-{}:1", std::process::id());
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).msg()?;
     if Path::new(BUSYBOX).exists() {
-        std::fs::copy(BUSYBOX, dir.join("busybox")).map_err(|e| e.to_string())?;
+        std::fs::copy(BUSYBOX, dir.join("busybox")).msg()?;
     }
     std::fs::write(
         dir.join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN mkdir -m 1777 /tmp\n",
     )
-    .map_err(|e| e.to_string())?;
+    .msg()?;
     let spec = BuildSpec {
         context: dir.display().to_string(),
         tags: vec![tag.clone()],
         ..Default::default()
     };
-    let mut output = rt.build_image(&spec).await.map_err(|e| e.to_string())?;
+    let mut output = rt.build_image(&spec).await.msg()?;
     while let Some(line) = timeout(DEADLINE, output.next())
         .await
         .map_err(|_| "the test image did not build in time".to_string())?
