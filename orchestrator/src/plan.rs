@@ -1176,7 +1176,8 @@ pub struct DownOptions {
 
 /// Plans `down`: containers stopped and removed (dependants first), then
 /// networks, volumes and images. Without a compose file (a project named by
-/// `-p` alone), its networks are those observed with its label.
+/// `-p` alone), its containers and networks are those observed with its
+/// label; its volumes are not known, so they stay.
 pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) -> Plan {
     let mut plan = plan_down_all(project, observed, options);
     if !options.services.is_empty() {
@@ -1202,8 +1203,12 @@ pub fn plan_down(project: &Project, observed: &Observed, options: &DownOptions) 
 
 fn plan_down_all(project: &Project, observed: &Observed, options: &DownOptions) -> Plan {
     let mut plan = Plan::default();
-    let known =
-        |s: &str| project.services.contains_key(s) || project.disabled_services.contains_key(s);
+    // A project named by `-p` alone, with no compose file: every container
+    // carrying its label belongs to it, as in Compose.
+    let fileless = project.services.is_empty() && project.networks.is_empty();
+    let known = |s: &str| {
+        fileless || project.services.contains_key(s) || project.disabled_services.contains_key(s)
+    };
     let mut removed = Vec::new();
     let mut order = dependency_order(project);
     order.reverse();
@@ -1280,7 +1285,7 @@ fn plan_down_all(project: &Project, observed: &Observed, options: &DownOptions) 
             removed.clone(),
         );
     }
-    if project.services.is_empty() && project.networks.is_empty() {
+    if fileless {
         for (name, n) in &observed.networks {
             if n.labels.get(labels::PROJECT) == Some(&project.name) {
                 plan.push(

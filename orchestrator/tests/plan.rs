@@ -11,8 +11,8 @@ use orchestrator::loader::load_from_str;
 use orchestrator::model::Project;
 use orchestrator::observe::observe;
 use orchestrator::plan::{
-    plan_build, plan_down, plan_lifecycle, plan_up, BuildOptions, DownOptions, Lifecycle, Plan,
-    UpOptions,
+    plan_build, plan_down, plan_lifecycle, plan_pull, plan_up, plan_wait, BuildOptions,
+    DownOptions, Lifecycle, Plan, PullOptions, UpOptions,
 };
 use runtime_shim::fake::FakeRuntime;
 use runtime_shim::Runtime;
@@ -308,4 +308,80 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
     let restart = plan_lifecycle(&p, &observed, &["web".into()], &Lifecycle::Restart(None));
     log.push_str(&format!("== restart web\n{restart}"));
     check("balancer", &log);
+}
+
+#[tokio::test]
+async fn down_of_some_services_then_of_a_project_named_without_its_file() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("postgres:16");
+    rt.add_image("worker:1");
+    let p = project(STACK);
+    let mut log = String::new();
+    up(&rt, &p, &UpOptions::default(), &mut log, "up").await;
+    log.clear();
+    let observed = observe(rt.as_ref(), &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let wait = plan_wait(&p, &observed, &["db".to_string()]);
+    log.push_str(&format!("== up --wait db\n{wait}"));
+    let some = plan_down(
+        &p,
+        &observed,
+        &DownOptions {
+            services: vec!["worker".to_string()],
+            volumes: true,
+            ..DownOptions::default()
+        },
+    );
+    log.push_str(&format!("== down -v worker\n{some}"));
+    log.push_str(&run(&rt, &some).await);
+    // `down -p demo` with no compose file: the project is only a name.
+    let named = Project {
+        name: "demo".into(),
+        ..Project::default()
+    };
+    let observed = observe(rt.as_ref(), &named)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let all = plan_down(&named, &observed, &DownOptions::default());
+    log.push_str(&format!("== down -p demo\n{all}"));
+    log.push_str(&run(&rt, &all).await);
+    check("down_partial", &log);
+    let left = rt.list_containers(&[], true).await.unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let nets = rt.list_networks(&[]).await.unwrap_or_default();
+    assert!(nets.is_empty(), "{nets:?}");
+}
+
+#[tokio::test]
+async fn pull_names_each_image_once_and_can_leave_out_buildable_services() {
+    let p = project(
+        r#"
+services:
+  a: {image: "redis:7"}
+  b: {image: "redis:7"}
+  c: {image: "app:1", build: .}
+  d: {build: .}
+"#,
+    );
+    let mut log = String::new();
+    let all = plan_pull(&p, &PullOptions::default());
+    log.push_str(&format!("== pull\n{all}"));
+    let some = plan_pull(
+        &p,
+        &PullOptions {
+            ignore_buildable: true,
+            ..PullOptions::default()
+        },
+    );
+    log.push_str(&format!("== pull --ignore-buildable\n{some}"));
+    let one = plan_pull(
+        &p,
+        &PullOptions {
+            services: vec!["b".to_string()],
+            ..PullOptions::default()
+        },
+    );
+    log.push_str(&format!("== pull b\n{one}"));
+    check("pull", &log);
 }
