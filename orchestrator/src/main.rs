@@ -54,6 +54,9 @@ struct GlobalArgs {
     /// Produce monochrome output
     #[arg(long = "ansi", global = true)]
     ansi: Option<String>,
+    /// The runtime to drive (default: the Docker Engine when it answers, the native runtime otherwise)
+    #[arg(long = "runtime", global = true, env = "RCOMPOSE_RUNTIME", value_enum)]
+    runtime: Option<cli::RuntimeChoice>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +103,10 @@ enum Command {
     Ls(cli::LsArgs),
     /// Show the rcompose version information
     Version(cli::VersionArgs),
+    /// Show which runtime rcompose drives and where its state lives
+    Info,
+    /// Manage images (load, save, import, ls, inspect, tag, rm, prune)
+    Image(cli::image::ImageArgs),
     /// Execute a command in a running container
     Exec(cli::interactive::ExecArgs),
     /// Run a one-off command on a service
@@ -219,6 +226,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
+    cli::choose_runtime(g.runtime);
     let engine = || -> Result<cli::Engine> {
         Ok(cli::Engine {
             dry_run: g.dry_run,
@@ -296,7 +304,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Port(args) => cli::block_on(cli::port(load(&[])?, g.project_name.is_some(), args)),
         Command::Top(args) => cli::block_on(cli::top(load(&[])?, g.project_name.is_some(), args)),
         Command::Ls(args) => cli::block_on(cli::ls(args)),
-        Command::Version(args) => cli::version(args),
+        Command::Version(args) => cli::block_on(cli::version(args)),
+        Command::Info => cli::block_on(cli::info()),
+        Command::Image(args) => cli::block_on(cli::image::run(args)),
         Command::Balancer(args) => cli::balancer::run(args),
         Command::Exec(args) => cli::block_on(cli::interactive::exec(
             load(&[])?,

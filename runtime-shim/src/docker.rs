@@ -56,10 +56,10 @@ use crate::context::{plan_context, write_context};
 use crate::{
     Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
     ContainerSpec, ContainerState, Device, EventKind, Exec, ExecSpec, ExtraHost, Health,
-    HealthTest, HealthcheckSpec, HostPort, Image, LabelFilter, LogLine, LogOptions, Logs, Monitor,
-    Mount, Namespace, Network, NetworkAttachment, NetworkMode, NetworkSpec, Process, Protocol,
-    PublishedPort, RestartPolicy, Result, Runtime, RuntimeError, Session, Stats, Status, Volume,
-    VolumeSpec, VolumesFrom,
+    HealthTest, HealthcheckSpec, HostPort, Image, Images, LabelFilter, LoadedImage, LogLine,
+    LogOptions, Logs, Monitor, Mount, Namespace, Network, NetworkAttachment, NetworkMode,
+    NetworkSpec, Process, Protocol, PublishedPort, RestartPolicy, Result, Runtime, RuntimeError,
+    Session, Stats, Status, Volume, VolumeSpec, VolumesFrom,
 };
 
 /// Where the engine is when `DOCKER_HOST` is unset.
@@ -2202,6 +2202,201 @@ impl Monitor for DockerRuntime {
             top.titles.unwrap_or_default(),
             top.processes.unwrap_or_default(),
         ))
+    }
+}
+
+/// A blocking reader as a stream of chunks, read on a blocking thread.
+fn read_stream(
+    mut input: Box<dyn std::io::Read + Send>,
+) -> impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, io::Error>> + Send + 'static
+{
+    let (tx, rx) = mpsc::channel::<std::result::Result<bytes::Bytes, io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[async_trait::async_trait]
+impl Images for DockerRuntime {
+    async fn load_images(
+        &self,
+        archive: Box<dyn std::io::Read + Send>,
+    ) -> Result<Vec<LoadedImage>> {
+        let options = q::ImportImageOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(read_stream(archive));
+        let mut replies = self.docker.import_image(options, body, None);
+        let mut loaded = Vec::new();
+        while let Some(reply) = replies.next().await {
+            let info = reply.map_err(err("image", "archive"))?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Engine(e));
+            }
+            let line = info.stream.unwrap_or_default();
+            let line = line.trim();
+            if let Some(tag) = line.strip_prefix("Loaded image: ") {
+                loaded.push(LoadedImage {
+                    id: String::new(),
+                    tags: vec![tag.to_string()],
+                });
+            } else if let Some(id) = line.strip_prefix("Loaded image ID: ") {
+                loaded.push(LoadedImage {
+                    id: id.to_string(),
+                    tags: vec![],
+                });
+            }
+        }
+        for l in loaded.iter_mut().filter(|l| l.id.is_empty()) {
+            if let Some(tag) = l.tags.first() {
+                if let Ok(i) = self.docker.inspect_image(tag).await {
+                    l.id = i.id.unwrap_or_default();
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn save_images(
+        &self,
+        references: &[String],
+        mut out: Box<dyn std::io::Write + Send>,
+    ) -> Result<()> {
+        for r in references {
+            self.docker
+                .inspect_image(r)
+                .await
+                .map_err(err("image", r))?;
+        }
+        let names: Vec<&str> = references.iter().map(String::as_str).collect();
+        let mut chunks = self.docker.export_images(&names);
+        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            while let Some(chunk) = rx.blocking_recv() {
+                out.write_all(&chunk)?;
+            }
+            out.flush()
+        });
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(err("image", &references.join(" ")))?;
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        writer
+            .await
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?
+            .map_err(|e| RuntimeError::Engine(format!("writing the archive: {e}")))
+    }
+
+    async fn import_image(
+        &self,
+        tarball: Box<dyn std::io::Read + Send>,
+        reference: Option<&str>,
+        changes: &[String],
+        message: &str,
+    ) -> Result<String> {
+        let (repo, tag) = match reference {
+            Some(r) => {
+                let (name, tag) = split_reference(r);
+                (
+                    Some(name.to_string()),
+                    Some(tag.unwrap_or("latest").to_string()),
+                )
+            }
+            None => (None, None),
+        };
+        let options = q::CreateImageOptions {
+            from_src: Some("-".to_string()),
+            repo,
+            tag,
+            message: (!message.is_empty()).then(|| message.to_string()),
+            changes: changes.to_vec(),
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(read_stream(tarball));
+        let mut replies = self.docker.create_image(Some(options), Some(body), None);
+        let mut id = String::new();
+        while let Some(reply) = replies.next().await {
+            let info = reply.map_err(err("image", reference.unwrap_or("import")))?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Engine(e));
+            }
+            if let Some(status) = info.status.filter(|s| s.starts_with("sha256:")) {
+                id = status;
+            }
+        }
+        Ok(id)
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let (repo, tag) = split_reference(target);
+        let options = q::TagImageOptions {
+            repo: Some(repo.to_string()),
+            tag: Some(tag.unwrap_or("latest").to_string()),
+        };
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(err("image", source))
+    }
+
+    async fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "dangling".to_string(),
+            vec![if all { "false" } else { "true" }.to_string()],
+        );
+        let report = self
+            .docker
+            .prune_images(Some(q::PruneImagesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(err("image", "prune"))?;
+        let removed = report
+            .images_deleted
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|d| d.deleted)
+            .collect();
+        Ok((removed, report.space_reclaimed.unwrap_or(0).max(0) as u64))
+    }
+
+    async fn image_details(&self, reference: &str) -> Result<serde_json::Value> {
+        let image = self
+            .docker
+            .inspect_image(reference)
+            .await
+            .map_err(err("image", reference))?;
+        serde_json::to_value(image).map_err(|e| RuntimeError::Engine(e.to_string()))
     }
 }
 

@@ -21,9 +21,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::{
     Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
-    ContainerSpec, ContainerState, EventKind, Exec, ExecSpec, Health, HealthTest, Image,
-    LabelFilter, LogLine, LogOptions, Logs, Monitor, Network, NetworkSpec, Process, Result,
-    Runtime, RuntimeError, Session, Stats, Status, Volume, VolumeSpec,
+    ContainerSpec, ContainerState, EventKind, Exec, ExecSpec, Health, HealthTest, Image, Images,
+    LabelFilter, LoadedImage, LogLine, LogOptions, Logs, Monitor, Network, NetworkSpec, Process,
+    Result, Runtime, RuntimeError, Session, Stats, Status, Volume, VolumeSpec,
 };
 
 #[derive(Default)]
@@ -729,4 +729,71 @@ fn tokio_stream_of(
             }
         }
     })
+}
+
+/// The fake keeps images as names only: it has no archives to read or
+/// write, and says so.
+#[async_trait::async_trait]
+impl Images for FakeRuntime {
+    async fn load_images(
+        &self,
+        _archive: Box<dyn std::io::Read + Send>,
+    ) -> Result<Vec<LoadedImage>> {
+        Err(RuntimeError::Engine(
+            "the fake runtime reads no archives".into(),
+        ))
+    }
+
+    async fn save_images(
+        &self,
+        _references: &[String],
+        _out: Box<dyn std::io::Write + Send>,
+    ) -> Result<()> {
+        Err(RuntimeError::Engine(
+            "the fake runtime writes no archives".into(),
+        ))
+    }
+
+    async fn import_image(
+        &self,
+        _tarball: Box<dyn std::io::Read + Send>,
+        _reference: Option<&str>,
+        _changes: &[String],
+        _message: &str,
+    ) -> Result<String> {
+        Err(RuntimeError::Engine(
+            "the fake runtime reads no archives".into(),
+        ))
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let mut s = self.lock();
+        let image = s
+            .images
+            .get(source)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "image",
+                name: source.to_string(),
+            })?;
+        s.images.insert(target.to_string(), image);
+        Ok(())
+    }
+
+    async fn prune_images(&self, _all: bool) -> Result<(Vec<String>, u64)> {
+        Ok((vec![], 0))
+    }
+
+    async fn image_details(&self, reference: &str) -> Result<serde_json::Value> {
+        let image =
+            self.lock()
+                .images
+                .get(reference)
+                .cloned()
+                .ok_or_else(|| RuntimeError::NotFound {
+                    kind: "image",
+                    name: reference.to_string(),
+                })?;
+        Ok(serde_json::json!({"Id": image.id, "RepoTags": image.tags, "Size": image.size}))
+    }
 }

@@ -10,6 +10,7 @@
 pub mod context;
 pub mod docker;
 pub mod fake;
+pub mod native;
 mod types;
 
 use std::pin::Pin;
@@ -182,7 +183,43 @@ pub trait Monitor: Send + Sync {
     async fn top(&self, id: &str) -> Result<(Vec<String>, Vec<Vec<String>>)>;
 }
 
-/// A runtime with every capability: what the CLI drives.
-pub trait Engine: Runtime + Logs + Exec + Archives + Monitor {}
+/// Images as archives and names: `image load`, `save`, `import`, `tag`,
+/// `prune` and `inspect`.
+#[async_trait::async_trait]
+pub trait Images: Send + Sync {
+    /// Loads the images of an archive (`docker save` or OCI layout).
+    async fn load_images(&self, archive: Box<dyn std::io::Read + Send>)
+        -> Result<Vec<LoadedImage>>;
 
-impl<T: Runtime + Logs + Exec + Archives + Monitor + ?Sized> Engine for T {}
+    /// Writes the images, by name or id, as one archive.
+    async fn save_images(
+        &self,
+        references: &[String],
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<()>;
+
+    /// Makes an image of a root filesystem tarball; `changes` are
+    /// Dockerfile instructions for its configuration. Returns its id.
+    async fn import_image(
+        &self,
+        tarball: Box<dyn std::io::Read + Send>,
+        reference: Option<&str>,
+        changes: &[String],
+        message: &str,
+    ) -> Result<String>;
+
+    /// Gives an image another name.
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()>;
+
+    /// Removes unnamed images (every unused one with `all`); returns their
+    /// ids and the bytes freed.
+    async fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)>;
+
+    /// The image as Docker's `image inspect` shows it.
+    async fn image_details(&self, reference: &str) -> Result<serde_json::Value>;
+}
+
+/// A runtime with every capability: what the CLI drives.
+pub trait Engine: Runtime + Logs + Exec + Archives + Monitor + Images {}
+
+impl<T: Runtime + Logs + Exec + Archives + Monitor + Images + ?Sized> Engine for T {}

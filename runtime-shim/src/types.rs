@@ -623,6 +623,15 @@ pub struct Image {
     pub created: i64,
 }
 
+/// An image an archive held, as loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoadedImage {
+    /// Its id.
+    pub id: String,
+    /// The names it was loaded under, as Docker shows them (`redis:7`).
+    pub tags: Vec<String>,
+}
+
 /// An image to build.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BuildSpec {

@@ -4,6 +4,7 @@
 //! only parses flags and prints.
 
 pub mod balancer;
+pub mod image;
 pub mod interactive;
 pub mod progress;
 
@@ -47,10 +48,46 @@ pub fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(f: F) -> Resu
 }
 
 pub(crate) async fn connect() -> Result<Arc<dyn runtime_shim::Engine>> {
-    let rt = runtime_shim::docker::DockerRuntime::connect()
-        .await
-        .context("connecting to the Docker Engine")?;
-    Ok(Arc::new(rt))
+    use runtime_shim::docker::DockerRuntime;
+    use runtime_shim::native::NativeRuntime;
+    match RUNTIME.get().copied().flatten() {
+        Some(RuntimeChoice::Docker) => {
+            let rt = DockerRuntime::connect()
+                .await
+                .context("connecting to the Docker Engine")?;
+            Ok(Arc::new(rt))
+        }
+        Some(RuntimeChoice::Native) => Ok(Arc::new(
+            NativeRuntime::open().context("opening the native runtime")?,
+        )),
+        // Docker when it answers, the native runtime otherwise.
+        None => match DockerRuntime::connect().await {
+            Ok(rt) => Ok(Arc::new(rt)),
+            Err(docker) => match NativeRuntime::open() {
+                Ok(rt) => Ok(Arc::new(rt)),
+                Err(native) => bail!(
+                    "no runtime is available: the Docker Engine: {docker}; the native runtime: {native}"
+                ),
+            },
+        },
+    }
+}
+
+/// The runtime a command drives (`--runtime`, `RCOMPOSE_RUNTIME`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// The Docker Engine, over its socket (`DOCKER_HOST`).
+    Docker,
+    /// rcompose's own daemonless runtime (state under `RCOMPOSE_ROOT`).
+    Native,
+}
+
+static RUNTIME: std::sync::OnceLock<Option<RuntimeChoice>> = std::sync::OnceLock::new();
+
+/// Sets the runtime for the process: the given one, or (with `None`) the
+/// Docker Engine when it answers and the native runtime otherwise.
+pub fn choose_runtime(choice: Option<RuntimeChoice>) {
+    let _ = RUNTIME.set(choice);
 }
 
 /// Loads the project; commands that work from labels alone accept a missing
@@ -1256,7 +1293,19 @@ fn parse_since(s: &str) -> Result<i64> {
 
 /// `images`.
 pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Result<ExitCode> {
-    let project = load_project(&options, named)?;
+    let project = match load_project(&options, named) {
+        Ok(p) => p,
+        // Outside any project, every image of the runtime, as `image ls`.
+        Err(e)
+            if !named
+                && args.services.is_empty()
+                && format!("{e:#}").contains("no configuration file provided") =>
+        {
+            image::list(connect().await?.as_ref(), false).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e),
+    };
     let rt = connect().await?;
     let observed = observe_containers(rt.as_ref(), &project).await?;
     let mut rows = vec![["CONTAINER", "REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
@@ -1388,13 +1437,29 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `version`.
-pub fn version(args: VersionArgs) -> Result<ExitCode> {
+/// `version`: rcompose's, and with `--runtime` (or `RCOMPOSE_RUNTIME`)
+/// given, the runtime's and where its state lives.
+pub async fn version(args: VersionArgs) -> Result<ExitCode> {
     if args.short {
         println!("{}", env!("CARGO_PKG_VERSION"));
-    } else {
-        println!("rcompose version v{}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
     }
+    println!("rcompose version v{}", env!("CARGO_PKG_VERSION"));
+    if RUNTIME.get().copied().flatten().is_some() {
+        let rt = connect().await?;
+        println!("runtime: {}", rt.version().await?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `info`: which runtime commands drive, its version, and where its state
+/// lives.
+pub async fn info() -> Result<ExitCode> {
+    println!("rcompose version v{}", env!("CARGO_PKG_VERSION"));
+    let rt = connect().await?;
+    println!("runtime: {}", rt.version().await?);
+    let images = rt.list_images("").await?;
+    println!("images: {}", images.len());
     Ok(ExitCode::SUCCESS)
 }
 

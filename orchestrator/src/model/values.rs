@@ -186,7 +186,7 @@ fn fraction(value: u64, scale: u64) -> String {
         return int.to_string();
     }
     let mut digits = scale.to_string().len() - 1;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         digits -= 1;
     }

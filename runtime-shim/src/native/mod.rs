@@ -1,0 +1,469 @@
+//! rcompose's own, daemonless runtime. State lives under a root directory
+//! (`/var/lib/rcompose`, or `RCOMPOSE_ROOT`), runtime files under
+//! `/run/rcompose` (`<root>/run` when `RCOMPOSE_ROOT` moves the root).
+//!
+//! What exists so far is the image store ([`store`]) with archives in and
+//! out ([`archive`]); containers, networks and builds are the next pieces,
+//! and until they exist the calls that need them say so.
+
+pub mod archive;
+pub mod layout;
+pub mod reference;
+pub mod store;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::{
+    Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
+    ContainerSpec, Exec, ExecSpec, Image, Images, LabelFilter, LoadedImage, LogLine, LogOptions,
+    Logs, Monitor, Network, NetworkSpec, Result, Runtime, RuntimeError, Session, Stats, Volume,
+    VolumeSpec,
+};
+use store::{Store, StoredImage};
+
+/// The state root when `RCOMPOSE_ROOT` does not say.
+pub const DEFAULT_ROOT: &str = "/var/lib/rcompose";
+/// The runtime files' directory when `RCOMPOSE_ROOT` does not say.
+pub const DEFAULT_RUN: &str = "/run/rcompose";
+
+/// The native runtime.
+#[derive(Debug, Clone)]
+pub struct NativeRuntime {
+    root: PathBuf,
+    run: PathBuf,
+    store: Arc<Store>,
+}
+
+fn not_yet(what: &str) -> RuntimeError {
+    RuntimeError::Engine(format!(
+        "the native runtime cannot {what} yet (only its image store exists so far); use the Docker Engine (--runtime docker)"
+    ))
+}
+
+/// No container exists on the native runtime yet: every one asked for is
+/// missing.
+fn no_container(id: &str) -> RuntimeError {
+    RuntimeError::NotFound {
+        kind: "container",
+        name: id.to_string(),
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RuntimeError::Engine(format!("store work failed: {e}")))?
+}
+
+impl NativeRuntime {
+    /// Opens the runtime at `RCOMPOSE_ROOT`, or the default places. Needs
+    /// root for now.
+    pub fn open() -> Result<NativeRuntime> {
+        let (root, run) = match std::env::var_os("RCOMPOSE_ROOT").filter(|r| !r.is_empty()) {
+            Some(r) => {
+                let root = PathBuf::from(r);
+                let run = root.join("run");
+                (root, run)
+            }
+            None => (PathBuf::from(DEFAULT_ROOT), PathBuf::from(DEFAULT_RUN)),
+        };
+        Self::open_at(&root, &run)
+    }
+
+    /// Opens the runtime with its state under `root` and runtime files
+    /// under `run`.
+    pub fn open_at(root: &Path, run: &Path) -> Result<NativeRuntime> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(RuntimeError::Unavailable(
+                "the native runtime needs root for now (rootless is later work): run rcompose as root, or use the Docker Engine (--runtime docker)"
+                    .to_string(),
+            ));
+        }
+        let store = Store::open(&root.join("images"))?;
+        Ok(NativeRuntime {
+            root: root.to_path_buf(),
+            run: run.to_path_buf(),
+            store: Arc::new(store),
+        })
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The runtime files' directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run
+    }
+
+    /// The image store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn summary(image: &StoredImage) -> Image {
+        let created = image
+            .config_file
+            .created
+            .as_deref()
+            .and_then(|c| c.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
+            .unwrap_or(0);
+        Image {
+            id: image.id.to_string(),
+            tags: image
+                .names
+                .iter()
+                .filter(|n| !n.contains('@'))
+                .map(|n| reference::familiar_tagged(n))
+                .collect(),
+            size: image.size as i64,
+            created,
+        }
+    }
+
+    async fn find(&self, reference: &str) -> Result<Option<StoredImage>> {
+        let store = self.store.clone();
+        let reference = reference.to_string();
+        blocking(move || store.find(&reference)).await
+    }
+}
+
+/// Docker's `image inspect` shape of a stored image.
+pub fn inspect_json(image: &StoredImage) -> serde_json::Value {
+    let config = &image.config;
+    serde_json::json!({
+        "Id": image.id,
+        "RepoTags": image.names.iter().filter(|n| !n.contains('@')).map(|n| reference::familiar_tagged(n)).collect::<Vec<_>>(),
+        "RepoDigests": image.names.iter().filter(|n| n.contains('@')).collect::<Vec<_>>(),
+        "Created": config.get("created").cloned().unwrap_or_default(),
+        "Author": config.get("author").cloned().unwrap_or_default(),
+        "Architecture": image.config_file.architecture,
+        "Os": image.config_file.os,
+        "Size": image.size,
+        "Config": config.get("config").cloned().unwrap_or_else(|| serde_json::json!({})),
+        "RootFS": {"Type": "layers", "Layers": image.config_file.rootfs.diff_ids},
+        "Manifest": image.manifest,
+    })
+}
+
+#[async_trait::async_trait]
+impl Runtime for NativeRuntime {
+    async fn version(&self) -> Result<String> {
+        Ok(format!(
+            "native {} (state {}, runtime files {})",
+            env!("CARGO_PKG_VERSION"),
+            self.root.display(),
+            self.run.display()
+        ))
+    }
+
+    async fn list_containers(&self, _filter: &[LabelFilter], _all: bool) -> Result<Vec<Container>> {
+        // No container can exist yet.
+        Ok(vec![])
+    }
+
+    async fn inspect_container(&self, id: &str) -> Result<ContainerDetails> {
+        Err(no_container(id))
+    }
+
+    async fn create_container(&self, _spec: &ContainerSpec) -> Result<String> {
+        Err(not_yet("create containers"))
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn stop_container(&self, id: &str, _timeout_secs: Option<i64>) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn restart_container(&self, id: &str, _timeout_secs: Option<i64>) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn kill_container(&self, id: &str, _signal: &str) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn pause_container(&self, id: &str) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn unpause_container(&self, id: &str) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn remove_container(&self, id: &str, _force: bool, _volumes: bool) -> Result<()> {
+        Err(no_container(id))
+    }
+
+    async fn wait_container(&self, id: &str) -> Result<i64> {
+        Err(no_container(id))
+    }
+
+    async fn list_networks(&self, _filter: &[LabelFilter]) -> Result<Vec<Network>> {
+        Ok(vec![])
+    }
+
+    async fn inspect_network(&self, _name: &str) -> Result<Option<Network>> {
+        Ok(None)
+    }
+
+    async fn create_network(&self, _spec: &NetworkSpec) -> Result<String> {
+        Err(not_yet("create networks"))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        Err(RuntimeError::NotFound {
+            kind: "network",
+            name: name.to_string(),
+        })
+    }
+
+    async fn inspect_volume(&self, _name: &str) -> Result<Option<Volume>> {
+        Ok(None)
+    }
+
+    async fn create_volume(&self, _spec: &VolumeSpec) -> Result<()> {
+        Err(not_yet("create volumes"))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        Err(RuntimeError::NotFound {
+            kind: "volume",
+            name: name.to_string(),
+        })
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<Image>> {
+        Ok(self.find(reference).await?.as_ref().map(Self::summary))
+    }
+
+    async fn list_images(&self, repository: &str) -> Result<Vec<Image>> {
+        let store = self.store.clone();
+        let images = blocking(move || store.images()).await?;
+        let wanted = if repository.is_empty() {
+            None
+        } else {
+            Some(reference::familiar(&reference::normalize(repository)?).0)
+        };
+        Ok(images
+            .iter()
+            .map(Self::summary)
+            .filter(|i| {
+                wanted.as_ref().is_none_or(|w| {
+                    i.tags
+                        .iter()
+                        .any(|t| t.rsplit_once(':').is_some_and(|(r, _)| r == w))
+                })
+            })
+            .collect())
+    }
+
+    async fn build_image(&self, _spec: &BuildSpec) -> Result<BoxStream<String>> {
+        Err(not_yet("build images"))
+    }
+
+    async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
+        let store = self.store.clone();
+        let reference = reference.to_string();
+        blocking(move || remove(&store, &reference, force)).await
+    }
+
+    async fn events(&self, _filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>> {
+        Err(not_yet("report container events"))
+    }
+
+    async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
+        reference::normalize(reference)?;
+        Err(not_yet("pull images from a registry"))
+    }
+}
+
+/// `image rm`, as Docker does it: a name removes that name (and the image
+/// with its last one); an id removes the image, which needs `force` when it
+/// has several names.
+fn remove(store: &Store, reference: &str, force: bool) -> Result<()> {
+    let image = store
+        .find(reference)?
+        .ok_or_else(|| RuntimeError::NotFound {
+            kind: "image",
+            name: reference.to_string(),
+        })?;
+    let by_name = reference::normalize(reference)
+        .ok()
+        .filter(|n| image.names.contains(n));
+    match by_name {
+        Some(name) if image.names.len() > 1 => {
+            store.untag(&name)?;
+            return Ok(());
+        }
+        Some(_) => {}
+        None if image.names.len() > 1 && !force => {
+            return Err(RuntimeError::Engine(format!(
+                "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                image.id.hex().get(..12).unwrap_or("")
+            )))
+        }
+        None => {}
+    }
+    store.forget(&image.manifest)?;
+    store.collect_garbage()?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Images for NativeRuntime {
+    async fn load_images(&self, archive: Box<dyn Read + Send>) -> Result<Vec<LoadedImage>> {
+        let store = self.store.clone();
+        let loaded = blocking(move || archive::load(&store, archive)).await?;
+        Ok(loaded
+            .into_iter()
+            .map(|l| LoadedImage {
+                id: l.id.to_string(),
+                tags: l
+                    .names
+                    .iter()
+                    .map(|n| reference::familiar_tagged(n))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn save_images(&self, references: &[String], out: Box<dyn Write + Send>) -> Result<()> {
+        let store = self.store.clone();
+        let references = references.to_vec();
+        blocking(move || {
+            let mut images = Vec::new();
+            for r in &references {
+                let image = store.find(r)?.ok_or_else(|| RuntimeError::NotFound {
+                    kind: "image",
+                    name: r.clone(),
+                })?;
+                let names = match reference::normalize(r) {
+                    Ok(n) if image.names.contains(&n) => vec![n],
+                    _ => image.names.clone(),
+                };
+                images.push((image, names));
+            }
+            archive::save(&store, &images, out)
+        })
+        .await
+    }
+
+    async fn import_image(
+        &self,
+        tarball: Box<dyn Read + Send>,
+        reference: Option<&str>,
+        changes: &[String],
+        message: &str,
+    ) -> Result<String> {
+        let store = self.store.clone();
+        let reference = reference.map(str::to_string);
+        let changes = changes.to_vec();
+        let message = message.to_string();
+        let id = blocking(move || {
+            archive::import(&store, tarball, reference.as_deref(), &changes, &message)
+        })
+        .await?;
+        Ok(id.to_string())
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let store = self.store.clone();
+        let (source, target) = (source.to_string(), reference::normalize(target)?);
+        blocking(move || {
+            let image = store.find(&source)?.ok_or_else(|| RuntimeError::NotFound {
+                kind: "image",
+                name: source.clone(),
+            })?;
+            let descriptor = store.complete(&image.manifest, &source)?;
+            store.name(&descriptor, &[target])
+        })
+        .await
+    }
+
+    async fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let store = self.store.clone();
+        blocking(move || {
+            let mut removed = Vec::new();
+            for image in store.images()? {
+                // No container can use an image yet: `all` removes every one.
+                if image.names.is_empty() || all {
+                    store.forget(&image.manifest)?;
+                    removed.push(image.id.to_string());
+                }
+            }
+            let freed = store.collect_garbage()?;
+            Ok((removed, freed))
+        })
+        .await
+    }
+
+    async fn image_details(&self, reference: &str) -> Result<serde_json::Value> {
+        let image = self
+            .find(reference)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "image",
+                name: reference.to_string(),
+            })?;
+        Ok(inspect_json(&image))
+    }
+}
+
+#[async_trait::async_trait]
+impl Logs for NativeRuntime {
+    async fn logs(&self, id: &str, _options: &LogOptions) -> Result<BoxStream<LogLine>> {
+        Err(no_container(id))
+    }
+
+    async fn attach(&self, container: &str, _stdin: bool, _logs: bool) -> Result<Session> {
+        Err(no_container(container))
+    }
+}
+
+#[async_trait::async_trait]
+impl Exec for NativeRuntime {
+    async fn exec(&self, container: &str, _spec: &ExecSpec) -> Result<Session> {
+        Err(no_container(container))
+    }
+}
+
+#[async_trait::async_trait]
+impl Archives for NativeRuntime {
+    async fn copy_from(&self, container: &str, _path: &str) -> Result<BoxStream<Vec<u8>>> {
+        Err(no_container(container))
+    }
+
+    async fn copy_to(&self, container: &str, _path: &str, _tar: Vec<u8>) -> Result<()> {
+        Err(no_container(container))
+    }
+
+    async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
+        Err(no_container(container))
+    }
+
+    async fn commit(&self, container: &str, _spec: &CommitSpec) -> Result<String> {
+        Err(no_container(container))
+    }
+}
+
+#[async_trait::async_trait]
+impl Monitor for NativeRuntime {
+    async fn stats(&self, container: &str) -> Result<Stats> {
+        Err(no_container(container))
+    }
+
+    async fn top(&self, container: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        Err(no_container(container))
+    }
+}

@@ -1,0 +1,770 @@
+//! The native runtime's image store: an OCI image layout on disk, with the
+//! layers also kept unpacked, ready to be overlayfs lower directories.
+//!
+//! ```text
+//! <root>/images/
+//!   oci-layout                 {"imageLayoutVersion": "1.0.0"}
+//!   index.json                 the names: one manifest descriptor per name
+//!                              (annotation org.opencontainers.image.ref.name,
+//!                              the full normalized reference), or none for
+//!                              an image that lost its last name
+//!   blobs/sha256/<hex>         manifests, configurations and layers
+//!   layers/sha256/<diff hex>/  one unpacked layer: root/ (the tree, with
+//!                              whiteouts as overlayfs wants them) and size
+//!   tmp/<pid>-<n>/             work in progress of one process
+//!   gc.lock, index.lock        advisory locks
+//! ```
+//!
+//! Invariants, which every writer keeps and a crash cannot break:
+//! - a file under `blobs/` holds exactly the content its name is the digest
+//!   of: blobs are written under `tmp/`, hashed while written, and renamed
+//!   into place only when the digest is right;
+//! - a directory under `layers/` is complete: unpacked under `tmp/`, checked
+//!   against its diff id, then renamed;
+//! - `index.json` names only images whose manifest, configuration and
+//!   layers (blobs and unpacked trees) are all present; it is replaced
+//!   whole (write, then rename) under `index.lock`;
+//! - garbage collection (removing blobs and layers no name reaches) holds
+//!   `gc.lock` exclusively, and everything that adds to the store holds it
+//!   shared from its first blob to its index update, so nothing is collected
+//!   under a load or pull in progress. What an interrupted writer left under
+//!   `tmp/` is removed by the next process that opens the store, once the
+//!   writer's process is gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::layout::{
+    is_index, is_manifest, Compression, ConfigFile, Descriptor, Digest, Hashing, Index, Manifest,
+    Platform, REF_NAME,
+};
+use super::reference;
+use crate::{Result, RuntimeError};
+
+/// An error with what was being done.
+pub(crate) fn failed(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Engine(format!("{what}: {cause}"))
+}
+
+/// The store on disk.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// An image as the store knows it.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// The manifest itself.
+    pub manifest_doc: Manifest,
+    /// The image id: the configuration's digest, as Docker's.
+    pub id: Digest,
+    /// Full normalized names (`docker.io/library/redis:7`), sorted.
+    pub names: Vec<String>,
+    /// The configuration, as stored.
+    pub config: serde_json::Value,
+    /// The parsed fields of the configuration the store needs.
+    pub config_file: ConfigFile,
+    /// The uncompressed size of the layers, in bytes.
+    pub size: u64,
+}
+
+/// A temporary directory of this process under `tmp/`, removed when dropped.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A held advisory lock, released when dropped.
+pub struct Lock {
+    _file: File,
+}
+
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating when needed) the store under `dir`, and removes what
+    /// writers that are gone left in `tmp/`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let store = Store {
+            dir: dir.to_path_buf(),
+        };
+        for sub in ["blobs/sha256", "layers/sha256", "tmp"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| failed(format!("creating {}", dir.join(sub).display()), e))?;
+        }
+        let layout = dir.join("oci-layout");
+        if !layout.exists() {
+            store.replace(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = dir.join("index.json");
+        if !index.exists() {
+            store.write_index(&Index {
+                schema_version: 2,
+                media_type: Some(super::layout::OCI_INDEX.to_string()),
+                manifests: vec![],
+            })?;
+        }
+        store.clean_scratch();
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn clean_scratch(&self) {
+        let Ok(entries) = fs::read_dir(self.dir.join("tmp")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// A new scratch directory of this process.
+    pub fn scratch(&self) -> Result<Scratch> {
+        let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).map_err(|e| failed("creating a scratch directory", e))?;
+        Ok(Scratch { path })
+    }
+
+    fn lock(&self, name: &str, exclusive: bool) -> Result<Lock> {
+        let path = self.dir.join(name);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| failed(format!("opening {}", path.display()), e))?;
+        let locked = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        locked.map_err(|e| failed(format!("locking {}", path.display()), e))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// Held (shared) by everything that adds to the store, for its whole
+    /// duration: garbage collection waits for it.
+    pub fn writing(&self) -> Result<Lock> {
+        self.lock("gc.lock", false)
+    }
+
+    /// Writes `bytes` to `path` whole: a temporary file, then a rename.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let scratch = self.scratch()?;
+        let tmp = scratch.path().join("file");
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, path)
+        };
+        write().map_err(|e| failed(format!("writing {}", path.display()), e))
+    }
+
+    /// Where a blob lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether a blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Stores what `content` yields as a blob, checking it against
+    /// `expected` when given; returns its digest and size. `what` names it in
+    /// errors. Nothing is left behind when it fails.
+    pub fn put_blob(
+        &self,
+        content: impl Read,
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<(Digest, u64)> {
+        let scratch = self.scratch()?;
+        let tmp = scratch.path().join("blob");
+        let mut hashing = Hashing::new(content);
+        let written = (|| -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            io::copy(&mut hashing, &mut f)?;
+            f.flush()
+        })();
+        written.map_err(|e| failed(format!("storing {what}"), e))?;
+        let (digest, size) = hashing
+            .finish()
+            .map_err(|e| failed(format!("storing {what}"), e))?;
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(RuntimeError::Engine(format!(
+                    "{what}: content does not match its digest {expected} (it is {digest})"
+                )));
+            }
+        }
+        let target = self.blob_path(&digest);
+        if !target.exists() {
+            fs::rename(&tmp, &target).map_err(|e| failed(format!("storing {what}"), e))?;
+        }
+        Ok((digest, size))
+    }
+
+    /// Stores `bytes` as a blob.
+    pub fn put_bytes(&self, bytes: &[u8], what: &str) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            self.put_blob(bytes, Some(&digest), what)?;
+        }
+        Ok(digest)
+    }
+
+    /// Reads a small blob (a manifest, index or configuration) whole and
+    /// checks it against its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RuntimeError::NotFound {
+                kind: "blob",
+                name: digest.to_string(),
+            },
+            _ => failed(format!("reading blob {digest}"), e),
+        })?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(RuntimeError::Engine(format!(
+                "blob {digest} is corrupt: its content has digest {actual}"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        File::open(self.blob_path(digest)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RuntimeError::NotFound {
+                kind: "blob",
+                name: digest.to_string(),
+            },
+            _ => failed(format!("reading blob {digest}"), e),
+        })
+    }
+
+    /// Reads and parses a JSON blob.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<T> {
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice(&bytes).map_err(|e| failed(format!("{what} {digest}"), e))
+    }
+
+    /// The names (index entries) of the store.
+    pub fn index(&self) -> Result<Index> {
+        let path = self.dir.join("index.json");
+        let bytes =
+            fs::read(&path).map_err(|e| failed(format!("reading {}", path.display()), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| failed(format!("reading {}", path.display()), e))
+    }
+
+    fn write_index(&self, index: &Index) -> Result<()> {
+        let bytes = serde_json::to_vec(index).map_err(|e| failed("writing index.json", e))?;
+        self.replace(&self.dir.join("index.json"), &bytes)
+    }
+
+    /// Changes the names under `index.lock`: `change` gets the entries and
+    /// edits them; the index is then replaced whole.
+    pub fn edit_index<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<Descriptor>) -> Result<T>,
+    ) -> Result<T> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.index()?;
+        let out = change(&mut index.manifests)?;
+        self.write_index(&index)?;
+        Ok(out)
+    }
+
+    /// Where a layer is unpacked.
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.dir.join("layers/sha256").join(diff_id.hex())
+    }
+
+    /// The tree of an unpacked layer, an overlayfs lower directory.
+    pub fn layer_root(&self, diff_id: &Digest) -> PathBuf {
+        self.layer_dir(diff_id).join("root")
+    }
+
+    /// The size of an unpacked layer, when it is unpacked.
+    pub fn layer_size(&self, diff_id: &Digest) -> Option<u64> {
+        fs::read_to_string(self.layer_dir(diff_id).join("size"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Unpacks a layer blob once, checking its uncompressed content against
+    /// `diff_id`; returns its size. `what` names the image in errors.
+    pub fn unpack(&self, layer: &Descriptor, diff_id: &Digest, what: &str) -> Result<u64> {
+        if let Some(size) = self.layer_size(diff_id) {
+            return Ok(size);
+        }
+        let compression = match Compression::of_media_type(&layer.media_type) {
+            Some(c) => c,
+            None if layer.media_type.is_empty() => {
+                let mut head = [0u8; 4];
+                let n = self.open_blob(&layer.digest)?.read(&mut head).unwrap_or(0);
+                Compression::sniff(&head[..n])
+            }
+            None => {
+                return Err(RuntimeError::Engine(format!(
+                    "{what}: layer {} has an unknown media type {:?}",
+                    layer.digest, layer.media_type
+                )))
+            }
+        };
+        let scratch = self.scratch()?;
+        let work = scratch.path().join("layer");
+        let root = work.join("root");
+        fs::create_dir_all(&root).map_err(|e| failed("unpacking a layer", e))?;
+        let blob = BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
+        let plain: Box<dyn Read> = match compression {
+            Compression::None => Box::new(blob),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+            Compression::Zstd => {
+                return Err(RuntimeError::Engine(format!(
+                    "{what}: layer {} is zstd-compressed, which rcompose cannot unpack yet",
+                    layer.digest
+                )))
+            }
+        };
+        let mut hashing = Hashing::new(plain);
+        let size = unpack_tree(&mut hashing, &root)
+            .map_err(|e| failed(format!("{what}: unpacking layer {}", layer.digest), e))?;
+        let (actual, _) = hashing
+            .finish()
+            .map_err(|e| failed(format!("{what}: unpacking layer {}", layer.digest), e))?;
+        if actual != *diff_id {
+            return Err(RuntimeError::Engine(format!(
+                "{what}: layer {} does not match its diff id {diff_id} (its content is {actual})",
+                layer.digest
+            )));
+        }
+        fs::write(work.join("size"), size.to_string())
+            .map_err(|e| failed("unpacking a layer", e))?;
+        let target = self.layer_dir(diff_id);
+        if let Err(e) = fs::rename(&work, &target) {
+            // Another process unpacked it meanwhile: theirs is as good.
+            if self.layer_size(diff_id).is_none() {
+                return Err(failed(format!("{what}: storing layer {diff_id}"), e));
+            }
+        }
+        Ok(size)
+    }
+
+    /// Reads the image a manifest describes; fails when a part is missing.
+    pub fn image(&self, manifest: &Digest, names: Vec<String>) -> Result<StoredImage> {
+        let manifest_doc: Manifest = self.read_json(manifest, "manifest")?;
+        let bytes = self.read_blob(&manifest_doc.config.digest)?;
+        let config: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| failed(format!("configuration {}", manifest_doc.config.digest), e))?;
+        let config_file: ConfigFile = serde_json::from_value(config.clone())
+            .map_err(|e| failed(format!("configuration {}", manifest_doc.config.digest), e))?;
+        let size = config_file
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| self.layer_size(d).unwrap_or(0))
+            .sum();
+        Ok(StoredImage {
+            manifest: manifest.clone(),
+            id: manifest_doc.config.digest.clone(),
+            manifest_doc,
+            names,
+            config,
+            config_file,
+            size,
+        })
+    }
+
+    /// Every image, with its names.
+    pub fn images(&self) -> Result<Vec<StoredImage>> {
+        let mut by_manifest: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for d in self.index()?.manifests {
+            let names = by_manifest.entry(d.digest.clone()).or_default();
+            if let Some(n) = d.annotations.get(REF_NAME) {
+                names.push(n.clone());
+            }
+        }
+        by_manifest
+            .into_iter()
+            .map(|(digest, mut names)| {
+                names.sort();
+                names.dedup();
+                self.image(&digest, names)
+            })
+            .collect()
+    }
+
+    /// Finds an image by name, by id or id prefix, or by `name@digest`.
+    pub fn find(&self, reference: &str) -> Result<Option<StoredImage>> {
+        let images = self.images()?;
+        if let Ok(name) = reference::normalize(reference) {
+            if let Some(i) = images.iter().find(|i| i.names.contains(&name)) {
+                return Ok(Some(i.clone()));
+            }
+            if let Some((_, digest)) = name.split_once('@') {
+                if let Some(i) = images.iter().find(|i| i.manifest.as_str() == digest) {
+                    return Ok(Some(i.clone()));
+                }
+            }
+        }
+        let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+        if !hex.is_empty() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            let matching: Vec<&StoredImage> = images
+                .iter()
+                .filter(|i| i.id.hex().starts_with(hex))
+                .collect();
+            let ids: BTreeSet<&Digest> = matching.iter().map(|i| &i.id).collect();
+            if ids.len() > 1 {
+                return Err(RuntimeError::Engine(format!(
+                    "{reference} matches more than one image: give more of the id"
+                )));
+            }
+            if let Some(i) = matching.first() {
+                return Ok(Some((*i).clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records `manifest` (already stored, with its configuration and layers
+    /// stored and unpacked) under `names` (normalized), taking each name from
+    /// any image that had it. With no names, the image is kept unnamed
+    /// unless it has names already.
+    pub fn name(&self, manifest: &Descriptor, names: &[String]) -> Result<()> {
+        self.edit_index(|entries| {
+            entries.retain(|d| {
+                let name = d.annotations.get(REF_NAME);
+                let renamed = name.is_some_and(|n| names.contains(n));
+                let unnamed_same = name.is_none() && d.digest == manifest.digest;
+                !renamed && !unnamed_same
+            });
+            let has_name = entries.iter().any(|d| d.digest == manifest.digest);
+            let plain = Descriptor {
+                annotations: BTreeMap::new(),
+                platform: None,
+                ..manifest.clone()
+            };
+            for n in names {
+                let mut d = plain.clone();
+                d.annotations.insert(REF_NAME.to_string(), n.clone());
+                entries.push(d);
+            }
+            if names.is_empty() && !has_name {
+                entries.push(plain);
+            }
+            Ok(())
+        })
+    }
+
+    /// Checks that an image's parts are all here and unpacks its layers;
+    /// returns the manifest's descriptor, ready to be named.
+    pub fn complete(&self, manifest: &Digest, what: &str) -> Result<Descriptor> {
+        let bytes = self.read_blob(manifest)?;
+        let doc: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| failed(format!("{what}: manifest"), e))?;
+        let config: ConfigFile = self.read_json(&doc.config.digest, "configuration")?;
+        if config.rootfs.diff_ids.len() != doc.layers.len() {
+            return Err(RuntimeError::Engine(format!(
+                "{what}: the manifest lists {} layers but the configuration {}",
+                doc.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        for (layer, diff_id) in doc.layers.iter().zip(&config.rootfs.diff_ids) {
+            if !self.has_blob(&layer.digest) {
+                return Err(RuntimeError::Engine(format!(
+                    "{what}: layer {} is missing",
+                    layer.digest
+                )));
+            }
+            self.unpack(layer, diff_id, what)?;
+        }
+        Ok(Descriptor {
+            media_type: doc
+                .media_type
+                .clone()
+                .unwrap_or_else(|| super::layout::OCI_MANIFEST.to_string()),
+            digest: manifest.clone(),
+            size: bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        })
+    }
+
+    /// Picks, from a manifest or an index blob, the manifest for this
+    /// platform (following nested indexes).
+    pub fn pick_manifest(&self, top: &Descriptor, what: &str) -> Result<Digest> {
+        let mut current = top.clone();
+        for _ in 0..4 {
+            let media = if current.media_type.is_empty() {
+                let v: serde_json::Value = self.read_json(&current.digest, "manifest")?;
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        if v.get("manifests").is_some() {
+                            super::layout::OCI_INDEX.to_string()
+                        } else {
+                            super::layout::OCI_MANIFEST.to_string()
+                        }
+                    })
+            } else {
+                current.media_type.clone()
+            };
+            if is_manifest(&media) {
+                return Ok(current.digest);
+            }
+            if !is_index(&media) {
+                return Err(RuntimeError::Engine(format!(
+                    "{what}: unknown media type {media:?}"
+                )));
+            }
+            let index: Index = self.read_json(&current.digest, "index")?;
+            let host = Platform::host();
+            let fits = |d: &&Descriptor| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
+            };
+            let present = |d: &&Descriptor| self.has_blob(&d.digest);
+            let chosen = index
+                .manifests
+                .iter()
+                .filter(present)
+                .find(fits)
+                .or_else(|| {
+                    let present: Vec<&Descriptor> =
+                        index.manifests.iter().filter(present).collect();
+                    (present.len() == 1 && present[0].platform.is_none()).then(|| present[0])
+                })
+                .ok_or_else(|| {
+                    RuntimeError::Engine(format!(
+                        "{what}: no manifest for {}/{} in the index",
+                        host.os, host.architecture
+                    ))
+                })?;
+            current = chosen.clone();
+        }
+        Err(RuntimeError::Engine(format!(
+            "{what}: indexes nested too deep"
+        )))
+    }
+
+    /// Removes a name; the image goes when it loses its last name (unless
+    /// `keep_unnamed`). Returns the names removed.
+    pub fn untag(&self, name: &str) -> Result<bool> {
+        self.edit_index(|entries| {
+            let before = entries.len();
+            entries.retain(|d| d.annotations.get(REF_NAME).map(String::as_str) != Some(name));
+            Ok(entries.len() != before)
+        })
+    }
+
+    /// Removes every entry of an image (all its names).
+    pub fn forget(&self, manifest: &Digest) -> Result<()> {
+        self.edit_index(|entries| {
+            entries.retain(|d| d.digest != *manifest);
+            Ok(())
+        })
+    }
+
+    /// Removes blobs and unpacked layers that no name reaches; returns the
+    /// bytes freed. Waits for writers in progress.
+    pub fn collect_garbage(&self) -> Result<u64> {
+        let _gc = self.lock("gc.lock", true)?;
+        let mut blobs: BTreeSet<Digest> = BTreeSet::new();
+        let mut layers: BTreeSet<Digest> = BTreeSet::new();
+        for d in self.index()?.manifests {
+            self.reach(&d, &mut blobs, &mut layers, 0);
+        }
+        let mut freed = 0;
+        for (sub, keep) in [("blobs/sha256", &blobs), ("layers/sha256", &layers)] {
+            let Ok(entries) = fs::read_dir(self.dir.join(sub)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = format!("sha256:{}", e.file_name().to_string_lossy());
+                if Digest::parse(&name).is_some_and(|d| keep.contains(&d)) {
+                    continue;
+                }
+                let path = e.path();
+                if sub.starts_with("layers") {
+                    freed += fs::read_to_string(path.join("size"))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    fs::remove_dir_all(&path)
+                        .map_err(|e| failed(format!("removing {}", path.display()), e))?;
+                } else {
+                    freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    fs::remove_file(&path)
+                        .map_err(|e| failed(format!("removing {}", path.display()), e))?;
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    fn reach(
+        &self,
+        d: &Descriptor,
+        blobs: &mut BTreeSet<Digest>,
+        layers: &mut BTreeSet<Digest>,
+        depth: u8,
+    ) {
+        blobs.insert(d.digest.clone());
+        let Ok(value) = self.read_json::<serde_json::Value>(&d.digest, "manifest") else {
+            return;
+        };
+        if value.get("manifests").is_some() && depth < 4 {
+            if let Ok(index) = serde_json::from_value::<Index>(value) {
+                for m in &index.manifests {
+                    self.reach(m, blobs, layers, depth + 1);
+                }
+            }
+            return;
+        }
+        if let Ok(m) = serde_json::from_value::<Manifest>(value) {
+            blobs.insert(m.config.digest.clone());
+            blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+            if let Ok(c) = self.read_json::<ConfigFile>(&m.config.digest, "configuration") {
+                layers.extend(c.rootfs.diff_ids);
+            }
+        }
+    }
+}
+
+/// Unpacks a layer's tar stream into `root`, turning OCI whiteouts into
+/// overlayfs ones (`.wh.NAME` a 0/0 character device NAME, `.wh..wh..opq`
+/// the directory's `trusted.overlay.opaque` attribute); returns the total
+/// size of the files. Entries may not leave `root`, by `..` or through a
+/// symbolic link.
+pub fn unpack_tree(content: impl Read, root: &Path) -> io::Result<u64> {
+    let mut archive = tar::Archive::new(content);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut size = 0;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(relative) = inside(&path) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("entry {} leaves the layer", path.display()),
+            ));
+        };
+        let name = relative
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let parent = relative.parent().unwrap_or(Path::new(""));
+            let dir = directory_in(root, parent)?;
+            if hidden == ".wh..opq" {
+                rustix::fs::setxattr(
+                    &dir,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )?;
+            } else {
+                let target = dir.join(hidden);
+                match fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(&target)?,
+                    Ok(_) => fs::remove_file(&target)?,
+                    Err(_) => {}
+                }
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &target,
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::empty(),
+                    rustix::fs::makedev(0, 0),
+                )?;
+            }
+            continue;
+        }
+        size += entry.header().entry_size().unwrap_or(0);
+        entry.unpack_in(root)?;
+    }
+    Ok(size)
+}
+
+/// `path` made relative (a leading `/` or `./` dropped); `None` when it
+/// climbs out with `..`.
+fn inside(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The directory `relative` under `root`, created when missing; refused
+/// when a part of it is a symbolic link (it could point outside the layer).
+fn directory_in(root: &Path, relative: &Path) -> io::Result<PathBuf> {
+    let mut dir = root.to_path_buf();
+    for c in relative.components() {
+        dir.push(c);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("whiteout under the symbolic link {}", relative.display()),
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => fs::create_dir(&dir)?,
+        }
+    }
+    Ok(dir)
+}

@@ -1,0 +1,530 @@
+//! The native runtime's image store through the binary: `docker save`
+//! archives loaded, images saved back to Docker, root filesystems imported,
+//! layers unpacked with their whiteouts the way Docker's own container
+//! sees them, and bad input refused with the store left as it was.
+//!
+//! These need root (the native runtime does, for now) and, for the
+//! comparisons, the Docker Engine; each test uses a state root of its own
+//! under the temporary directory and removes it.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rcompose_tests::{engine_ready, rcompose_bin, require, stderr, stdout, IMAGE};
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A native state root of one test, and the files it makes.
+struct Native {
+    root: PathBuf,
+    /// Docker image names to remove at the end.
+    docker_images: Vec<String>,
+    /// Mount points to unmount at the end.
+    mounts: Vec<PathBuf>,
+}
+
+impl Native {
+    fn new(tag: &str) -> Native {
+        let root = std::env::temp_dir().join(format!("rct-native-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("{e}"));
+        Native {
+            root,
+            docker_images: vec![],
+            mounts: vec![],
+        }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("rct-native/{what}-{}", std::process::id())
+    }
+
+    /// `rcompose --runtime native ARGS` in the test's root, from a folder
+    /// with no compose file.
+    fn rc(&self, args: &[&str]) -> Output {
+        self.rc_in("state", args)
+    }
+
+    fn rc_in(&self, state: &str, args: &[&str]) -> Output {
+        let dir = self.root.join("cwd");
+        let _ = std::fs::create_dir_all(&dir);
+        Command::new(rcompose_bin())
+            .env("RCOMPOSE_ROOT", self.root.join(state))
+            .arg("--runtime")
+            .arg("native")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.rc(args);
+        assert!(
+            o.status.success(),
+            "rcompose {args:?} failed:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("RC", rcompose_bin())
+            .env("RCOMPOSE_ROOT", self.root.join("state"))
+            .current_dir(&self.root)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn sh_ok(&self, script: &str) -> String {
+        let o = self.sh(script);
+        assert!(
+            o.status.success(),
+            "{script}:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        for m in self.mounts.iter().rev() {
+            let _ = Command::new("umount").arg(m).output();
+        }
+        for i in &self.docker_images {
+            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_docker_save_archive_loads_lists_and_goes_back_to_docker() {
+    if !require(is_root(), "root") || !engine_ready() {
+        return;
+    }
+    let mut n = Native::new("load");
+    let loaded = n.sh_ok(&format!(
+        "docker save {IMAGE} | \"$RC\" --runtime native image load"
+    ));
+    assert_eq!(loaded.trim(), format!("Loaded image: {IMAGE}"));
+    let listed = n.ok(&["images"]);
+    let docker_id = docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    let short = &docker_id.trim().trim_start_matches("sha256:")[..12];
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("local/busybox") && l.contains(short)),
+        "images lists the loaded image with Docker's id {short}:\n{listed}"
+    );
+    let inspect = json(&n.ok(&["image", "inspect", IMAGE]));
+    assert_eq!(inspect[0]["Id"].as_str(), Some(docker_id.trim()));
+    assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["sh"]));
+
+    // Back to Docker under another name: the same image.
+    let saved = n.name("saved");
+    n.docker_images.push(format!("{saved}:1"));
+    n.ok(&["image", "tag", IMAGE, &format!("{saved}:1")]);
+    let archive = n.root.join("saved.tar");
+    let archive_s = archive.to_string_lossy().into_owned();
+    n.ok(&["image", "save", "-o", &archive_s, &format!("{saved}:1")]);
+    let back = docker(&["load", "-i", &archive_s]);
+    assert!(back.contains(&format!("{saved}:1")), "{back}");
+    let back_id = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}",
+        &format!("{saved}:1"),
+    ]);
+    assert_eq!(back_id.trim(), docker_id.trim());
+
+    // And into an empty store, through the OCI layout of the same archive.
+    let o = n.rc_in("other", &["image", "load", "-i", &archive_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = n.rc_in("other", &["image", "inspect", &format!("{saved}:1")]);
+    assert_eq!(json(&stdout(&o))[0]["Id"].as_str(), Some(docker_id.trim()));
+
+    // Removing the last name removes the blobs and layers.
+    n.ok(&["image", "rm", IMAGE]);
+    n.ok(&["image", "rm", &format!("{saved}:1")]);
+    let left = std::fs::read_dir(n.root.join("state/images/layers/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "no layer is left once no image names it");
+    let blobs = std::fs::read_dir(n.root.join("state/images/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "no blob is left once no image names it");
+}
+
+#[test]
+fn a_root_filesystem_tarball_is_imported_with_changes() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    let n = Native::new("import");
+    n.sh_ok(
+        "mkdir -p rootfs/bin rootfs/srv && echo hello > rootfs/srv/index.html \
+         && printf '#!/bin/sh\\n' > rootfs/bin/start && chmod 755 rootfs/bin/start \
+         && tar -C rootfs -czf rootfs.tgz .",
+    );
+    let name = n.name("imported");
+    let id = n.ok(&[
+        "image",
+        "import",
+        "-c",
+        "CMD [\"/bin/start\"]",
+        "-c",
+        "ENV GREETING=hello",
+        "-c",
+        "EXPOSE 8080",
+        "-c",
+        "WORKDIR /srv",
+        &n.root.join("rootfs.tgz").to_string_lossy(),
+        &format!("{name}:1"),
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let inspect = json(&n.ok(&["image", "inspect", &format!("{name}:1")]));
+    let config = &inspect[0]["Config"];
+    assert_eq!(config["Cmd"], serde_json::json!(["/bin/start"]));
+    assert_eq!(config["Env"], serde_json::json!(["GREETING=hello"]));
+    assert!(config["ExposedPorts"]["8080/tcp"].is_object(), "{config}");
+    assert_eq!(config["WorkingDir"], "/srv");
+    assert_eq!(inspect[0]["Id"].as_str(), Some(id.trim()));
+    let diff_id = inspect[0]["RootFS"]["Layers"][0]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let layer = n
+        .root
+        .join("state/images/layers/sha256")
+        .join(diff_id)
+        .join("root");
+    assert_eq!(
+        std::fs::read_to_string(layer.join("srv/index.html"))
+            .ok()
+            .as_deref(),
+        Some("hello\n")
+    );
+    let mode = std::fs::metadata(layer.join("bin/start")).map(|m| m.permissions().mode());
+    assert_eq!(mode.ok().map(|m| m & 0o777), Some(0o755));
+
+    // A change that cannot apply is refused, naming it, and nothing is added.
+    let o = n.rc(&[
+        "image",
+        "import",
+        "-c",
+        "RUN true",
+        &n.root.join("rootfs.tgz").to_string_lossy(),
+        &format!("{name}:2"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("RUN true"), "{}", stderr(&o));
+    assert!(!n.ok(&["images"]).contains(":2") && !n.ok(&["images"]).contains(" 2 "));
+}
+
+/// A tree as a map from relative path to what matters of it.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let what = if m.file_type().is_symlink() {
+                format!(
+                    "link {}",
+                    std::fs::read_link(&path)
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                )
+            } else if m.is_dir() {
+                stack.push(path.clone());
+                format!("dir {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
+            } else {
+                format!(
+                    "file {:o} {}:{} {:?}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    std::fs::read(&path).unwrap_or_default()
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// Docker's view of an image (the filesystem of a container made from it)
+/// and rcompose's (its unpacked layers stacked by overlayfs, read-only), as
+/// trees: they must be the same. Returns rcompose's.
+fn same_tree_as_docker(n: &mut Native, name: &str, tag: &str) -> BTreeMap<String, String> {
+    let container = docker(&["create", name, "true"]).trim().to_string();
+    let exported = n.sh(&format!(
+        "mkdir -p docker-{tag} && docker export {container} | tar -C docker-{tag} -xf -"
+    ));
+    let _ = docker(&["rm", &container]);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+
+    let inspect = json(&n.ok(&["image", "inspect", name]));
+    let layers: Vec<String> = inspect[0]["RootFS"]["Layers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(layers.len() >= 2, "{inspect}");
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| {
+            n.root
+                .join("state/images/layers/sha256")
+                .join(l.trim_start_matches("sha256:"))
+                .join("root")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let merged = n.root.join(format!("merged-{tag}"));
+    std::fs::create_dir_all(&merged).unwrap_or_else(|e| panic!("{e}"));
+    let mount = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("ro,lowerdir={}", lower.join(":")))
+        .arg(&merged)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(mount.status.success(), "{}", stderr(&mount));
+    n.mounts.push(merged.clone());
+
+    let mut docker_tree = tree(&n.root.join(format!("docker-{tag}")));
+    // What the engine adds to every container.
+    docker_tree.retain(|p, _| {
+        let top = p.split('/').next().unwrap_or("");
+        !matches!(top, ".dockerenv" | "dev" | "proc" | "sys" | "etc")
+    });
+    let ours = tree(&merged);
+    assert_eq!(
+        ours, docker_tree,
+        "{name}: rcompose's tree against Docker's"
+    );
+    ours
+}
+
+#[test]
+fn whiteouts_and_opaque_directories_unpack_as_docker_shows_the_image() {
+    if !require(is_root(), "root") || !engine_ready() {
+        return;
+    }
+    let mut n = Native::new("whiteout");
+
+    // Layers made by hand, so that both kinds of whiteout are there: `.wh.x`
+    // hides a file of the layer below, `.wh..wh..opq` everything the
+    // directory held below.
+    let crafted = format!("{}:1", n.name("crafted"));
+    n.docker_images.push(crafted.clone());
+    n.sh_ok(&format!(
+        r#"set -e
+        mkdir -p craft/l1/d/sub craft/l2/d/sub arch
+        echo b > craft/l1/d/sub/b; echo x > craft/l1/d/x; echo k > craft/l1/d/keep
+        chown 1000:1000 craft/l1/d/keep; chmod 640 craft/l1/d/keep
+        touch craft/l2/d/sub/.wh..wh..opq craft/l2/d/.wh.x; echo c > craft/l2/d/sub/c
+        for l in l1 l2; do tar --numeric-owner -C craft/$l -cf craft/$l.tar d; done
+        d1=$(sha256sum craft/l1.tar | cut -d' ' -f1); d2=$(sha256sum craft/l2.tar | cut -d' ' -f1)
+        mkdir arch/$d1 arch/$d2; cp craft/l1.tar arch/$d1/layer.tar; cp craft/l2.tar arch/$d2/layer.tar
+        printf '{{"architecture":"amd64","os":"linux","config":{{"Cmd":["sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:%s","sha256:%s"]}}}}' $d1 $d2 > arch/config.json
+        c=$(sha256sum arch/config.json | cut -d' ' -f1); mv arch/config.json arch/$c.json
+        printf '[{{"Config":"%s.json","RepoTags":["{crafted}"],"Layers":["%s/layer.tar","%s/layer.tar"]}}]' $c $d1 $d2 > arch/manifest.json
+        tar -C arch -cf crafted.tar .
+        docker load -q -i crafted.tar
+        "$RC" --runtime native image load -i crafted.tar"#
+    ));
+    let ours = same_tree_as_docker(&mut n, &crafted, "crafted");
+    assert!(
+        ours.contains_key("d/sub/c") && !ours.contains_key("d/sub/b"),
+        "{ours:?}"
+    );
+    assert!(!ours.contains_key("d/x"), "{ours:?}");
+    assert_eq!(
+        ours.get("d/keep").map(String::as_str),
+        Some("file 640 1000:1000 [107, 10]")
+    );
+
+    // And an image Docker built, deleting and replacing files in later steps.
+    let built = format!("{}:1", n.name("built"));
+    n.docker_images.push(built.clone());
+    std::fs::create_dir_all(n.root.join("ctx")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        n.root.join("ctx/Dockerfile"),
+        format!(
+            "FROM {IMAGE}\n\
+             RUN mkdir -p /d/gone && echo a > /d/a && echo g > /d/gone/g && chmod 600 /d/a\n\
+             RUN rm /d/a && rm -r /d/gone && ln -s /keep /d/link\n\
+             RUN echo a2 > /d/a\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &built,
+        &n.root.join("ctx").to_string_lossy(),
+    ]);
+    n.sh_ok(&format!(
+        "docker save {built} | \"$RC\" --runtime native image load"
+    ));
+    let ours = same_tree_as_docker(&mut n, &built, "built");
+    assert!(!ours.contains_key("d/gone"), "{ours:?}");
+    assert_eq!(
+        ours.get("d/a").map(String::as_str),
+        Some("file 644 0:0 [97, 50, 10]")
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_leaves_the_store_as_it_was() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    let n = Native::new("bad");
+    n.sh_ok("head -c 4096 /dev/urandom > noise.tar");
+    let o = n.rc(&[
+        "image",
+        "load",
+        "-i",
+        &n.root.join("noise.tar").to_string_lossy(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("loading the archive"), "{}", stderr(&o));
+    let index = n.root.join("state/images/index.json");
+    let before = std::fs::read_to_string(&index).unwrap_or_default();
+
+    // An OCI archive whose blob is not what its name says.
+    n.sh_ok(
+        "mkdir -p lie/blobs/sha256 && echo '{\"imageLayoutVersion\":\"1.0.0\"}' > lie/oci-layout \
+         && echo not-a-manifest > lie/blobs/sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 \
+         && echo '{\"schemaVersion\":2,\"manifests\":[]}' > lie/index.json && tar -C lie -cf lie.tar .",
+    );
+    let o = n.rc(&[
+        "image",
+        "load",
+        "-i",
+        &n.root.join("lie.tar").to_string_lossy(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("does not match its digest"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&index).unwrap_or_default(), before);
+    assert_eq!(
+        std::fs::read_dir(n.root.join("state/images/blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(1),
+        0,
+        "no blob is kept from a refused archive"
+    );
+
+    let o = n.rc(&["image", "tag", "whatever", "Not/Valid"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("invalid reference format"),
+        "{}",
+        stderr(&o)
+    );
+    let o = n.rc(&["image", "inspect", "missing:1"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("No such image: missing:1"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn without_root_the_native_runtime_says_it_needs_root() {
+    if !require(is_root(), "root (to drop it)") {
+        return;
+    }
+    let n = Native::new("nonroot");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(rcompose_bin())
+        .args(["--runtime", "native", "images"])
+        .env("RCOMPOSE_ROOT", n.root.join("state"))
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("needs root"), "{}", stderr(&o));
+}
+
+#[test]
+fn without_a_docker_engine_the_native_runtime_is_chosen() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    let n = Native::new("select");
+    let o = Command::new(rcompose_bin())
+        .arg("info")
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/no.sock", n.root.display()),
+        )
+        .env("RCOMPOSE_ROOT", n.root.join("state"))
+        .env_remove("RCOMPOSE_RUNTIME")
+        .current_dir(&n.root)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("runtime: native")
+            && text.contains(&n.root.join("state").display().to_string()),
+        "{text}"
+    );
+}
