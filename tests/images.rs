@@ -528,3 +528,292 @@ fn without_a_docker_engine_the_native_runtime_is_chosen() {
         "{text}"
     );
 }
+
+/// Debian's `docker-registry` on a free loopback port, storing under the
+/// test's root; stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Registry {
+    fn start(n: &Native) -> Option<Registry> {
+        if Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let address = format!("127.0.0.1:{port}");
+        let config = n.root.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                n.root.join("registry").display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let registry = Registry { child, address };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&registry.address).is_ok() {
+                return Some(registry);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the registry did not start on {}", registry.address);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn images_go_to_a_registry_and_come_back_with_the_same_digests() {
+    if !require(is_root(), "root") || !engine_ready() {
+        return;
+    }
+    let n = Native::new("registry");
+    let Some(registry) = Registry::start(&n) else {
+        require(false, "Debian's docker-registry");
+        return;
+    };
+    let remote = format!("{}/{}:1", registry.address, n.name("pushed"));
+    n.sh_ok(&format!(
+        "docker save {IMAGE} | \"$RC\" --runtime native image load"
+    ));
+    n.ok(&["image", "tag", IMAGE, &remote]);
+    let pushed = n.ok(&["image", "push", &remote]);
+    let digest = pushed
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in the push output:\n{pushed}"))
+        .to_string();
+
+    let o = n.rc_in("empty", &["image", "pull", &remote]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("Digest: {digest}")),
+        "{}",
+        stdout(&o)
+    );
+    let here = json(&n.ok(&["image", "inspect", IMAGE]));
+    let there = json(&stdout(&n.rc_in("empty", &["image", "inspect", &remote])));
+    assert_eq!(there[0]["Id"], here[0]["Id"], "the same configuration");
+    assert_eq!(there[0]["RootFS"], here[0]["RootFS"], "the same layers");
+    assert_eq!(there[0]["Manifest"].as_str(), Some(digest.as_str()));
+    let repo_digests = there[0]["RepoDigests"].to_string();
+    assert!(repo_digests.contains(&digest), "{repo_digests}");
+    // Docker reads what rcompose pushed.
+    let from_docker = docker(&["pull", "-q", &remote]);
+    assert!(from_docker.contains(&remote), "{from_docker}");
+    let docker_id = docker(&["image", "inspect", "--format", "{{.Id}}", &remote]);
+    let _ = Command::new("docker").args(["rmi", &remote]).output();
+    assert_eq!(Some(docker_id.trim()), here[0]["Id"].as_str());
+
+    // A second pull fetches nothing.
+    let again = n.rc_in("empty", &["image", "pull", &remote]);
+    assert!(
+        stdout(&again).contains("Image is up to date"),
+        "{}",
+        stdout(&again)
+    );
+
+    // A manifest list: the entry for this platform is chosen, not the first.
+    let list_ref = format!("{}/{}:multi", registry.address, n.name("pushed"));
+    let other = format!("{}/{}:other", registry.address, n.name("pushed"));
+    n.sh_ok(&format!(
+        "mkdir -p other && echo other > other/o && tar -C other -cf other.tar . \
+         && \"$RC\" --runtime native image import other.tar {other}"
+    ));
+    let pushed_other = n.ok(&["image", "push", &other]);
+    let other_digest = pushed_other
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let size_of = |d: &str| {
+        std::fs::metadata(
+            n.root
+                .join("state/images/blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .map(|m| m.len())
+        .unwrap_or(0)
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{other_digest}","size":{},"platform":{{"architecture":"s390x","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{},"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
+        size_of(&other_digest),
+        size_of(&digest)
+    );
+    let (repo, _) = list_ref.rsplit_once(':').unwrap_or_default();
+    let path = repo.split_once('/').map(|(_, p)| p).unwrap_or_default();
+    let put = Command::new("curl")
+        .args([
+            "-sSf",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+        ])
+        .arg("--data-binary")
+        .arg(&index)
+        .arg(format!(
+            "http://{}/v2/{path}/manifests/multi",
+            registry.address
+        ))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        put.status.success(),
+        "the registry refused the index: {}",
+        stderr(&put)
+    );
+    let o = n.rc_in("multi", &["image", "pull", &list_ref]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let multi = json(&stdout(&n.rc_in("multi", &["image", "inspect", &list_ref])));
+    assert_eq!(multi[0]["Id"], here[0]["Id"]);
+
+    // Errors name the image and the cause; nothing is added.
+    let missing = format!("{}/{}:nope", registry.address, n.name("pushed"));
+    let o = n.rc_in("multi", &["image", "pull", &missing]);
+    assert!(!o.status.success());
+    let text = stderr(&o);
+    assert!(text.contains(&missing) || text.contains("nope"), "{text}");
+    assert!(!stdout(&n.rc_in("multi", &["images"])).contains("nope"));
+}
+
+/// A registry that misbehaves as `mode` says: `500` answers every request
+/// with a server error, `401` refuses every request, `cut` serves a
+/// manifest and then stops a layer halfway.
+fn hostile_registry(mode: &'static str) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let config = br#"{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
+    let sha = |b: &[u8]| -> String {
+        let mut child = Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(b);
+        }
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        format!("sha256:{}", &String::from_utf8_lossy(&out.stdout)[..64])
+    };
+    let layer = vec![7u8; 100_000];
+    let (config_digest, layer_digest) = (sha(config), sha(&layer));
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let manifest_digest = sha(manifest.as_bytes());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n")
+                && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false)
+            {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let reply =
+                |conn: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]| {
+                    let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+                    body.len()
+                );
+                    let _ = conn.write_all(body);
+                };
+            match mode {
+                "500" => reply(&mut conn, "500 Internal Server Error", "", b"{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"storage exploded\"}]}"),
+                "401" => reply(&mut conn, "401 Unauthorized", "Content-Type: application/json\r\n", b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}"),
+                _ if path.contains("/manifests/") => reply(
+                    &mut conn,
+                    "200 OK",
+                    &format!("Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: {manifest_digest}\r\n"),
+                    manifest.as_bytes(),
+                ),
+                _ if path.ends_with(&config_digest) => reply(&mut conn, "200 OK", "", config),
+                _ if path.ends_with(&layer_digest) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        layer.len()
+                    );
+                    let _ = conn.write_all(&layer[..layer.len() / 2]);
+                    // and the connection goes.
+                }
+                _ => reply(&mut conn, "200 OK", "", b"{}"),
+            }
+        }
+    });
+    address
+}
+
+#[test]
+fn a_registry_that_fails_or_breaks_off_leaves_the_store_unchanged() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    let n = Native::new("hostile");
+    n.ok(&["images"]);
+    let index = n.root.join("state/images/index.json");
+    let before = std::fs::read_to_string(&index).unwrap_or_default();
+    for (mode, expect) in [
+        ("500", "storage exploded"),
+        ("401", "Not authorized"),
+        ("cut", "broke off"),
+    ] {
+        let name = format!("{}/{}:1", hostile_registry(mode), n.name(mode));
+        let o = n.rc(&["image", "pull", &name]);
+        let text = stderr(&o);
+        assert!(!o.status.success(), "{mode}: the pull succeeded");
+        assert!(
+            text.contains(&name),
+            "{mode}: the error names the image: {text}"
+        );
+        assert!(
+            text.contains(expect) || (mode == "cut" && text.contains("content of")),
+            "{mode}: the error says why: {text}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+        assert_eq!(
+            std::fs::read_to_string(&index).unwrap_or_default(),
+            before,
+            "{mode}: the names are unchanged"
+        );
+        let scratch = std::fs::read_dir(n.root.join("state/images/tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(scratch, 0, "{mode}: no partial download is left");
+    }
+}

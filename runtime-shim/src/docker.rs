@@ -2390,6 +2390,29 @@ impl Images for DockerRuntime {
         Ok((removed, report.space_reclaimed.unwrap_or(0).max(0) as u64))
     }
 
+    async fn push_image(&self, reference: &str) -> Result<BoxStream<String>> {
+        let (name, tag) = split_reference(reference);
+        let options = q::PushImageOptions {
+            tag: Some(tag.unwrap_or("latest").to_string()),
+            ..Default::default()
+        };
+        let reference = reference.to_string();
+        let lines = self
+            .docker
+            .push_image(name, Some(options), None)
+            .filter_map(move |item| {
+                let line = match item {
+                    Ok(info) => match info.error_detail.and_then(|d| d.message) {
+                        Some(e) => Some(Err(RuntimeError::Engine(e))),
+                        None => info.status.map(Ok),
+                    },
+                    Err(e) => Some(Err(convert_error(e, "image", &reference, On409::Refused))),
+                };
+                std::future::ready(line)
+            });
+        Ok(Box::pin(lines))
+    }
+
     async fn image_details(&self, reference: &str) -> Result<serde_json::Value> {
         let image = self
             .docker

@@ -784,6 +784,12 @@ impl Images for FakeRuntime {
         Ok((vec![], 0))
     }
 
+    async fn push_image(&self, reference: &str) -> Result<BoxStream<String>> {
+        Err(RuntimeError::Engine(format!(
+            "the fake runtime has no registry to push {reference} to"
+        )))
+    }
+
     async fn image_details(&self, reference: &str) -> Result<serde_json::Value> {
         let image =
             self.lock()

@@ -215,6 +215,9 @@ pub trait Images: Send + Sync {
     /// ids and the bytes freed.
     async fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)>;
 
+    /// Pushes an image to its registry; progress lines as Docker's.
+    async fn push_image(&self, reference: &str) -> Result<BoxStream<String>>;
+
     /// The image as Docker's `image inspect` shows it.
     async fn image_details(&self, reference: &str) -> Result<serde_json::Value>;
 }

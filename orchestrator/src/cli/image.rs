@@ -62,6 +62,22 @@ enum ImageCommand {
         #[arg(short, long)]
         all: bool,
     },
+    /// Download an image from a registry
+    Pull {
+        /// Suppress the progress output
+        #[arg(short, long)]
+        quiet: bool,
+        /// The image
+        name: String,
+    },
+    /// Upload an image to a registry
+    Push {
+        /// Suppress the progress output
+        #[arg(short, long)]
+        quiet: bool,
+        /// The image
+        name: String,
+    },
     /// Display detailed information on images
     Inspect {
         /// Images, by name or id
@@ -180,6 +196,17 @@ pub async fn run(args: ImageArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        ImageCommand::Pull { quiet, name } => {
+            let lines = rt.pull_image(&name).await?;
+            show(lines, quiet).await?;
+            if quiet {
+                println!("{name}");
+            }
+        }
+        ImageCommand::Push { quiet, name } => {
+            let lines = rt.push_image(&name).await?;
+            show(lines, quiet).await?;
+        }
         ImageCommand::Tag { source, target } => rt.tag_image(&source, &target).await?,
         ImageCommand::Rm { force, images } => {
             let mut failed = false;
@@ -228,6 +255,20 @@ pub async fn run(args: ImageArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a transfer's progress lines (unless `quiet`); fails with its
+/// error.
+async fn show(mut lines: runtime_shim::BoxStream<String>, quiet: bool) -> Result<()> {
+    use futures_util::StreamExt;
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        // Byte counts are for live displays; a log keeps the milestones.
+        if !quiet && !line.contains(": Downloading ") {
+            println!("{line}");
+        }
+    }
+    Ok(())
 }
 
 /// `image ls`: every image of the runtime, newest first.

@@ -90,6 +90,22 @@ impl From<Digest> for String {
     }
 }
 
+/// A digest computed piece by piece.
+#[derive(Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> Digest {
+        Digest::from_hasher(self.0)
+    }
+}
+
 /// A reader that hashes what passes through it and counts it.
 pub struct Hashing<R> {
     inner: R,

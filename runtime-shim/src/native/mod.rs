@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod layout;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 use std::io::{Read, Write};
@@ -284,8 +285,25 @@ impl Runtime for NativeRuntime {
 
     async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
         reference::normalize(reference)?;
-        Err(not_yet("pull images from a registry"))
+        Ok(progress(self.store.clone(), reference, registry::pull))
     }
+}
+
+/// Runs a registry transfer in a task of its own; its progress lines, and
+/// its error last, come out of the stream.
+fn progress<F, Fut>(store: Arc<Store>, reference: &str, transfer: F) -> BoxStream<String>
+where
+    F: FnOnce(Arc<Store>, String, tokio::sync::mpsc::Sender<Result<String>>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let work = transfer(store, reference.to_string(), tx.clone());
+    tokio::spawn(async move {
+        if let Err(e) = work.await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
 
 /// `image rm`, as Docker does it: a name removes that name (and the image
@@ -406,6 +424,11 @@ impl Images for NativeRuntime {
             Ok((removed, freed))
         })
         .await
+    }
+
+    async fn push_image(&self, reference: &str) -> Result<BoxStream<String>> {
+        reference::normalize(reference)?;
+        Ok(progress(self.store.clone(), reference, registry::push))
     }
 
     async fn image_details(&self, reference: &str) -> Result<serde_json::Value> {

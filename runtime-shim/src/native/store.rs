@@ -238,6 +238,16 @@ impl Store {
         Ok((digest, size))
     }
 
+    /// Moves a file whose digest the caller computed while writing it
+    /// into place as that blob.
+    pub fn install(&self, file: &Path, digest: &Digest) -> Result<()> {
+        let target = self.blob_path(digest);
+        if target.exists() {
+            return Ok(());
+        }
+        fs::rename(file, &target).map_err(|e| failed(format!("storing blob {digest}"), e))
+    }
+
     /// Stores `bytes` as a blob.
     pub fn put_bytes(&self, bytes: &[u8], what: &str) -> Result<Digest> {
         let digest = Digest::of(bytes);
