@@ -11,6 +11,7 @@ pub mod layout;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod unpack;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

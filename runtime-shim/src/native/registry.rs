@@ -19,8 +19,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::layout::{
-    is_index, Descriptor, Digest, Hasher, Index, Manifest, Platform, DOCKER_LIST, DOCKER_MANIFEST,
-    OCI_INDEX, OCI_MANIFEST,
+    is_index, Compression, ConfigFile, Descriptor, Digest, Hasher, Index, Manifest, Platform,
+    DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
 };
 use super::reference;
 use super::store::{failed, Store};
@@ -231,10 +231,38 @@ pub async fn pull(
         &lines,
         format!("{tag}: Pulling from {}", image.repository()),
     );
-    let mut blobs: Vec<Descriptor> = vec![manifest.config.clone()];
-    blobs.extend(manifest.layers.iter().cloned());
+    // The configuration first: it names each layer's uncompressed digest,
+    // so that layers are unpacked as they arrive.
     let mut fresh = false;
-    let downloads = futures_util::stream::iter(blobs.into_iter().map(|blob| {
+    if !store.has_blob(&manifest.config.digest) {
+        fetch(
+            store.clone(),
+            &client,
+            &image,
+            &manifest.config,
+            None,
+            &lines,
+        )
+        .await?;
+        fresh = true;
+    }
+    let config: ConfigFile = store.read_json(&manifest.config.digest, "configuration")?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(registry_fault(
+            name,
+            format!(
+                "the manifest lists {} layers but the configuration {}",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    let layers = manifest
+        .layers
+        .iter()
+        .cloned()
+        .zip(config.rootfs.diff_ids.iter().cloned());
+    let downloads = futures_util::stream::iter(layers.map(|(blob, diff_id)| {
         let (store, client, image, lines) = (store.clone(), &client, &image, lines.clone());
         async move {
             if store.has_blob(&blob.digest) {
@@ -242,7 +270,7 @@ pub async fn pull(
                 return Ok(false);
             }
             say(&lines, format!("{}: Pulling fs layer", short(&blob.digest)));
-            fetch(&store, client, image, &blob, &lines).await?;
+            fetch(store, client, image, &blob, Some(diff_id), &lines).await?;
             say(&lines, format!("{}: Pull complete", short(&blob.digest)));
             Ok::<bool, RuntimeError>(true)
         }
@@ -275,12 +303,37 @@ pub async fn pull(
     Ok(())
 }
 
-/// Downloads one blob into the store, checking its digest.
+/// Chunks of a download, read by the thread that unpacks them.
+struct ChannelReader {
+    chunks: mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// Downloads one blob into the store, checking its digest. A layer whose
+/// uncompressed digest is given is unpacked as it arrives, by a thread of
+/// its own, so that unpacking hides behind the download.
 async fn fetch(
-    store: &Store,
+    store: Arc<Store>,
     client: &Client,
     image: &Reference,
     blob: &Descriptor,
+    diff_id: Option<Digest>,
     lines: &mpsc::Sender<Result<String>>,
 ) -> Result<()> {
     let name = image.whole();
@@ -293,6 +346,24 @@ async fn fetch(
     let mut file = tokio::fs::File::create(&path)
         .await
         .map_err(|e| failed("downloading", e))?;
+    let streamed = diff_id
+        .filter(|d| store.layer_size(d).is_none())
+        .and_then(|d| Compression::of_media_type(&blob.media_type).map(|c| (d, c)));
+    let (mut feed, unpacking) = match streamed {
+        Some((diff_id, compression)) => {
+            let (tx, rx) = mpsc::channel::<bytes::Bytes>(8);
+            let (store, layer, what) = (store.clone(), blob.clone(), name.clone());
+            let reader = ChannelReader {
+                chunks: rx,
+                current: bytes::Bytes::new(),
+            };
+            let task = tokio::task::spawn_blocking(move || {
+                store.unpack_from(reader, compression, &layer, &diff_id, &what)
+            });
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     let mut hasher = Hasher::default();
     let mut got: u64 = 0;
     let mut reported = 0u64;
@@ -308,6 +379,12 @@ async fn fetch(
         file.write_all(&chunk)
             .await
             .map_err(|e| failed(format!("{name}: storing blob {}", blob.digest), e))?;
+        if let Some(tx) = &feed {
+            if tx.send(chunk).await.is_err() {
+                // The unpacking stopped; its error comes out below.
+                feed = None;
+            }
+        }
         if blob.size > 0 && got * 10 / blob.size > reported {
             reported = got * 10 / blob.size;
             say(
@@ -316,6 +393,7 @@ async fn fetch(
             );
         }
     }
+    drop(feed);
     file.flush().await.map_err(|e| failed("downloading", e))?;
     drop(file);
     let digest = hasher.finish();
@@ -328,7 +406,11 @@ async fn fetch(
             ),
         ));
     }
-    store.install(&path, &digest)
+    store.install(&path, &digest)?;
+    if let Some(task) = unpacking {
+        task.await.map_err(|e| failed("unpacking", e))??;
+    }
+    Ok(())
 }
 
 /// Pushes `name` from the store to its registry.

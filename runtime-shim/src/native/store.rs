@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::{
@@ -363,14 +363,31 @@ impl Store {
                 )))
             }
         };
+        let blob = BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
+        self.unpack_from(blob, compression, layer, diff_id, what)
+    }
+
+    /// Unpacks a layer from `content` (its blob as stored, compressed as
+    /// `compression` says), checking it against `diff_id`; returns its
+    /// size. A pull feeds this as the blob arrives.
+    pub fn unpack_from(
+        &self,
+        content: impl Read,
+        compression: Compression,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        what: &str,
+    ) -> Result<u64> {
+        if let Some(size) = self.layer_size(diff_id) {
+            return Ok(size);
+        }
         let scratch = self.scratch()?;
         let work = scratch.path().join("layer");
         let root = work.join("root");
         fs::create_dir_all(&root).map_err(|e| failed("unpacking a layer", e))?;
-        let blob = BufReader::with_capacity(1 << 20, self.open_blob(&layer.digest)?);
         let plain: Box<dyn Read> = match compression {
-            Compression::None => Box::new(blob),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+            Compression::None => Box::new(content),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(content)),
             Compression::Zstd => {
                 return Err(RuntimeError::Engine(format!(
                     "{what}: layer {} is zstd-compressed, which rcompose cannot unpack yet",
@@ -379,7 +396,7 @@ impl Store {
             }
         };
         let mut hashing = Hashing::new(plain);
-        let size = unpack_tree(&mut hashing, &root)
+        let size = super::unpack::unpack_tree(&mut hashing, &root)
             .map_err(|e| failed(format!("{what}: unpacking layer {}", layer.digest), e))?;
         let (actual, _) = hashing
             .finish()
@@ -684,97 +701,4 @@ impl Store {
             }
         }
     }
-}
-
-/// Unpacks a layer's tar stream into `root`, turning OCI whiteouts into
-/// overlayfs ones (`.wh.NAME` a 0/0 character device NAME, `.wh..wh..opq`
-/// the directory's `trusted.overlay.opaque` attribute); returns the total
-/// size of the files. Entries may not leave `root`, by `..` or through a
-/// symbolic link.
-pub fn unpack_tree(content: impl Read, root: &Path) -> io::Result<u64> {
-    let mut archive = tar::Archive::new(content);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(true);
-    archive.set_overwrite(true);
-    let mut size = 0;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        let Some(relative) = inside(&path) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("entry {} leaves the layer", path.display()),
-            ));
-        };
-        let name = relative
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            let parent = relative.parent().unwrap_or(Path::new(""));
-            let dir = directory_in(root, parent)?;
-            if hidden == ".wh..opq" {
-                rustix::fs::setxattr(
-                    &dir,
-                    "trusted.overlay.opaque",
-                    b"y",
-                    rustix::fs::XattrFlags::empty(),
-                )?;
-            } else {
-                let target = dir.join(hidden);
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => fs::remove_dir_all(&target)?,
-                    Ok(_) => fs::remove_file(&target)?,
-                    Err(_) => {}
-                }
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &target,
-                    rustix::fs::FileType::CharacterDevice,
-                    rustix::fs::Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )?;
-            }
-            continue;
-        }
-        size += entry.header().entry_size().unwrap_or(0);
-        entry.unpack_in(root)?;
-    }
-    Ok(size)
-}
-
-/// `path` made relative (a leading `/` or `./` dropped); `None` when it
-/// climbs out with `..`.
-fn inside(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir | Component::Prefix(_) => return None,
-        }
-    }
-    Some(out)
-}
-
-/// The directory `relative` under `root`, created when missing; refused
-/// when a part of it is a symbolic link (it could point outside the layer).
-fn directory_in(root: &Path, relative: &Path) -> io::Result<PathBuf> {
-    let mut dir = root.to_path_buf();
-    for c in relative.components() {
-        dir.push(c);
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("whiteout under the symbolic link {}", relative.display()),
-                ))
-            }
-            Ok(_) => {}
-            Err(_) => fs::create_dir(&dir)?,
-        }
-    }
-    Ok(dir)
 }
