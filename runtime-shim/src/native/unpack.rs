@@ -157,7 +157,7 @@ impl Unpacker {
                     self.clear(&target)?;
                     mknodat(
                         CWD,
-                        &self.root.join(&target),
+                        self.root.join(&target),
                         FileType::CharacterDevice,
                         Mode::empty(),
                         makedev(0, 0),
