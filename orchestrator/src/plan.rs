@@ -568,6 +568,10 @@ pub struct BuildOptions {
     /// Build arguments given on the command line (`--build-arg`), over the
     /// file's; `None` unsets one.
     pub args: BTreeMap<String, Option<String>>,
+    /// The time, seconds since the epoch, from which `pull_policy: daily`,
+    /// `weekly` and `every_<duration>` measure an image's age (an input, so
+    /// that planning stays pure).
+    pub now: i64,
 }
 
 /// Services named plus, transitively, what they depend on (all when none named).
@@ -664,16 +668,27 @@ pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions
             );
             continue;
         }
+        let stale = |interval: i64| {
+            observed
+                .images
+                .get(&image)
+                .is_none_or(|i| i.last_tagged == 0 || options.now - i.last_tagged >= interval)
+        };
         let wanted = match policy {
             "always" => true,
             "never" => false,
-            _ => !present,
+            p => match refresh_interval(p) {
+                Some(interval) => !present || stale(interval),
+                None => !present,
+            },
         };
         if wanted && pulled.insert(image.clone()) {
-            let reason = if present {
-                "pull_policy is always"
+            let reason = if !present {
+                "image is missing".to_string()
+            } else if policy == "always" {
+                "pull_policy is always".to_string()
             } else {
-                "image is missing"
+                format!("pull_policy is {policy} and the image is older")
             };
             plan.push(
                 Action::Pull {
@@ -686,6 +701,38 @@ pub fn plan_build(project: &Project, observed: &Observed, options: &BuildOptions
         }
     }
     plan
+}
+
+/// How old an image may get under `pull_policy: daily`, `weekly` or
+/// `every_<duration>` (units w, d, h, m, s, combined as in `every_1d12h`),
+/// in seconds; `None` for the other policies.
+pub fn refresh_interval(policy: &str) -> Option<i64> {
+    match policy {
+        "daily" => return Some(86_400),
+        "weekly" => return Some(7 * 86_400),
+        _ => {}
+    }
+    let spec = policy.strip_prefix("every_")?;
+    let mut total: i64 = 0;
+    let mut number = String::new();
+    for c in spec.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'w' => 7 * 86_400,
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        let n: i64 = number.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        number.clear();
+    }
+    (number.is_empty() && total > 0).then_some(total)
 }
 
 /// Why a container must be recreated, if it must (`hash`: the service's config hash).

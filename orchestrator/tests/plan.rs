@@ -385,3 +385,52 @@ services:
     log.push_str(&format!("== pull b\n{one}"));
     check("pull", &log);
 }
+
+#[test]
+fn refresh_pull_policies_pull_images_older_than_their_interval() {
+    use orchestrator::observe::Observed;
+    use orchestrator::plan::refresh_interval;
+    assert_eq!(refresh_interval("daily"), Some(86_400));
+    assert_eq!(refresh_interval("weekly"), Some(604_800));
+    assert_eq!(refresh_interval("every_1d12h"), Some(129_600));
+    assert_eq!(refresh_interval("every_30m"), Some(1_800));
+    for bad in ["every_", "every_12", "every_1y", "missing", "always"] {
+        assert_eq!(refresh_interval(bad), None, "{bad}");
+    }
+    let p = project(
+        r#"
+services:
+  fresh: {image: "fresh:1", pull_policy: daily}
+  stale: {image: "stale:1", pull_policy: daily}
+  unknown: {image: "unknown:1", pull_policy: weekly}
+  hourly: {image: "hourly:1", pull_policy: every_1h}
+  kept: {image: "kept:1", pull_policy: missing}
+  absent: {image: "absent:1", pull_policy: every_2d}
+"#,
+    );
+    let now = 1_000_000_000;
+    let image = |age: Option<i64>| runtime_shim::Image {
+        id: "sha256:1".into(),
+        last_tagged: age.map(|a| now - a).unwrap_or(0),
+        ..Default::default()
+    };
+    let mut observed = Observed::default();
+    for (name, age) in [
+        ("fresh:1", Some(3_600)),
+        ("stale:1", Some(2 * 86_400)),
+        ("unknown:1", None),
+        ("hourly:1", Some(3_600)),
+        ("kept:1", Some(365 * 86_400)),
+    ] {
+        observed.images.insert(name.to_string(), image(age));
+    }
+    let plan = plan_build(
+        &p,
+        &observed,
+        &BuildOptions {
+            now,
+            ..BuildOptions::default()
+        },
+    );
+    check("refresh_pull", &format!("{plan}"));
+}

@@ -1826,6 +1826,7 @@ impl Runtime for DockerRuntime {
                 tags: i.repo_tags.unwrap_or_default(),
                 size: i.size.unwrap_or(0),
                 created: epoch_seconds(i.created.as_deref()),
+                last_tagged: epoch_seconds(i.metadata.and_then(|m| m.last_tag_time).as_deref()),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(convert_error(e, "image", reference, On409::Refused)),
@@ -1852,6 +1853,7 @@ impl Runtime for DockerRuntime {
                 tags: i.repo_tags,
                 size: i.size,
                 created: i.created,
+                last_tagged: 0,
             })
             .collect())
     }

@@ -125,6 +125,7 @@ impl FakeRuntime {
                 tags: vec![reference.to_string()],
                 size: 1,
                 created: 0,
+                last_tagged: 0,
             },
         );
     }

@@ -611,7 +611,7 @@ pub struct VolumeSpec {
 }
 
 /// An image present on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Image {
     /// Image id.
     pub id: String,
@@ -621,6 +621,10 @@ pub struct Image {
     pub size: i64,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// When it was last given a name here (pulled, loaded, tagged), seconds
+    /// since the epoch; 0 when the runtime does not know. `pull_policy:
+    /// daily` and its kin measure from it.
+    pub last_tagged: i64,
 }
 
 /// An image an archive held, as loaded.

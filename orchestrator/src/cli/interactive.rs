@@ -381,6 +381,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         &observed,
         &BuildOptions {
             services: deps.clone(),
+            now: super::now_seconds(),
             ..BuildOptions::default()
         },
     );
@@ -405,6 +406,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         &BuildOptions {
             services: vec![args.service.clone()],
             always: args.build,
+            now: super::now_seconds(),
             ..BuildOptions::default()
         },
     );

@@ -618,6 +618,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         never: args.no_build,
         no_cache: false,
         with_deps: !args.no_deps,
+        now: now_seconds(),
         ..BuildOptions::default()
     };
     let wait = ExecuteOptions {
@@ -790,6 +791,7 @@ pub async fn create(engine: Engine, options: LoadOptions, args: CreateArgs) -> R
         never: args.no_build,
         no_cache: false,
         with_deps: true,
+        now: now_seconds(),
         ..BuildOptions::default()
     };
     let (b, r) = converge(
@@ -862,6 +864,7 @@ pub async fn scale(engine: Engine, options: LoadOptions, args: ScaleArgs) -> Res
     let build = BuildOptions {
         services: up_options.services.clone(),
         with_deps: !args.no_deps,
+        now: now_seconds(),
         ..BuildOptions::default()
     };
     let (b, r) = converge(
@@ -974,6 +977,7 @@ pub async fn build(engine: Engine, options: LoadOptions, args: BuildArgs) -> Res
             no_cache: args.no_cache,
             with_deps: false,
             args: build_args,
+            now: now_seconds(),
         },
     );
     let engine = Engine {
@@ -995,7 +999,7 @@ fn human_ago(secs: i64) -> String {
     format!("{} ago", human_duration(now_seconds() - secs))
 }
 
-fn now_seconds() -> i64 {
+pub(crate) fn now_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -127,6 +127,7 @@ impl NativeRuntime {
                 .collect(),
             size: image.size as i64,
             created,
+            last_tagged: image.named_at,
         }
     }
 

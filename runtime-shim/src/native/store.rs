@@ -44,6 +44,9 @@ use super::layout::{
 use super::reference;
 use crate::{Result, RuntimeError};
 
+/// The annotation of an index entry that says when the name was given.
+const NAMED_AT: &str = "io.rcompose.image.named";
+
 /// An error with what was being done.
 pub(crate) fn failed(what: impl std::fmt::Display, cause: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Engine(format!("{what}: {cause}"))
@@ -72,6 +75,9 @@ pub struct StoredImage {
     pub config_file: ConfigFile,
     /// The uncompressed size of the layers, in bytes.
     pub size: u64,
+    /// When it was last named (loaded, pulled, tagged), seconds since the
+    /// epoch; 0 when not recorded.
+    pub named_at: i64,
 }
 
 /// A temporary directory of this process under `tmp/`, removed when dropped.
@@ -441,24 +447,34 @@ impl Store {
             config,
             config_file,
             size,
+            named_at: 0,
         })
     }
 
     /// Every image, with its names.
     pub fn images(&self) -> Result<Vec<StoredImage>> {
-        let mut by_manifest: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        let mut by_manifest: BTreeMap<Digest, (Vec<String>, i64)> = BTreeMap::new();
         for d in self.index()?.manifests {
-            let names = by_manifest.entry(d.digest.clone()).or_default();
+            let (names, named_at) = by_manifest.entry(d.digest.clone()).or_default();
             if let Some(n) = d.annotations.get(REF_NAME) {
                 names.push(n.clone());
             }
+            let at = d
+                .annotations
+                .get(NAMED_AT)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_second())
+                .unwrap_or(0);
+            *named_at = (*named_at).max(at);
         }
         by_manifest
             .into_iter()
-            .map(|(digest, mut names)| {
+            .map(|(digest, (mut names, named_at))| {
                 names.sort();
                 names.dedup();
-                self.image(&digest, names)
+                let mut image = self.image(&digest, names)?;
+                image.named_at = named_at;
+                Ok(image)
             })
             .collect()
     }
@@ -509,7 +525,10 @@ impl Store {
             });
             let has_name = entries.iter().any(|d| d.digest == manifest.digest);
             let plain = Descriptor {
-                annotations: BTreeMap::new(),
+                annotations: BTreeMap::from([(
+                    NAMED_AT.to_string(),
+                    jiff::Timestamp::now().to_string(),
+                )]),
                 platform: None,
                 ..manifest.clone()
             };
