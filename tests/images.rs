@@ -817,3 +817,108 @@ fn a_registry_that_fails_or_breaks_off_leaves_the_store_unchanged() {
         assert_eq!(scratch, 0, "{mode}: no partial download is left");
     }
 }
+
+#[test]
+fn a_corrupt_blob_is_found_by_its_digest() {
+    if !require(is_root(), "root") || !engine_ready() {
+        return;
+    }
+    let n = Native::new("corrupt");
+    n.sh_ok(&format!(
+        "docker save {IMAGE} | \"$RC\" --runtime native image load"
+    ));
+    // The largest blob is the busybox layer: change one byte of it.
+    n.sh_ok(
+        "f=$(ls -S state/images/blobs/sha256/* | head -1) \
+         && printf 'X' | dd of=\"$f\" bs=1 seek=600 conv=notrunc 2>/dev/null",
+    );
+    let out = n.root.join("saved.tar");
+    let o = n.rc(&["image", "save", "-o", &out.to_string_lossy(), IMAGE]);
+    assert!(!o.status.success(), "saving a corrupt image succeeded");
+    assert!(stderr(&o).contains("is corrupt"), "{}", stderr(&o));
+    assert!(!out.exists(), "a half-written archive is left");
+}
+
+#[test]
+fn concurrent_loads_of_one_archive_end_with_one_image() {
+    if !require(is_root(), "root") || !engine_ready() {
+        return;
+    }
+    let n = Native::new("concurrent");
+    n.sh_ok(&format!("docker save -o image.tar {IMAGE}"));
+    let both = n.sh(
+        "\"$RC\" --runtime native image load -q -i image.tar & a=$!; \
+         \"$RC\" --runtime native image load -q -i image.tar & b=$!; \
+         wait $a && wait $b",
+    );
+    assert!(both.status.success(), "{}", stderr(&both));
+    let listed = n.ok(&["image", "ls", "-q"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let index =
+        json(&std::fs::read_to_string(n.root.join("state/images/index.json")).unwrap_or_default());
+    assert_eq!(
+        index["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "one entry for one name: {index}"
+    );
+    let inspect = json(&n.ok(&["image", "inspect", IMAGE]));
+    assert!(inspect[0]["Id"].is_string());
+}
+
+#[test]
+fn an_unknown_layer_media_type_is_refused() {
+    if !require(is_root(), "root") {
+        return;
+    }
+    let n = Native::new("mediatype");
+    let o = n.sh(
+        r#"set -e
+        mkdir -p oci/blobs/sha256 layer && echo x > layer/x && tar -C layer -cf l.tar .
+        put() { d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" oci/blobs/sha256/$d; echo $d; }
+        l=$(put l.tar); ls=$(stat -c %s l.tar)
+        printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' $l > c.json
+        c=$(put c.json); cs=$(stat -c %s c.json)
+        printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.example.strange","digest":"sha256:%s","size":%s}]}' $c $cs $l $ls > m.json
+        m=$(put m.json); ms=$(stat -c %s m.json)
+        printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"docker.io/library/strange:1"}}]}' $m $ms > oci/index.json
+        echo '{"imageLayoutVersion":"1.0.0"}' > oci/oci-layout
+        tar -C oci -cf strange.tar .
+        "$RC" --runtime native image load -i strange.tar"#,
+    );
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let text = stderr(&o);
+    assert!(
+        text.contains("unknown media type") && text.contains("strange"),
+        "{text}"
+    );
+    assert!(!n.ok(&["images"]).contains("strange"));
+}
+
+#[test]
+fn a_full_disk_fails_with_its_cause_and_leaves_no_half_image() {
+    if !require(is_root(), "root") || !engine_ready() {
+        return;
+    }
+    let mut n = Native::new("full");
+    let state = n.root.join("state");
+    std::fs::create_dir_all(&state).unwrap_or_else(|e| panic!("{e}"));
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&state)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(mount.status.success(), "{}", stderr(&mount));
+    n.mounts.push(state.clone());
+    let o = n.sh(&format!(
+        "docker save {IMAGE} | \"$RC\" --runtime native image load"
+    ));
+    assert!(!o.status.success(), "loading 2 MB into 1 MB succeeded");
+    let text = stderr(&o);
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(!n.ok(&["images"]).contains("busybox"));
+    let scratch = std::fs::read_dir(state.join("images/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(scratch, 0, "nothing is left in tmp/");
+}

@@ -304,8 +304,20 @@ pub fn save(store: &Store, images: &[(StoredImage, Vec<String>)], out: impl Writ
             header.set_mode(0o644);
             header.set_mtime(0);
             header.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut header, format!("blobs/sha256/{}", digest.hex()), file)
-                .map_err(bad)?;
+            // A blob is checked as it goes out: a corrupt one stops the save.
+            let mut hashing = super::layout::Hashing::new(file);
+            tar.append_data(
+                &mut header,
+                format!("blobs/sha256/{}", digest.hex()),
+                &mut hashing,
+            )
+            .map_err(bad)?;
+            let (actual, _) = hashing.finish().map_err(bad)?;
+            if actual != digest {
+                return Err(RuntimeError::Engine(format!(
+                    "blob {digest} is corrupt: its content has digest {actual}"
+                )));
+            }
         }
         let descriptor = Descriptor {
             media_type: doc
