@@ -147,6 +147,9 @@ fn a_docker_save_archive_loads_lists_and_goes_back_to_docker() {
     let inspect = json(&n.ok(&["image", "inspect", IMAGE]));
     assert_eq!(inspect[0]["Id"].as_str(), Some(docker_id.trim()));
     assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["sh"]));
+    // Layers keep set-user-id files and device nodes: only root looks in.
+    let mode = std::fs::metadata(n.root.join("state/images")).map(|m| m.permissions().mode());
+    assert_eq!(mode.ok().map(|m| m & 0o777), Some(0o700));
 
     // Back to Docker under another name: the same image.
     let saved = n.name("saved");
@@ -237,6 +240,20 @@ fn a_root_filesystem_tarball_is_imported_with_changes() {
     );
     let mode = std::fs::metadata(layer.join("bin/start")).map(|m| m.permissions().mode());
     assert_eq!(mode.ok().map(|m| m & 0o777), Some(0o755));
+
+    // The name given to another image leaves this one unnamed, to prune.
+    n.sh_ok("mkdir -p other && echo other > other/o && tar -C other -cf other.tar .");
+    n.ok(&[
+        "image",
+        "import",
+        &n.root.join("other.tar").to_string_lossy(),
+        &format!("{name}:1"),
+    ]);
+    let listed = n.ok(&["image", "ls"]);
+    assert!(listed.contains("<none>"), "{listed}");
+    let pruned = n.ok(&["image", "prune", "--force"]);
+    assert!(pruned.contains(id.trim()), "{pruned}");
+    assert!(!n.ok(&["image", "ls"]).contains("<none>"));
 
     // A change that cannot apply is refused, naming it, and nothing is added.
     let o = n.rc(&[
@@ -635,6 +652,26 @@ fn images_go_to_a_registry_and_come_back_with_the_same_digests() {
         "{}",
         stdout(&again)
     );
+
+    // Saved by id, a pulled image goes out under its tag only, and loads.
+    let id = here[0]["Id"].as_str().unwrap_or_default().to_string();
+    let by_id = n.root.join("by-id.tar").to_string_lossy().into_owned();
+    let o = n.rc_in("empty", &["image", "save", "-o", &by_id, &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = n.rc_in("from-id", &["image", "load", "-i", &by_id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("Loaded image: {remote}")),
+        "{}",
+        stdout(&o)
+    );
+    // Removed by its tag, a pulled image goes with its digest name.
+    let o = n.rc_in("from-id", &["image", "pull", &remote]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = n.rc_in("from-id", &["image", "rm", &remote]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left = stdout(&n.rc_in("from-id", &["image", "ls", "-q"]));
+    assert!(left.trim().is_empty(), "left after rm: {left}");
 
     // A manifest list: the entry for this platform is chosen, not the first.
     let list_ref = format!("{}/{}:multi", registry.address, n.name("pushed"));

@@ -141,7 +141,14 @@ pub async fn run(args: ImageArgs) -> Result<ExitCode> {
             }
         }
         ImageCommand::Save { output, images } => {
-            let out: Box<dyn Write + Send> = match &output {
+            // A file is written beside its place and renamed when whole, so
+            // that a failed save leaves what was there.
+            let partial = output.as_ref().map(|path| {
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".partial-{}", std::process::id()));
+                path.with_file_name(name)
+            });
+            let out: Box<dyn Write + Send> = match &partial {
                 Some(path) => Box::new(
                     File::create(path).with_context(|| format!("creating {}", path.display()))?,
                 ),
@@ -154,12 +161,17 @@ pub async fn run(args: ImageArgs) -> Result<ExitCode> {
                     Box::new(std::io::stdout())
                 }
             };
-            if let Err(e) = rt.save_images(&images, out).await {
-                if let Some(path) = &output {
-                    let _ = std::fs::remove_file(path);
+            let saved = rt.save_images(&images, out).await;
+            if let (Some(partial), Some(output)) = (&partial, &output) {
+                match &saved {
+                    Ok(()) => std::fs::rename(partial, output)
+                        .with_context(|| format!("writing {}", output.display()))?,
+                    Err(_) => {
+                        let _ = std::fs::remove_file(partial);
+                    }
                 }
-                return Err(e.into());
             }
+            saved?;
         }
         ImageCommand::Import {
             source: file,
@@ -228,7 +240,7 @@ pub async fn run(args: ImageArgs) -> Result<ExitCode> {
             }
         }
         ImageCommand::Prune { all, force } => {
-            if !force && std::io::stdin().is_terminal() {
+            if !force {
                 let what = if all {
                     "all images without at least one container associated to them"
                 } else {

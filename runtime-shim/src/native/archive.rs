@@ -116,7 +116,7 @@ pub fn load(store: &Store, input: impl Read) -> Result<Vec<Loaded>> {
                         })
                     })
                     .transpose()?;
-                let size = entry.header().size().unwrap_or(0);
+                let size = entry.size();
                 if let Some(d) = expected.as_ref().filter(|d| store.has_blob(d)) {
                     files.insert(path, (d.clone(), size));
                     continue;

@@ -23,6 +23,8 @@ use crate::{
     Logs, Monitor, Network, NetworkSpec, Result, Runtime, RuntimeError, Session, Stats, Volume,
     VolumeSpec,
 };
+use layout::Digest;
+use std::collections::BTreeSet;
 use store::{Store, StoredImage};
 
 /// The state root when `RCOMPOSE_ROOT` does not say.
@@ -144,7 +146,7 @@ pub fn inspect_json(image: &StoredImage) -> serde_json::Value {
     serde_json::json!({
         "Id": image.id,
         "RepoTags": image.names.iter().filter(|n| !n.contains('@')).map(|n| reference::familiar_tagged(n)).collect::<Vec<_>>(),
-        "RepoDigests": image.names.iter().filter(|n| n.contains('@')).collect::<Vec<_>>(),
+        "RepoDigests": image.names.iter().filter(|n| n.contains('@')).map(|n| reference::familiar_digest(n)).collect::<Vec<_>>(),
         "Created": config.get("created").cloned().unwrap_or_default(),
         "Author": config.get("author").cloned().unwrap_or_default(),
         "Architecture": image.config_file.architecture,
@@ -312,22 +314,31 @@ where
 /// with its last one); an id removes the image, which needs `force` when it
 /// has several names.
 fn remove(store: &Store, reference: &str, force: bool) -> Result<()> {
-    let image = store
-        .find(reference)?
-        .ok_or_else(|| RuntimeError::NotFound {
+    let Some(image) = store.find(reference)? else {
+        // A name whose image cannot be read any more still goes.
+        if let Ok(name) = reference::normalize(reference) {
+            if store.untag(&name)? {
+                return Ok(());
+            }
+        }
+        return Err(RuntimeError::NotFound {
             kind: "image",
             name: reference.to_string(),
-        })?;
+        });
+    };
+    // Tags count; names by digest (`repo@sha256:…`, from pulls) go with the
+    // image, as Docker's do.
+    let tags: Vec<&String> = image.names.iter().filter(|n| !n.contains('@')).collect();
     let by_name = reference::normalize(reference)
         .ok()
         .filter(|n| image.names.contains(n));
     match by_name {
-        Some(name) if image.names.len() > 1 => {
+        Some(name) if tags.len() > 1 && !name.contains('@') => {
             store.untag(&name)?;
             return Ok(());
         }
         Some(_) => {}
-        None if image.names.len() > 1 && !force => {
+        None if tags.len() > 1 && !force => {
             return Err(RuntimeError::Engine(format!(
                 "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
                 image.id.hex().get(..12).unwrap_or("")
@@ -368,9 +379,15 @@ impl Images for NativeRuntime {
                     kind: "image",
                     name: r.clone(),
                 })?;
+                // Tags only: a name by digest is no tag to load under.
                 let names = match reference::normalize(r) {
-                    Ok(n) if image.names.contains(&n) => vec![n],
-                    _ => image.names.clone(),
+                    Ok(n) if image.names.contains(&n) && !n.contains('@') => vec![n],
+                    _ => image
+                        .names
+                        .iter()
+                        .filter(|n| !n.contains('@'))
+                        .cloned()
+                        .collect(),
                 };
                 images.push((image, names));
             }
@@ -401,6 +418,9 @@ impl Images for NativeRuntime {
         let store = self.store.clone();
         let (source, target) = (source.to_string(), reference::normalize(target)?);
         blocking(move || {
+            // As a writer: no collection may remove the image between
+            // finding it and naming it.
+            let _writing = store.writing()?;
             let image = store.find(&source)?.ok_or_else(|| RuntimeError::NotFound {
                 kind: "image",
                 name: source.clone(),
@@ -414,12 +434,31 @@ impl Images for NativeRuntime {
     async fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)> {
         let store = self.store.clone();
         blocking(move || {
+            // Decided and done in one edit of the names, so that a name a
+            // load gives meanwhile is not lost. No container can use an
+            // image yet: `all` removes every one.
+            let dangling = store.edit_index(|entries| {
+                let tagged: BTreeSet<Digest> = entries
+                    .iter()
+                    .filter(|d| {
+                        d.annotations
+                            .get(layout::REF_NAME)
+                            .is_some_and(|n| !n.contains('@'))
+                    })
+                    .map(|d| d.digest.clone())
+                    .collect();
+                let gone: BTreeSet<Digest> = entries
+                    .iter()
+                    .map(|d| d.digest.clone())
+                    .filter(|d| all || !tagged.contains(d))
+                    .collect();
+                entries.retain(|d| !gone.contains(&d.digest));
+                Ok(gone)
+            })?;
             let mut removed = Vec::new();
-            for image in store.images()? {
-                // No container can use an image yet: `all` removes every one.
-                if image.names.is_empty() || all {
-                    store.forget(&image.manifest)?;
-                    removed.push(image.id.to_string());
+            for manifest in &dangling {
+                if let Ok(doc) = store.read_json::<layout::Manifest>(manifest, "manifest") {
+                    removed.push(doc.config.digest.to_string());
                 }
             }
             let freed = store.collect_garbage()?;

@@ -58,6 +58,17 @@ pub fn familiar(full: &str) -> (String, String) {
     (name.to_string(), tag)
 }
 
+/// `repository@digest` as Docker shows it (`redis@sha256:…`).
+pub fn familiar_digest(full: &str) -> String {
+    match full.split_once('@') {
+        Some((name, digest)) => {
+            let (name, _) = familiar(name);
+            format!("{name}@{digest}")
+        }
+        None => full.to_string(),
+    }
+}
+
 /// `repository:tag` as Docker shows it.
 pub fn familiar_tagged(full: &str) -> String {
     let (name, tag) = familiar(full);

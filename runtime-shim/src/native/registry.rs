@@ -154,7 +154,7 @@ pub async fn pull(
     let image: Reference = full.parse().map_err(|e| registry_error(name, e))?;
     let registry = image.resolve_registry().to_string();
     let client = client_for(&registry);
-    let auth = auth_for(&registry);
+    let auth = auth_for(image.registry());
     let writing = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.writing())
@@ -226,7 +226,11 @@ pub async fn pull(
         top.clone()
     };
     let manifest: Manifest = store.read_json(&manifest_digest, "manifest")?;
-    let tag = image.tag().unwrap_or("latest").to_string();
+    let tag = image
+        .digest()
+        .or(image.tag())
+        .unwrap_or("latest")
+        .to_string();
     say(
         &lines,
         format!("{tag}: Pulling from {}", image.repository()),
@@ -285,11 +289,13 @@ pub async fn pull(
             .await
             .map_err(|e| failed("pull", e))??
     };
-    let repo_digest = format!(
-        "{}@{top}",
-        full.rsplit_once(':').map(|(r, _)| r).unwrap_or(&full)
-    );
-    store.name(&complete, &[full.clone(), repo_digest])?;
+    // Named by tag (unless pulled by digest) and by the digest it came as.
+    let repository = format!("{}/{}", image.registry(), image.repository());
+    let mut names = vec![format!("{repository}@{top}")];
+    if image.digest().is_none() {
+        names.push(full.clone());
+    }
+    store.name(&complete, &names)?;
     drop(writing);
     say(&lines, format!("Digest: {top}"));
     say(
@@ -376,6 +382,15 @@ async fn fetch(
         })?;
         hasher.update(&chunk);
         got += chunk.len() as u64;
+        if blob.size > 0 && got > blob.size {
+            return Err(registry_fault(
+                &name,
+                format!(
+                    "blob {} is larger than its {} bytes",
+                    blob.digest, blob.size
+                ),
+            ));
+        }
         file.write_all(&chunk)
             .await
             .map_err(|e| failed(format!("{name}: storing blob {}", blob.digest), e))?;
@@ -428,7 +443,7 @@ pub async fn push(
     let target: Reference = full.parse().map_err(|e| registry_error(name, e))?;
     let registry = target.resolve_registry().to_string();
     let client = client_for(&registry);
-    let auth = auth_for(&registry);
+    let auth = auth_for(target.registry());
     say(
         &lines,
         format!(

@@ -34,6 +34,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -116,17 +117,18 @@ impl Store {
             fs::create_dir_all(dir.join(sub))
                 .map_err(|e| failed(format!("creating {}", dir.join(sub).display()), e))?;
         }
+        // Unpacked layers keep their set-user-id files and device nodes, and
+        // blobs may be private: only root may look in.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| failed(format!("securing {}", dir.display()), e))?;
         let layout = dir.join("oci-layout");
         if !layout.exists() {
             store.replace(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
-        let index = dir.join("index.json");
-        if !index.exists() {
-            store.write_index(&Index {
-                schema_version: 2,
-                media_type: Some(super::layout::OCI_INDEX.to_string()),
-                manifests: vec![],
-            })?;
+        if !dir.join("index.json").exists() {
+            // Under the lock, so that two first opens cannot empty a name
+            // the other just gave.
+            store.edit_index(|_| Ok(()))?;
         }
         store.clean_scratch();
         Ok(store)
@@ -307,8 +309,17 @@ impl Store {
     /// The names (index entries) of the store.
     pub fn index(&self) -> Result<Index> {
         let path = self.dir.join("index.json");
-        let bytes =
-            fs::read(&path).map_err(|e| failed(format!("reading {}", path.display()), e))?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Index {
+                    schema_version: 2,
+                    media_type: Some(super::layout::OCI_INDEX.to_string()),
+                    manifests: vec![],
+                })
+            }
+            Err(e) => return Err(failed(format!("reading {}", path.display()), e)),
+        };
         serde_json::from_slice(&bytes).map_err(|e| failed(format!("reading {}", path.display()), e))
     }
 
@@ -416,6 +427,11 @@ impl Store {
         fs::write(work.join("size"), size.to_string())
             .map_err(|e| failed("unpacking a layer", e))?;
         let target = self.layer_dir(diff_id);
+        if target.exists() && self.layer_size(diff_id).is_none() {
+            // An unfinished directory (rcompose renames only whole ones):
+            // out of the way first.
+            self.discard(&target)?;
+        }
         if let Err(e) = fs::rename(&work, &target) {
             // Another process unpacked it meanwhile: theirs is as good.
             if self.layer_size(diff_id).is_none() {
@@ -469,12 +485,14 @@ impl Store {
         }
         by_manifest
             .into_iter()
-            .map(|(digest, (mut names, named_at))| {
+            .filter_map(|(digest, (mut names, named_at))| {
                 names.sort();
                 names.dedup();
-                let mut image = self.image(&digest, names)?;
+                // A name whose image cannot be read does not hide the
+                // others; `image rm` still removes it by name.
+                let mut image = self.image(&digest, names).ok()?;
                 image.named_at = named_at;
-                Ok(image)
+                Some(Ok(image))
             })
             .collect()
     }
@@ -517,12 +535,38 @@ impl Store {
     /// unless it has names already.
     pub fn name(&self, manifest: &Descriptor, names: &[String]) -> Result<()> {
         self.edit_index(|entries| {
+            let losing: BTreeSet<Digest> = entries
+                .iter()
+                .filter(|d| {
+                    d.annotations
+                        .get(REF_NAME)
+                        .is_some_and(|n| names.contains(n))
+                })
+                .map(|d| d.digest.clone())
+                .collect();
             entries.retain(|d| {
                 let name = d.annotations.get(REF_NAME);
                 let renamed = name.is_some_and(|n| names.contains(n));
                 let unnamed_same = name.is_none() && d.digest == manifest.digest;
                 !renamed && !unnamed_same
             });
+            // An image that lost its last name to this one stays, unnamed
+            // (Docker's `<none>`), until pruned.
+            for digest in losing {
+                if digest != manifest.digest && !entries.iter().any(|d| d.digest == digest) {
+                    entries.push(Descriptor {
+                        media_type: super::layout::OCI_MANIFEST.to_string(),
+                        size: self
+                            .blob_path(&digest)
+                            .metadata()
+                            .map(|m| m.len())
+                            .unwrap_or(0),
+                        digest,
+                        annotations: BTreeMap::new(),
+                        platform: None,
+                    });
+                }
+            }
             let has_name = entries.iter().any(|d| d.digest == manifest.digest);
             let plain = Descriptor {
                 annotations: BTreeMap::from([(
@@ -663,7 +707,9 @@ impl Store {
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
         let mut layers: BTreeSet<Digest> = BTreeSet::new();
         for d in self.index()?.manifests {
-            self.reach(&d, &mut blobs, &mut layers, 0);
+            // A named document that cannot be read stops the collection:
+            // what it names cannot be told from garbage.
+            self.reach(&d, &mut blobs, &mut layers, 0)?;
         }
         let mut freed = 0;
         for (sub, keep) in [("blobs/sha256", &blobs), ("layers/sha256", &layers)] {
@@ -681,8 +727,7 @@ impl Store {
                         .ok()
                         .and_then(|s| s.trim().parse::<u64>().ok())
                         .unwrap_or(0);
-                    fs::remove_dir_all(&path)
-                        .map_err(|e| failed(format!("removing {}", path.display()), e))?;
+                    self.discard(&path)?;
                 } else {
                     freed += e.metadata().map(|m| m.len()).unwrap_or(0);
                     fs::remove_file(&path)
@@ -693,31 +738,43 @@ impl Store {
         Ok(freed)
     }
 
+    /// Removes a directory of the store: renamed into scratch first, so
+    /// that a crash midway leaves nothing half-deleted where it was.
+    fn discard(&self, path: &Path) -> Result<()> {
+        let scratch = self.scratch()?;
+        let away = scratch.path().join("gone");
+        fs::rename(path, &away).map_err(|e| failed(format!("removing {}", path.display()), e))?;
+        fs::remove_dir_all(&away).map_err(|e| failed(format!("removing {}", path.display()), e))
+    }
+
     fn reach(
         &self,
         d: &Descriptor,
         blobs: &mut BTreeSet<Digest>,
         layers: &mut BTreeSet<Digest>,
         depth: u8,
-    ) {
+    ) -> Result<()> {
         blobs.insert(d.digest.clone());
-        let Ok(value) = self.read_json::<serde_json::Value>(&d.digest, "manifest") else {
-            return;
-        };
-        if value.get("manifests").is_some() && depth < 4 {
-            if let Ok(index) = serde_json::from_value::<Index>(value) {
-                for m in &index.manifests {
-                    self.reach(m, blobs, layers, depth + 1);
+        let value: serde_json::Value = self.read_json(&d.digest, "manifest")?;
+        if value.get("manifests").is_some() {
+            if depth >= 4 {
+                return Ok(());
+            }
+            let index: Index = serde_json::from_value(value)
+                .map_err(|e| failed(format!("index {}", d.digest), e))?;
+            for m in &index.manifests {
+                if self.has_blob(&m.digest) {
+                    self.reach(m, blobs, layers, depth + 1)?;
                 }
             }
-            return;
+            return Ok(());
         }
-        if let Ok(m) = serde_json::from_value::<Manifest>(value) {
-            blobs.insert(m.config.digest.clone());
-            blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
-            if let Ok(c) = self.read_json::<ConfigFile>(&m.config.digest, "configuration") {
-                layers.extend(c.rootfs.diff_ids);
-            }
-        }
+        let m: Manifest = serde_json::from_value(value)
+            .map_err(|e| failed(format!("manifest {}", d.digest), e))?;
+        blobs.insert(m.config.digest.clone());
+        blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+        let c: ConfigFile = self.read_json(&m.config.digest, "configuration")?;
+        layers.extend(c.rootfs.diff_ids);
+        Ok(())
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
@@ -32,8 +33,8 @@ const QUEUE: usize = 16;
 #[derive(Debug, Clone)]
 struct Meta {
     mode: u32,
-    uid: u64,
-    gid: u64,
+    uid: u32,
+    gid: u32,
     mtime: i64,
     xattrs: Vec<(String, Vec<u8>)>,
 }
@@ -137,15 +138,15 @@ impl Unpacker {
                 self.directories.insert(rel, meta);
                 continue;
             }
-            let name = rel
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = rel.file_name().map(|n| n.as_bytes()).unwrap_or_default();
             let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
             self.directory(&parent)?;
-            if let Some(hidden) = name.strip_prefix(".wh.") {
+            if let Some(hidden) = name.strip_prefix(b".wh.") {
                 let dir = self.root.join(&parent);
-                if hidden == ".wh..opq" {
+                if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                    return Err(invalid(format!("{} is no whiteout", rel.display())));
+                }
+                if hidden == b".wh..opq" {
                     rustix::fs::setxattr(
                         &dir,
                         "trusted.overlay.opaque",
@@ -153,7 +154,7 @@ impl Unpacker {
                         XattrFlags::empty(),
                     )?;
                 } else {
-                    let target = parent.join(hidden);
+                    let target = parent.join(std::ffi::OsStr::from_bytes(hidden));
                     self.clear(&target)?;
                     mknodat(
                         CWD,
@@ -169,6 +170,9 @@ impl Unpacker {
             let meta = self.meta(&mut entry)?;
             let full = self.root.join(&rel);
             if kind.is_dir() {
+                if self.pending.contains(&rel) {
+                    self.drain()?;
+                }
                 match fs::symlink_metadata(&full) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
@@ -210,13 +214,15 @@ impl Unpacker {
                     entry.header().device_minor()?.unwrap_or(0),
                 );
                 mknodat(CWD, &full, file_type, Mode::from_raw_mode(meta.mode), dev)?;
-                set_owner_and_time(&full, &meta, true)?;
+                apply(&full, &meta)?;
                 continue;
             }
             if !(kind.is_file() || kind.is_contiguous()) {
                 continue;
             }
-            let size = entry.header().size()?;
+            // The size the data really has (a PAX record may override the
+            // header's).
+            let size = entry.size();
             self.size += size;
             if size <= HAND_OUT {
                 let mut data = Vec::with_capacity(size as usize);
@@ -243,15 +249,22 @@ impl Unpacker {
             for e in extensions {
                 let e = e?;
                 if let Some(name) = e.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
-                    xattrs.push((name.to_string(), e.value_bytes().to_vec()));
+                    // overlayfs's own attributes (redirects, metacopy) would
+                    // change what the layer shows once stacked.
+                    if !name.starts_with("trusted.overlay.") {
+                        xattrs.push((name.to_string(), e.value_bytes().to_vec()));
+                    }
                 }
             }
         }
         let h = entry.header();
+        let id = |n: u64, what: &str| {
+            u32::try_from(n).map_err(|_| invalid(format!("{what} {n} is out of range")))
+        };
         Ok(Meta {
             mode: h.mode()? & 0o7777,
-            uid: h.uid()?,
-            gid: h.gid()?,
+            uid: id(h.uid()?, "user id")?,
+            gid: id(h.gid()?, "group id")?,
             mtime: h.mtime()? as i64,
             xattrs,
         })
@@ -377,7 +390,11 @@ fn write_file(path: &Path, data: &[u8], meta: &Meta) -> io::Result<()> {
 fn apply(path: &Path, meta: &Meta) -> io::Result<()> {
     set_owner_and_time(path, meta, true)?;
     for (name, value) in &meta.xattrs {
-        rustix::fs::setxattr(path, name.as_str(), value, XattrFlags::empty())?;
+        match rustix::fs::setxattr(path, name.as_str(), value, XattrFlags::empty()) {
+            // A file system without that kind of attribute: as Docker, go on.
+            Err(rustix::io::Errno::NOTSUP) => {}
+            other => other?,
+        }
     }
     fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))?;
     set_time(path, meta, true)
@@ -392,8 +409,8 @@ fn set_owner_and_time(path: &Path, meta: &Meta, follow: bool) -> io::Result<()> 
     rustix::fs::chownat(
         CWD,
         path,
-        Some(rustix::fs::Uid::from_raw(meta.uid as u32)),
-        Some(rustix::fs::Gid::from_raw(meta.gid as u32)),
+        Some(rustix::fs::Uid::from_raw(meta.uid)),
+        Some(rustix::fs::Gid::from_raw(meta.gid)),
         flags,
     )?;
     if !follow {
@@ -532,6 +549,13 @@ mod tests {
                 Box::new(|b: &mut tar::Builder<Vec<u8>>| {
                     link(b, tar::EntryType::Symlink, "up", "/");
                     file(b, "up/.wh.escape", b"");
+                }),
+            ),
+            (
+                "bare-whiteout",
+                Box::new(|b: &mut tar::Builder<Vec<u8>>| {
+                    file(b, "d/x", b"x");
+                    file(b, "d/.wh..", b"");
                 }),
             ),
             (
