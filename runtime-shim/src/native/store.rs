@@ -15,7 +15,9 @@
 //!   gc.lock, index.lock        advisory locks
 //! ```
 //!
-//! Invariants, which every writer keeps and a crash cannot break:
+//! Invariants, which every writer keeps and a killed process cannot break
+//! (power loss is not covered: blobs and layers are not synced before their
+//! rename):
 //! - a file under `blobs/` holds exactly the content its name is the digest
 //!   of: blobs are written under `tmp/`, hashed while written, and renamed
 //!   into place only when the digest is right;
