@@ -7,6 +7,7 @@
 //! and until they exist the calls that need them say so.
 
 pub mod archive;
+pub mod bundle;
 pub mod layout;
 pub mod reference;
 pub mod registry;
