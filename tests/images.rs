@@ -959,3 +959,63 @@ fn a_full_disk_fails_with_its_cause_and_leaves_no_half_image() {
         .unwrap_or(0);
     assert_eq!(scratch, 0, "nothing is left in tmp/");
 }
+
+#[test]
+fn the_image_commands_work_on_the_docker_engine_too() {
+    if !engine_ready() {
+        return;
+    }
+    let n = Native::new("docker-side");
+    let dock = |args: &[&str]| -> Output {
+        Command::new(rcompose_bin())
+            .args(["--runtime", "docker"])
+            .args(args)
+            .current_dir(&n.root)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let name = format!("{}:1", n.name("docker-side"));
+    let copy = format!("{}:2", n.name("docker-side"));
+    let cleanup = || {
+        for i in [&name, &copy] {
+            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+        }
+    };
+    cleanup();
+    let o = dock(&["image", "tag", IMAGE, &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let inspect = json(&stdout(&dock(&["image", "inspect", &name])));
+    let id = inspect[0]["Id"].as_str().unwrap_or_default().to_string();
+    assert!(id.starts_with("sha256:"), "{inspect}");
+    let archive = n
+        .root
+        .join("docker-side.tar")
+        .to_string_lossy()
+        .into_owned();
+    let o = dock(&["image", "save", "-o", &archive, &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = dock(&["image", "rm", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = dock(&["image", "load", "-i", &archive]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("Loaded image: {name}")),
+        "{}",
+        stdout(&o)
+    );
+    n.sh_ok("mkdir -p rootfs && echo hi > rootfs/hi && tar -C rootfs -cf rootfs.tar .");
+    let o = dock(&[
+        "image",
+        "import",
+        "-c",
+        "CMD [\"/hi\"]",
+        &n.root.join("rootfs.tar").to_string_lossy(),
+        &copy,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let imported = json(&stdout(&dock(&["image", "inspect", &copy])));
+    assert_eq!(imported[0]["Config"]["Cmd"], serde_json::json!(["/hi"]));
+    let listed = stdout(&dock(&["image", "ls"]));
+    assert!(listed.contains(&n.name("docker-side")), "{listed}");
+    cleanup();
+}

@@ -1834,11 +1834,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_images(&self, repository: &str) -> Result<Vec<Image>> {
+        // Every image when no repository is named.
         let options = q::ListImagesOptions {
-            filters: Some(HashMap::from([(
-                "reference".to_string(),
-                vec![repository.to_string()],
-            )])),
+            filters: (!repository.is_empty())
+                .then(|| HashMap::from([("reference".to_string(), vec![repository.to_string()])])),
             ..Default::default()
         };
         let list = self
