@@ -965,7 +965,11 @@ fn the_image_commands_work_on_the_docker_engine_too() {
     if !engine_ready() {
         return;
     }
-    let n = Native::new("docker-side");
+    let mut n = Native::new("docker-side");
+    let name = format!("{}:1", n.name("docker-side"));
+    let copy = format!("{}:2", n.name("docker-side"));
+    // Removed from Docker when the test ends, passed or not.
+    n.docker_images.extend([name.clone(), copy.clone()]);
     let dock = |args: &[&str]| -> Output {
         Command::new(rcompose_bin())
             .args(["--runtime", "docker"])
@@ -974,14 +978,6 @@ fn the_image_commands_work_on_the_docker_engine_too() {
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let name = format!("{}:1", n.name("docker-side"));
-    let copy = format!("{}:2", n.name("docker-side"));
-    let cleanup = || {
-        for i in [&name, &copy] {
-            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
-        }
-    };
-    cleanup();
     let o = dock(&["image", "tag", IMAGE, &name]);
     assert!(o.status.success(), "{}", stderr(&o));
     let inspect = json(&stdout(&dock(&["image", "inspect", &name])));
@@ -1017,5 +1013,4 @@ fn the_image_commands_work_on_the_docker_engine_too() {
     assert_eq!(imported[0]["Config"]["Cmd"], serde_json::json!(["/hi"]));
     let listed = stdout(&dock(&["image", "ls"]));
     assert!(listed.contains(&n.name("docker-side")), "{listed}");
-    cleanup();
 }

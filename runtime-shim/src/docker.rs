@@ -1298,6 +1298,9 @@ fn build_options(spec: &BuildSpec, dockerfile: &str) -> q::BuildImageOptions {
         nocache: spec.no_cache,
         pull: spec.pull.then(|| "1".to_string()),
         rm: true,
+        // A step that fails leaves no container behind either (BuildKit,
+        // which Compose uses, leaves none).
+        forcerm: true,
         buildargs: nonempty_map(&spec.args),
         labels: nonempty_map(&spec.labels),
         networkmode: nonempty(&spec.network),
