@@ -172,6 +172,15 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Whether a manifest descriptor of an index is for this platform.
+    pub fn is_host(descriptor: &Descriptor) -> bool {
+        let host = Platform::host();
+        descriptor
+            .platform
+            .as_ref()
+            .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
+    }
+
     /// The platform this program runs on, in OCI's words.
     pub fn host() -> Platform {
         let architecture = match std::env::consts::ARCH {

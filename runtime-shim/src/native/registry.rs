@@ -94,6 +94,14 @@ fn auth_for(registry: &str) -> RegistryAuth {
     RegistryAuth::Anonymous
 }
 
+/// A client for the registry of `image`, and the credentials for it.
+fn session(image: &Reference) -> (Client, RegistryAuth) {
+    (
+        client_for(image.resolve_registry()),
+        auth_for(image.registry()),
+    )
+}
+
 fn client_for(registry: &str) -> Client {
     // reqwest is built without a crypto provider of its own: ring, the
     // workspace's, is the process's default (a second call changes nothing).
@@ -152,9 +160,7 @@ pub async fn pull(
     let name = name.as_str();
     let full = reference::normalize(name)?;
     let image: Reference = full.parse().map_err(|e| registry_error(name, e))?;
-    let registry = image.resolve_registry().to_string();
-    let client = client_for(&registry);
-    let auth = auth_for(image.registry());
+    let (client, auth) = session(&image);
     let writing = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.writing())
@@ -190,11 +196,7 @@ pub async fn pull(
         let chosen = index
             .manifests
             .iter()
-            .find(|d| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
-            })
+            .find(|d| Platform::is_host(d))
             .ok_or_else(|| {
                 registry_fault(
                     name,
@@ -441,9 +443,7 @@ pub async fn push(
         name: name.to_string(),
     })?;
     let target: Reference = full.parse().map_err(|e| registry_error(name, e))?;
-    let registry = target.resolve_registry().to_string();
-    let client = client_for(&registry);
-    let auth = auth_for(target.registry());
+    let (client, auth) = session(&target);
     say(
         &lines,
         format!(

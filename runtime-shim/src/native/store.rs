@@ -655,11 +655,7 @@ impl Store {
             }
             let index: Index = self.read_json(&current.digest, "index")?;
             let host = Platform::host();
-            let fits = |d: &&Descriptor| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
-            };
+            let fits = |d: &&Descriptor| Platform::is_host(d);
             let present = |d: &&Descriptor| self.has_blob(&d.digest);
             let chosen = index
                 .manifests
