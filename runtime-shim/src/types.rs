@@ -40,7 +40,7 @@ impl ContainerState {
 }
 
 /// The health of a container with a health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Health {
     /// No health check.
     #[default]
@@ -70,7 +70,19 @@ pub struct Status {
 }
 
 /// A transport protocol of a port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum Protocol {
     /// TCP.
     #[default]
@@ -109,7 +121,7 @@ impl std::fmt::Display for Protocol {
 }
 
 /// A published port of a running container.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PublishedPort {
     /// Host address.
     pub host_ip: String,
@@ -166,7 +178,9 @@ pub struct ContainerDetails {
 }
 
 /// A port a container exposes to the networks it is on, without publishing it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ExposedPort {
     /// Container port.
     pub port: u16,
@@ -175,7 +189,9 @@ pub struct ExposedPort {
 }
 
 /// The host side of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum HostPort {
     /// Any free port, chosen by the runtime.
     #[default]
@@ -187,7 +203,7 @@ pub enum HostPort {
 }
 
 /// A port to publish.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortBinding {
     /// Container port.
     pub container_port: u16,
@@ -200,7 +216,9 @@ pub struct PortBinding {
 }
 
 /// When the runtime restarts a container whose main process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum RestartPolicy {
     /// Never.
     #[default]
@@ -217,7 +235,7 @@ pub enum RestartPolicy {
 }
 
 /// A host device made available in a container.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Device {
     /// Path on the host.
     pub host_path: String,
@@ -228,7 +246,7 @@ pub struct Device {
 }
 
 /// Which network namespace a container has.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum NetworkMode {
     /// Its own, attached to the networks of [`ContainerSpec::networks`].
     #[default]
@@ -244,7 +262,7 @@ pub enum NetworkMode {
 }
 
 /// Which IPC or PID namespace a container has.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum Namespace {
     /// The runtime's default (its own; for IPC, private or shareable as the runtime is configured).
     #[default]
@@ -262,7 +280,7 @@ pub enum Namespace {
 }
 
 /// Mount the volumes of another container.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct VolumesFrom {
     /// The container (name or id).
     pub container: String,
@@ -271,7 +289,7 @@ pub struct VolumesFrom {
 }
 
 /// An `/etc/hosts` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ExtraHost {
     /// Host name.
     pub name: String,
@@ -321,7 +339,7 @@ impl LabelFilter {
 }
 
 /// A mount into a container.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Mount {
     /// A host path.
     Bind {
@@ -363,7 +381,7 @@ pub enum Mount {
 }
 
 /// The command of a health check.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum HealthTest {
     /// The image's, with the other settings of the spec.
     #[default]
@@ -377,7 +395,7 @@ pub enum HealthTest {
 }
 
 /// A health check for a container.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct HealthcheckSpec {
     /// What to run.
     pub test: HealthTest,
@@ -394,7 +412,7 @@ pub struct HealthcheckSpec {
 }
 
 /// A container's attachment to a network.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NetworkAttachment {
     /// Network name on the engine.
     pub network: String,
@@ -415,7 +433,7 @@ pub struct NetworkAttachment {
 }
 
 /// A resource limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UlimitSpec {
     /// Name (`nofile`, `nproc` ...).
     pub name: String,
@@ -426,7 +444,7 @@ pub struct UlimitSpec {
 }
 
 /// What a container should be.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerSpec {
     /// Name.
     pub name: String,

@@ -1,7 +1,7 @@
 //! One conformance suite for every runtime: the same cases, written against
 //! `&dyn Engine`, run on the in-memory fake always, on the Docker Engine
-//! when its socket answers, and on the native runtime when it exists and
-//! the tests run as root.
+//! when its socket answers, and on the native runtime when the tests run as
+//! root with runc (in a state root of the test's own, removed after).
 //!
 //! Each runtime gets one test, which runs every case and prints one line,
 //! `conformance: <runtime> N passed, M failed` (written to the process's
@@ -1223,10 +1223,14 @@ async fn stats_and_top_see_the_processes(s: &Subject, m: &mut Made, p: String) -
 // ---------------------------------------------------------------------------
 // The runner
 
-/// Builds the busybox image through the runtime.
+/// Builds the busybox image through the runtime (imports it, on the
+/// native runtime, which has no builder yet).
 async fn test_image(rt: &dyn Engine, runtime: &str, dir: &Path) -> Result<String, String> {
     let tag = format!("rcs-conformance-{runtime}-{}:1", std::process::id());
     std::fs::create_dir_all(dir).msg()?;
+    if runtime == "native" {
+        return import_busybox(rt, &tag, dir).await;
+    }
     if Path::new(BUSYBOX).exists() {
         std::fs::copy(BUSYBOX, dir.join("busybox")).msg()?;
     }
@@ -1248,6 +1252,55 @@ async fn test_image(rt: &dyn Engine, runtime: &str, dir: &Path) -> Result<String
         line.map_err(|e| format!("building the test image: {e}"))?;
     }
     Ok(tag)
+}
+
+/// The busybox image as `docker import` would make it from a root
+/// filesystem: /bin/busybox with a link per applet, and /tmp.
+async fn import_busybox(rt: &dyn Engine, tag: &str, dir: &Path) -> Result<String, String> {
+    let applets = std::process::Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .msg()?;
+    let mut archive = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    };
+    for (path, mode) in [("bin", 0o755), ("tmp", 0o1777), ("etc", 0o755)] {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        archive.append_data(&mut h, path, std::io::empty()).msg()?;
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";
+    let mut h = header(tar::EntryType::Regular, 0o644, passwd.len() as u64);
+    archive
+        .append_data(&mut h, "etc/passwd", &passwd[..])
+        .msg()?;
+    let busybox = std::fs::read(BUSYBOX).msg()?;
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    archive
+        .append_data(&mut h, "bin/busybox", busybox.as_slice())
+        .msg()?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        if applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        archive
+            .append_link(&mut h, format!("bin/{applet}"), "busybox")
+            .msg()?;
+    }
+    let bytes = archive.into_inner().msg()?;
+    let _ = dir;
+    rt.import_image(Box::new(std::io::Cursor::new(bytes)), Some(tag), &[], "")
+        .await
+        .msg()?;
+    Ok(tag.to_string())
 }
 
 /// Runs every case on a runtime, prints its line, and fails when a case did.
@@ -1339,4 +1392,49 @@ async fn docker() {
         Ok(rt) => conform("docker", Arc::new(rt), true).await,
         Err(e) => say(&format!("the engine does not answer: {e}")),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native() {
+    let say = |why: &str| {
+        let _ = writeln!(std::io::stdout(), "conformance: native SKIPPED: {why}");
+    };
+    if !rustix_is_root() {
+        return say("not root (the native runtime needs root)");
+    }
+    if std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return say("no runc (Debian's runc package provides it)");
+    }
+    if !Path::new(BUSYBOX).exists() {
+        return say("no /bin/busybox (Debian's busybox-static package provides it)");
+    }
+    std::env::set_var("RCOMPOSE_SHIM", env!("CARGO_BIN_EXE_rcompose-shim"));
+    let root = std::env::temp_dir().join(format!("rcs-native-{}", std::process::id()));
+    let rt = runtime_shim::native::NativeRuntime::open_at(&root, &root.join("run"))
+        .expect("the native runtime opens");
+    let result = tokio::spawn(conform("native", Arc::new(rt), true)).await;
+    // Whatever the outcome: nothing mounted, nothing left.
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "grep -o ' {0}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+            root.display()
+        ))
+        .output();
+    let _ = std::fs::remove_dir_all(&root);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn rustix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }

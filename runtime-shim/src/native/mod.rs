@@ -2,17 +2,31 @@
 //! (`/var/lib/rcompose`, or `RCOMPOSE_ROOT`), runtime files under
 //! `/run/rcompose` (`<root>/run` when `RCOMPOSE_ROOT` moves the root).
 //!
-//! What exists so far is the image store ([`store`]) with archives in and
-//! out ([`archive`]); containers, networks and builds are the next pieces,
-//! and until they exist the calls that need them say so.
+//! The pieces: the image store ([`store`]) with archives in and out
+//! ([`archive`]) and registries ([`registry`]); containers ([`containers`])
+//! as OCI bundles ([`bundle`]) run by runc under a monitor each
+//! ([`shim`], the `rcompose-shim` binary), with their state on disk
+//! ([`state`]), logs ([`logfile`]), events ([`events`]), volumes
+//! ([`volumes`]) and cgroups ([`cgroup`]). Networking (bridges, addresses,
+//! names, published ports) and builds are the next pieces: until they
+//! exist, a container has its loopback only, and the calls that need them
+//! say so.
 
 pub mod archive;
 pub mod bundle;
+pub mod cgroup;
+pub mod containers;
+pub mod events;
+mod io;
 pub mod layout;
+pub mod logfile;
 pub mod reference;
 pub mod registry;
+pub mod shim;
+pub mod state;
 pub mod store;
 pub mod unpack;
+pub mod volumes;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -39,21 +53,14 @@ pub struct NativeRuntime {
     root: PathBuf,
     run: PathBuf,
     store: Arc<Store>,
+    /// The OCI runtime binary (`RCOMPOSE_RUNC`, or `runc`).
+    runc: String,
 }
 
 fn not_yet(what: &str) -> RuntimeError {
     RuntimeError::Engine(format!(
-        "the native runtime cannot {what} yet (only its image store exists so far); use the Docker Engine (--runtime docker)"
+        "the native runtime cannot {what} yet; use the Docker Engine (--runtime docker)"
     ))
-}
-
-/// No container exists on the native runtime yet: every one asked for is
-/// missing.
-fn no_container(id: &str) -> RuntimeError {
-    RuntimeError::NotFound {
-        kind: "container",
-        name: id.to_string(),
-    }
 }
 
 /// Runs blocking store work off the async threads.
@@ -90,10 +97,15 @@ impl NativeRuntime {
             ));
         }
         let store = Store::open(&root.join("images"))?;
+        let runc = std::env::var("RCOMPOSE_RUNC")
+            .ok()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "runc".to_string());
         Ok(NativeRuntime {
             root: root.to_path_buf(),
             run: run.to_path_buf(),
             store: Arc::new(store),
+            runc,
         })
     }
 
@@ -110,6 +122,33 @@ impl NativeRuntime {
     /// The image store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether containers can run here: the OCI runtime is there and the
+    /// kernel has overlayfs; otherwise one clear error.
+    fn ready(&self) -> Result<()> {
+        let found = if self.runc.contains('/') {
+            Path::new(&self.runc).is_file()
+        } else {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&self.runc).is_file()))
+        };
+        if !found {
+            return Err(RuntimeError::Unavailable(format!(
+                "the OCI runtime {:?} is not installed (Debian's runc package provides it; RCOMPOSE_RUNC names another)",
+                self.runc
+            )));
+        }
+        let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !filesystems
+            .lines()
+            .any(|l| l.trim_end().ends_with("overlay"))
+        {
+            return Err(RuntimeError::Unavailable(
+                "the kernel has no overlay filesystem (modprobe overlay), which native containers need".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn summary(image: &StoredImage) -> Image {
@@ -170,83 +209,114 @@ impl Runtime for NativeRuntime {
         ))
     }
 
-    async fn list_containers(&self, _filter: &[LabelFilter], _all: bool) -> Result<Vec<Container>> {
-        // No container can exist yet.
-        Ok(vec![])
+    async fn list_containers(&self, filter: &[LabelFilter], all: bool) -> Result<Vec<Container>> {
+        let rt = self.clone();
+        let filter = filter.to_vec();
+        blocking(move || {
+            Ok(rt
+                .all_containers()
+                .into_iter()
+                .map(|o| o.container())
+                .filter(|c| (all || c.state.is_up()) && LabelFilter::all_match(&filter, &c.labels))
+                .collect())
+        })
+        .await
     }
 
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails> {
-        Err(no_container(id))
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || Ok(rt.find_container(&id)?.details())).await
     }
 
-    async fn create_container(&self, _spec: &ContainerSpec) -> Result<String> {
-        Err(not_yet("create containers"))
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        self.ready()?;
+        let rt = self.clone();
+        let spec = spec.clone();
+        blocking(move || rt.create(&spec)).await
     }
 
     async fn start_container(&self, id: &str) -> Result<()> {
-        Err(no_container(id))
+        self.ready()?;
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || rt.start(&id)).await
     }
 
-    async fn stop_container(&self, id: &str, _timeout_secs: Option<i64>) -> Result<()> {
-        Err(no_container(id))
+    async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || rt.stop(&id, timeout_secs)).await
     }
 
-    async fn restart_container(&self, id: &str, _timeout_secs: Option<i64>) -> Result<()> {
-        Err(no_container(id))
+    async fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || {
+            rt.stop(&id, timeout_secs)?;
+            rt.start(&id)
+        })
+        .await
     }
 
-    async fn kill_container(&self, id: &str, _signal: &str) -> Result<()> {
-        Err(no_container(id))
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        let rt = self.clone();
+        let (id, signal) = (id.to_string(), signal.to_string());
+        blocking(move || rt.kill(&id, &signal)).await
     }
 
     async fn pause_container(&self, id: &str) -> Result<()> {
-        Err(no_container(id))
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || rt.pause(&id)).await
     }
 
     async fn unpause_container(&self, id: &str) -> Result<()> {
-        Err(no_container(id))
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || rt.unpause(&id)).await
     }
 
-    async fn remove_container(&self, id: &str, _force: bool, _volumes: bool) -> Result<()> {
-        Err(no_container(id))
+    async fn remove_container(&self, id: &str, force: bool, volumes: bool) -> Result<()> {
+        let rt = self.clone();
+        let id = id.to_string();
+        blocking(move || rt.remove(&id, force, volumes)).await
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64> {
-        Err(no_container(id))
+        self.wait(id).await
     }
 
-    async fn list_networks(&self, _filter: &[LabelFilter]) -> Result<Vec<Network>> {
-        Ok(vec![])
+    async fn list_networks(&self, filter: &[LabelFilter]) -> Result<Vec<Network>> {
+        Ok(self.networks(filter))
     }
 
-    async fn inspect_network(&self, _name: &str) -> Result<Option<Network>> {
-        Ok(None)
+    async fn inspect_network(&self, name: &str) -> Result<Option<Network>> {
+        Ok(self.networks(&[]).into_iter().find(|n| n.name == name))
     }
 
-    async fn create_network(&self, _spec: &NetworkSpec) -> Result<String> {
-        Err(not_yet("create networks"))
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String> {
+        self.make_network(spec)
     }
 
     async fn remove_network(&self, name: &str) -> Result<()> {
-        Err(RuntimeError::NotFound {
-            kind: "network",
-            name: name.to_string(),
-        })
+        let rt = self.clone();
+        let name = name.to_string();
+        blocking(move || rt.drop_network(&name)).await
     }
 
-    async fn inspect_volume(&self, _name: &str) -> Result<Option<Volume>> {
-        Ok(None)
+    async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>> {
+        Ok(self.volume(name))
     }
 
-    async fn create_volume(&self, _spec: &VolumeSpec) -> Result<()> {
-        Err(not_yet("create volumes"))
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<()> {
+        self.make_volume(spec)
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
-        Err(RuntimeError::NotFound {
-            kind: "volume",
-            name: name.to_string(),
-        })
+        let rt = self.clone();
+        let name = name.to_string();
+        blocking(move || rt.drop_volume(&name)).await
     }
 
     async fn inspect_image(&self, reference: &str) -> Result<Option<Image>> {
@@ -284,8 +354,8 @@ impl Runtime for NativeRuntime {
         blocking(move || remove(&store, &reference, force)).await
     }
 
-    async fn events(&self, _filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>> {
-        Err(not_yet("report container events"))
+    async fn events(&self, filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>> {
+        events::stream(&self.events_dir(), filter)
     }
 
     async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
@@ -487,48 +557,62 @@ impl Images for NativeRuntime {
 
 #[async_trait::async_trait]
 impl Logs for NativeRuntime {
-    async fn logs(&self, id: &str, _options: &LogOptions) -> Result<BoxStream<LogLine>> {
-        Err(no_container(id))
+    async fn logs(&self, id: &str, options: &LogOptions) -> Result<BoxStream<LogLine>> {
+        self.log_stream(id, options)
     }
 
-    async fn attach(&self, container: &str, _stdin: bool, _logs: bool) -> Result<Session> {
-        Err(no_container(container))
+    async fn attach(&self, container: &str, stdin: bool, logs: bool) -> Result<Session> {
+        self.attach_to(container, stdin, logs)
     }
 }
 
 #[async_trait::async_trait]
 impl Exec for NativeRuntime {
-    async fn exec(&self, container: &str, _spec: &ExecSpec) -> Result<Session> {
-        Err(no_container(container))
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<Session> {
+        self.exec_in(container, spec).await
     }
+}
+
+/// A whole archive as a stream of one chunk.
+fn one_chunk(bytes: Vec<u8>) -> BoxStream<Vec<u8>> {
+    Box::pin(futures_util::stream::iter([Ok(bytes)]))
 }
 
 #[async_trait::async_trait]
 impl Archives for NativeRuntime {
-    async fn copy_from(&self, container: &str, _path: &str) -> Result<BoxStream<Vec<u8>>> {
-        Err(no_container(container))
+    async fn copy_from(&self, container: &str, path: &str) -> Result<BoxStream<Vec<u8>>> {
+        let rt = self.clone();
+        let (c, p) = (container.to_string(), path.to_string());
+        Ok(one_chunk(blocking(move || rt.archive_of(&c, &p)).await?))
     }
 
-    async fn copy_to(&self, container: &str, _path: &str, _tar: Vec<u8>) -> Result<()> {
-        Err(no_container(container))
+    async fn copy_to(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
+        let rt = self.clone();
+        let (c, p) = (container.to_string(), path.to_string());
+        blocking(move || rt.extract_into(&c, &p, tar)).await
     }
 
     async fn export(&self, container: &str) -> Result<BoxStream<Vec<u8>>> {
-        Err(no_container(container))
+        let rt = self.clone();
+        let c = container.to_string();
+        Ok(one_chunk(blocking(move || rt.export_tar(&c)).await?))
     }
 
     async fn commit(&self, container: &str, _spec: &CommitSpec) -> Result<String> {
-        Err(no_container(container))
+        self.find_container(container)?;
+        Err(not_yet("commit containers"))
     }
 }
 
 #[async_trait::async_trait]
 impl Monitor for NativeRuntime {
     async fn stats(&self, container: &str) -> Result<Stats> {
-        Err(no_container(container))
+        self.sample(container).await
     }
 
     async fn top(&self, container: &str) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        Err(no_container(container))
+        let rt = self.clone();
+        let c = container.to_string();
+        blocking(move || rt.processes(&c)).await
     }
 }

@@ -261,11 +261,19 @@ impl Unpacker {
         let id = |n: u64, what: &str| {
             u32::try_from(n).map_err(|_| invalid(format!("{what} {n} is out of range")))
         };
+        // A field left blank (NULs or spaces) is 0, as Go's archive/tar
+        // and GNU tar read it; other garbage is an error.
+        let blank = |field: &[u8]| field.iter().all(|b| *b == 0 || *b == b' ');
+        let old = h.as_old();
+        let number = |value: io::Result<u64>, field: &[u8]| match value {
+            Err(_) if blank(field) => Ok(0),
+            other => other,
+        };
         Ok(Meta {
             mode: h.mode()? & 0o7777,
-            uid: id(h.uid()?, "user id")?,
-            gid: id(h.gid()?, "group id")?,
-            mtime: h.mtime()? as i64,
+            uid: id(number(h.uid(), &old.uid)?, "user id")?,
+            gid: id(number(h.gid(), &old.gid)?, "group id")?,
+            mtime: number(h.mtime(), &old.mtime)? as i64,
             xattrs,
         })
     }
