@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::events;
+use super::network::{self, Attached, Subnet};
 use super::state::{
     self, now_nanos, read_json, write_json, Paths, Phase, Record, ShimConfig, Status,
 };
@@ -106,7 +107,27 @@ impl Observed {
                 detail: None,
             },
             created: r.created,
-            ports: Vec::new(),
+            ports: if self.running() {
+                network::attached(&self.paths.dir)
+                    .map(|a| {
+                        a.ports
+                            .iter()
+                            .map(|(ip, host, container, proto)| crate::PublishedPort {
+                                host_ip: if ip.is_empty() {
+                                    "0.0.0.0".into()
+                                } else {
+                                    ip.clone()
+                                },
+                                host_port: *host,
+                                container_port: *container,
+                                protocol: crate::Protocol::parse(proto).unwrap_or_default(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             networks,
         }
     }
@@ -136,7 +157,13 @@ impl Observed {
             },
             exit_code: self.status.exit_code,
             restarting: self.status.phase == Phase::Restarting,
-            addresses: BTreeMap::new(),
+            addresses: if self.running() {
+                network::attached(&self.paths.dir)
+                    .map(|a| a.addresses)
+                    .unwrap_or_default()
+            } else {
+                BTreeMap::new()
+            },
             exposed_tcp_ports: exposed,
         }
     }
@@ -260,6 +287,7 @@ impl NativeRuntime {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
+        network::teardown(&paths.dir);
         let _ = bundle::unmount_rootfs(&paths.dir);
         let _ = fs::remove_file(&paths.socket);
     }
@@ -422,9 +450,10 @@ impl NativeRuntime {
         self.clean_up_run(&record.id, &o.paths);
         let rootfs = bundle::mount_rootfs(&self.store, &image, dir)?;
         let started = (|| -> Result<()> {
+            let attached = self.attach_networks(record, &o.paths)?;
             self.populate_volumes(record, &rootfs)?;
-            self.write_etc_files(record)?;
-            let config = self.oci_config(record, &image, &rootfs)?;
+            self.write_etc_files(record, attached.as_ref())?;
+            let config = self.oci_config(record, &image, &rootfs, attached.as_ref())?;
             let bytes = serde_json::to_vec_pretty(&config)
                 .map_err(|e| failed("writing the runtime spec", e))?;
             state::write_atomic(&dir.join("config.json"), &bytes)?;
@@ -436,6 +465,7 @@ impl NativeRuntime {
             self.spawn_monitor(&o.paths)
         })();
         if let Err(e) = started {
+            network::teardown(dir);
             let _ = bundle::unmount_rootfs(dir);
             return Err(RuntimeError::Engine(format!(
                 "container {}: {}",
@@ -550,7 +580,7 @@ impl NativeRuntime {
     }
 
     /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` of a container.
-    fn write_etc_files(&self, record: &Record) -> Result<()> {
+    fn write_etc_files(&self, record: &Record, attached: Option<&Attached>) -> Result<()> {
         let dir = self.paths(&record.id).dir;
         let spec = &record.spec;
         let mut hosts = String::from(
@@ -572,10 +602,38 @@ impl NativeRuntime {
                 record.hostname, spec.domainname, record.hostname
             )
         };
-        hosts.push_str(&format!("127.0.1.1\t{fqdn}\n"));
+        let own = attached
+            .and_then(|a| a.addresses.values().next().cloned())
+            .unwrap_or_else(|| "127.0.1.1".into());
+        hosts.push_str(&format!("{own}\t{fqdn}\n"));
+        // Legacy links: the linked container's address under its alias.
+        for a in &spec.networks {
+            for link in &a.links {
+                let (target, alias) = link.split_once(':').unwrap_or((link, link));
+                let Ok(other) = self.find_container(target) else {
+                    continue;
+                };
+                if let Some(ip) = network::attached(&other.paths.dir)
+                    .and_then(|n| n.addresses.get(&a.network).cloned())
+                {
+                    hosts.push_str(&format!("{ip}\t{alias} {}\n", other.record.name));
+                }
+            }
+        }
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let mut resolv = String::new();
-        let servers: Vec<String> = if spec.dns.is_empty() {
+        // The DNS of the first network that answers names (aardvark-dns,
+        // on its gateway), which forwards the rest to the host's resolvers.
+        let embedded: Option<String> = attached.and_then(|a| {
+            a.addresses
+                .keys()
+                .filter_map(|n| self.network(n))
+                .find(|n| n.dns)
+                .map(|n| n.gateway)
+        });
+        let servers: Vec<String> = if let (true, Some(gw)) = (spec.dns.is_empty(), &embedded) {
+            vec![gw.clone()]
+        } else if spec.dns.is_empty() {
             host_resolv
                 .lines()
                 .filter_map(|l| l.trim().strip_prefix("nameserver"))
@@ -615,7 +673,13 @@ impl NativeRuntime {
     }
 
     /// The bundle's `config.json`.
-    fn oci_config(&self, record: &Record, image: &StoredImage, rootfs: &Path) -> Result<Value> {
+    fn oci_config(
+        &self,
+        record: &Record,
+        image: &StoredImage,
+        rootfs: &Path,
+        attached: Option<&Attached>,
+    ) -> Result<Value> {
         let spec = &record.spec;
         let what = format!("container {}", record.name);
         let base = bundle::runtime_spec(spec, image, &record.id, rootfs)?;
@@ -676,9 +740,17 @@ impl NativeRuntime {
         match &spec.network_mode {
             NetworkMode::Host => share("network", None),
             NetworkMode::Container(other) => {
-                share("network", Some(self.namespace_of(other, "net")?));
+                let o = self.find_container(other)?;
+                let path = network::attached(&o.paths.dir)
+                    .map(|a| a.netns)
+                    .map_or_else(|| self.namespace_of(other, "net"), Ok)?;
+                share("network", Some(path));
             }
-            _ => {}
+            _ => {
+                if let Some(a) = attached {
+                    share("network", Some(a.netns.clone()));
+                }
+            }
         }
         match &spec.pid {
             crate::Namespace::Host => share("pid", None),
@@ -780,6 +852,252 @@ impl NativeRuntime {
                 )
             }
         })
+    }
+
+    /// Gives a container its addresses and ports, and sets its networks up
+    /// in a namespace of its own; `None` when it uses another's (or the
+    /// host's, or none).
+    fn attach_networks(&self, record: &Record, paths: &Paths) -> Result<Option<Attached>> {
+        let spec = &record.spec;
+        let attachments: Vec<crate::NetworkAttachment> = match &spec.network_mode {
+            NetworkMode::Attachments if spec.networks.is_empty() => {
+                vec![crate::NetworkAttachment {
+                    network: self.default_network()?.name,
+                    ..Default::default()
+                }]
+            }
+            NetworkMode::Attachments => spec.networks.clone(),
+            NetworkMode::Network(n) => vec![crate::NetworkAttachment {
+                network: n.clone(),
+                ..Default::default()
+            }],
+            _ => return Ok(None),
+        };
+        let netavark = network::netavark().ok_or_else(|| {
+            RuntimeError::Unavailable(
+                "netavark and aardvark-dns, the network stack native containers use, are not installed (Debian's netavark and aardvark-dns packages; RCOMPOSE_NETAVARK names another netavark)".into(),
+            )
+        })?;
+        let mut attached = Attached {
+            netavark: netavark.display().to_string(),
+            config: self.run.join("netavark").display().to_string(),
+            netns: self
+                .run
+                .join("netns")
+                .join(&record.id)
+                .display()
+                .to_string(),
+            ..Default::default()
+        };
+        let made = (|| -> Result<()> {
+            let mut networks = serde_json::Map::new();
+            let mut info = serde_json::Map::new();
+            for (i, a) in attachments.iter().enumerate() {
+                let net = self
+                    .network(&a.network)
+                    .ok_or_else(|| RuntimeError::NotFound {
+                        kind: "network",
+                        name: a.network.clone(),
+                    })?;
+                let subnet = Subnet::parse(&net.subnet)
+                    .ok_or_else(|| refused(format!("network {} has no subnet", net.name)))?;
+                let gateway: std::net::Ipv4Addr = net
+                    .gateway
+                    .parse()
+                    .map_err(|_| refused(format!("network {} has no gateway", net.name)))?;
+                let (ip, held) =
+                    self.reserve_address(&net, &subnet, gateway, &a.ipv4_address, &record.id)?;
+                attached.held.push(held.display().to_string());
+                attached.addresses.insert(net.name.clone(), ip.to_string());
+                let mut aliases: Vec<String> = a.aliases.clone();
+                aliases.push(record.name.clone());
+                aliases.push(record.id[..12].to_string());
+                aliases.dedup();
+                let mut entry = json!({
+                    "interface_name": format!("eth{i}"),
+                    "static_ips": [ip.to_string()],
+                    "aliases": aliases,
+                });
+                let mac = if a.mac_address.is_empty() && i == 0 {
+                    &spec.mac_address
+                } else {
+                    &a.mac_address
+                };
+                if !mac.is_empty() {
+                    entry["static_mac"] = json!(mac);
+                }
+                networks.insert(net.name.clone(), entry);
+                info.insert(
+                    net.name.clone(),
+                    network::network_info(
+                        &net.name,
+                        &net.id,
+                        &net.interface,
+                        &subnet,
+                        gateway,
+                        net.internal,
+                        net.dns,
+                        &net.options,
+                    ),
+                );
+            }
+            let mut mappings = Vec::new();
+            for p in &spec.ports {
+                let (port, held) = self.reserve_port(p, &record.id)?;
+                attached.held.push(held.display().to_string());
+                attached.ports.push((
+                    p.host_ip.clone(),
+                    port,
+                    p.container_port,
+                    p.protocol.as_str().to_string(),
+                ));
+                mappings.push(json!({
+                    "host_ip": p.host_ip,
+                    "container_port": p.container_port,
+                    "host_port": port,
+                    "range": 1,
+                    "protocol": p.protocol.as_str(),
+                }));
+            }
+            attached.setup = json!({
+                "container_id": record.id,
+                "container_name": record.name,
+                "networks": networks,
+                "network_info": info,
+                "port_mappings": mappings,
+            });
+            network::create_netns(Path::new(&attached.netns))?;
+            if let Err(e) = network::setup(&attached) {
+                network::remove_netns(Path::new(&attached.netns));
+                return Err(e);
+            }
+            network::record(&paths.dir, &attached)
+        })();
+        if let Err(e) = made {
+            for h in &attached.held {
+                let _ = fs::remove_file(h);
+            }
+            return Err(e);
+        }
+        Ok(Some(attached))
+    }
+
+    /// Whether a reservation file belongs to a container that still holds
+    /// it (one whose networks are set up).
+    fn held_by_live(&self, file: &Path) -> bool {
+        fs::read_to_string(file).is_ok_and(|id| {
+            self.containers_dir()
+                .join(id.trim())
+                .join("network.json")
+                .exists()
+        })
+    }
+
+    /// Takes a reservation file; a stale one (its holder gone) is taken over.
+    fn take(&self, file: &Path, id: &str) -> bool {
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(file)
+            {
+                Ok(mut f) => {
+                    let _ = f.write_all(id.as_bytes());
+                    return true;
+                }
+                Err(_) if !self.held_by_live(file) => {
+                    let _ = fs::remove_file(file);
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    fn reserve_address(
+        &self,
+        net: &super::volumes::NetworkRecord,
+        subnet: &Subnet,
+        gateway: std::net::Ipv4Addr,
+        wanted: &str,
+        id: &str,
+    ) -> Result<(std::net::Ipv4Addr, PathBuf)> {
+        let dir = self.addresses_dir(&net.name);
+        fs::create_dir_all(&dir).map_err(|e| failed("reserving an address", e))?;
+        if !wanted.is_empty() {
+            let ip: std::net::Ipv4Addr = wanted
+                .parse()
+                .map_err(|_| refused(format!("invalid IPv4 address {wanted:?}")))?;
+            if !subnet.contains(ip) || ip == gateway {
+                return Err(refused(format!(
+                    "invalid address {ip}: it does not belong to any of network {}'s subnets",
+                    net.name
+                )));
+            }
+            let file = dir.join(ip.to_string());
+            if !self.take(&file, id) {
+                return Err(refused(format!(
+                    "Address already in use: {ip} on network {}",
+                    net.name
+                )));
+            }
+            return Ok((ip, file));
+        }
+        let range = Subnet::parse(&net.ip_range).unwrap_or(*subnet);
+        let mut n = 1;
+        while let Some(ip) = subnet.nth(n) {
+            n += 1;
+            if ip == gateway || !range.contains(ip) {
+                continue;
+            }
+            let file = dir.join(ip.to_string());
+            if self.take(&file, id) {
+                return Ok((ip, file));
+            }
+        }
+        Err(refused(format!("no address left on network {}", net.name)))
+    }
+
+    /// Reserves the host port of a published port (checking that nothing
+    /// on the host holds it).
+    fn reserve_port(&self, p: &crate::PortBinding, id: &str) -> Result<(u16, PathBuf)> {
+        let dir = self.root.join("ports");
+        fs::create_dir_all(&dir).map_err(|e| failed("reserving a port", e))?;
+        let ip = if p.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &p.host_ip
+        };
+        let udp = p.protocol == crate::Protocol::Udp;
+        let free = |port: u16| -> std::io::Result<u16> {
+            if udp {
+                std::net::UdpSocket::bind((ip, port))?
+                    .local_addr()
+                    .map(|a| a.port())
+            } else {
+                std::net::TcpListener::bind((ip, port))?
+                    .local_addr()
+                    .map(|a| a.port())
+            }
+        };
+        let candidates: Vec<u16> = match p.host_port {
+            crate::HostPort::Fixed(port) => vec![port],
+            crate::HostPort::Range(a, b) => (a..=b).collect(),
+            crate::HostPort::Any => vec![0; 20],
+        };
+        for candidate in candidates {
+            let Ok(port) = free(candidate) else { continue };
+            let file = dir.join(format!("{}-{port}", p.protocol.as_str()));
+            if self.take(&file, id) {
+                return Ok((port, file));
+            }
+        }
+        Err(refused(match p.host_port {
+            crate::HostPort::Fixed(port) => {
+                format!("Bind for {ip}:{port} failed: port is already allocated")
+            }
+            _ => format!("no free host port for container port {}", p.container_port),
+        }))
     }
 
     /// Stops a container: its stop signal, SIGKILL after the timeout.

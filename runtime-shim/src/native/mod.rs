@@ -20,6 +20,7 @@ pub mod events;
 mod io;
 pub mod layout;
 pub mod logfile;
+pub mod network;
 pub mod reference;
 pub mod registry;
 pub mod shim;

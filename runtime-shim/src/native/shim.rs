@@ -812,6 +812,7 @@ impl Monitor {
         for w in self.waiting.drain(..) {
             answer(w, "ok");
         }
+        super::network::teardown(&self.dir);
         let _ = super::bundle::unmount_rootfs(&self.dir);
         let _ = fs::remove_file(&self.config.socket);
         self.status.phase = Phase::Exited;

@@ -6,9 +6,11 @@
 //! its first use a volume that is empty gets the content the image has at
 //! the mount point, as Docker's do (unless `nocopy`).
 //!
-//! Networks are records under `<root>/networks/` for now: containers
-//! attached to them get a network namespace of their own with its loopback
-//! only, until native networking (bridges, addresses, names) exists.
+//! Networks are records under `<root>/networks/`: a subnet (from the
+//! `ipam` config, or the first /24 of 10.89.0.0-10.99.255.0 that no host
+//! route and no other network uses), its gateway and bridge name; the
+//! addresses containers hold are files under `<name>.ips/`. The bridge
+//! itself exists while containers are attached ([`super::network`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +19,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::net::Ipv4Addr;
+
 use super::containers::random_id;
+use super::network::{free_subnet, host_routes, Subnet};
 use super::state::{read_json, write_json, Record};
 use super::store::failed;
 use super::NativeRuntime;
@@ -55,6 +60,22 @@ pub struct NetworkRecord {
     pub internal: bool,
     /// Options.
     pub options: BTreeMap<String, String>,
+    /// Its IPv4 subnet, `a.b.c.d/n`.
+    #[serde(default)]
+    pub subnet: String,
+    /// Its gateway (the bridge's address, where its DNS answers).
+    #[serde(default)]
+    pub gateway: String,
+    /// The addresses containers get, when narrower than the subnet.
+    #[serde(default)]
+    pub ip_range: String,
+    /// The bridge's name.
+    #[serde(default)]
+    pub interface: String,
+    /// Whether its containers' names are answered (not on the default
+    /// `bridge`, as Docker's).
+    #[serde(default)]
+    pub dns: bool,
 }
 
 impl NetworkRecord {
@@ -320,7 +341,61 @@ impl NativeRuntime {
             )));
         }
         fs::create_dir_all(self.networks_dir()).map_err(|e| failed("creating networks", e))?;
+        // One creation at a time: two must not pick one subnet.
+        let _lock = lock(&self.networks_dir().join(".lock"))?;
+        if self.network(&spec.name).is_some() {
+            return Err(RuntimeError::Conflict {
+                kind: "network",
+                name: spec.name.clone(),
+            });
+        }
         let id = random_id();
+        let what = |why: String| RuntimeError::Engine(format!("network {}: {why}", spec.name));
+        let (subnet, gateway, ip_range) = match spec.ipam_pools.first() {
+            Some((subnet, gateway, range)) if !subnet.is_empty() => {
+                let parsed = Subnet::parse(subnet).ok_or_else(|| {
+                    what(format!(
+                        "invalid IPv4 subnet {subnet:?} (IPv6 is not supported natively yet)"
+                    ))
+                })?;
+                let taken = self.subnets_taken();
+                if taken.iter().any(|t| t.overlaps(&parsed)) {
+                    return Err(what(format!(
+                        "Pool overlaps with other one on this address space ({subnet})"
+                    )));
+                }
+                let gw = if gateway.is_empty() {
+                    parsed
+                        .nth(1)
+                        .ok_or_else(|| what("the subnet is too small".into()))?
+                } else {
+                    gateway
+                        .parse::<Ipv4Addr>()
+                        .ok()
+                        .filter(|g| parsed.contains(*g))
+                        .ok_or_else(|| what(format!("invalid gateway {gateway:?}")))?
+                };
+                if !range.is_empty() {
+                    Subnet::parse(range)
+                        .filter(|r| parsed.overlaps(r) && r.prefix >= parsed.prefix)
+                        .ok_or_else(|| what(format!("invalid ip_range {range:?}")))?;
+                }
+                (parsed, gw, range.clone())
+            }
+            _ => {
+                let subnet = free_subnet(&self.subnets_taken())
+                    .ok_or_else(|| what("no free subnet left in 10.89.0.0-10.99.255.0".into()))?;
+                let gateway = subnet
+                    .nth(1)
+                    .ok_or_else(|| what("the subnet is too small".into()))?;
+                (subnet, gateway, String::new())
+            }
+        };
+        let interface = spec
+            .driver_opts
+            .get("com.docker.network.bridge.name")
+            .cloned()
+            .unwrap_or_else(|| format!("rc-{}", &id[..10]));
         let record = NetworkRecord {
             id: id.clone(),
             name: spec.name.clone(),
@@ -328,25 +403,68 @@ impl NativeRuntime {
             labels: spec.labels.clone(),
             internal: spec.internal,
             options: spec.driver_opts.clone(),
+            subnet: subnet.to_string(),
+            gateway: gateway.to_string(),
+            ip_range,
+            interface,
+            dns: spec.name != "bridge",
         };
-        let bytes = serde_json::to_vec_pretty(&record).map_err(|e| failed("network", e))?;
-        // Made whole under a temporary name, then linked into place: of
-        // two creates of one name, one wins.
-        let path = self.networks_dir().join(format!("{}.json", spec.name));
-        let tmp = self.networks_dir().join(format!(".{id}"));
-        fs::write(&tmp, bytes).map_err(|e| failed("writing a network", e))?;
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => Ok(id),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(RuntimeError::Conflict {
-                    kind: "network",
-                    name: spec.name.clone(),
-                })
+        write_json(
+            &self.networks_dir().join(format!("{}.json", spec.name)),
+            &record,
+        )?;
+        Ok(id)
+    }
+
+    /// The subnets in use: the host's routes and the native networks'.
+    fn subnets_taken(&self) -> Vec<Subnet> {
+        let mut taken = host_routes();
+        for n in self.network_records() {
+            if let Some(s) = Subnet::parse(&n.subnet) {
+                taken.push(s);
             }
-            Err(e) => Err(failed(format!("creating network {}", spec.name), e)),
         }
+        taken
+    }
+
+    fn network_records(&self) -> Vec<NetworkRecord> {
+        fs::read_dir(self.networks_dir())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| read_json::<NetworkRecord>(&e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The directory of a network's address reservations.
+    pub(super) fn addresses_dir(&self, name: &str) -> PathBuf {
+        self.networks_dir().join(format!("{name}.ips"))
+    }
+
+    /// The default network of a container that names none (Docker's
+    /// `bridge`: no names answered on it), made on first use.
+    pub(super) fn default_network(&self) -> Result<NetworkRecord> {
+        if let Some(n) = self.network("bridge") {
+            return Ok(n);
+        }
+        match self.make_network(&NetworkSpec {
+            name: "bridge".into(),
+            driver_opts: BTreeMap::from([(
+                "com.docker.network.bridge.name".to_string(),
+                "rcompose0".to_string(),
+            )]),
+            ..Default::default()
+        }) {
+            Ok(_) | Err(RuntimeError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.network("bridge")
+            .ok_or_else(|| RuntimeError::NotFound {
+                kind: "network",
+                name: "bridge".into(),
+            })
     }
 
     pub(super) fn drop_network(&self, name: &str) -> Result<()> {
@@ -359,7 +477,11 @@ impl NativeRuntime {
         let users: Vec<String> = self
             .all_containers()
             .into_iter()
-            .filter(|o| o.running() && o.record.spec.networks.iter().any(|a| a.network == name))
+            .filter(|o| {
+                o.running()
+                    && super::network::attached(&o.paths.dir)
+                        .is_some_and(|a| a.addresses.contains_key(name))
+            })
             .map(|o| o.record.name)
             .collect();
         if !users.is_empty() {
@@ -368,9 +490,23 @@ impl NativeRuntime {
                 users.join(", ")
             )));
         }
+        let _ = fs::remove_dir_all(self.addresses_dir(name));
         fs::remove_file(self.networks_dir().join(format!("{name}.json")))
             .map_err(|e| failed(format!("removing network {name}"), e))
     }
+}
+
+/// Holds an exclusive advisory lock on a file while the value lives.
+pub(super) fn lock(path: &Path) -> Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| failed(format!("locking {}", path.display()), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| failed(format!("locking {}", path.display()), e))?;
+    Ok(file)
 }
 
 /// Copies a directory tree, keeping modes, owners and symbolic links.
