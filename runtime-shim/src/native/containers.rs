@@ -929,16 +929,7 @@ impl NativeRuntime {
                 networks.insert(net.name.clone(), entry);
                 info.insert(
                     net.name.clone(),
-                    network::network_info(
-                        &net.name,
-                        &net.id,
-                        &net.interface,
-                        &subnet,
-                        gateway,
-                        net.internal,
-                        net.dns,
-                        &net.options,
-                    ),
+                    network::network_info(&net, &subnet, gateway),
                 );
             }
             let mut mappings = Vec::new();

@@ -426,15 +426,11 @@ pub fn free_subnet(taken: &[Subnet]) -> Option<Subnet> {
 
 /// The JSON of one network for netavark.
 pub fn network_info(
-    name: &str,
-    id: &str,
-    interface: &str,
+    net: &super::volumes::NetworkRecord,
     subnet: &Subnet,
     gateway: Ipv4Addr,
-    internal: bool,
-    dns: bool,
-    options: &BTreeMap<String, String>,
 ) -> serde_json::Value {
+    let options = &net.options;
     let mut opts = serde_json::Map::new();
     // Containers reach only the networks they are on, as with Docker.
     opts.insert("isolate".into(), json!("true"));
@@ -445,14 +441,14 @@ pub fn network_info(
         opts.insert("mtu".into(), json!(mtu));
     }
     json!({
-        "name": name,
-        "id": id,
+        "name": net.name,
+        "id": net.id,
         "driver": "bridge",
-        "network_interface": interface,
+        "network_interface": net.interface,
         "subnets": [{"subnet": subnet.to_string(), "gateway": gateway.to_string()}],
         "ipv6_enabled": false,
-        "internal": internal,
-        "dns_enabled": dns,
+        "internal": net.internal,
+        "dns_enabled": net.dns,
         "options": opts,
     })
 }
