@@ -211,7 +211,7 @@ fn main() -> ExitCode {
     if !std::env::args_os().any(|a| a == "balancer") {
         let _ = rustix::thread::disable_transparent_huge_pages(true);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(short_flags_of_subcommands(std::env::args_os().collect()));
     if !matches!(cli.command, Command::Balancer(_)) {
         return_freed_memory_at_once();
     }
@@ -222,6 +222,131 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Global options that take a value (what follows them is no subcommand).
+const GLOBAL_VALUES: [&str; 8] = [
+    "-f",
+    "--file",
+    "-p",
+    "--project-name",
+    "--project-directory",
+    "--env-file",
+    "--profile",
+    "--progress",
+];
+
+/// The subcommands' own short flags that are also global ones (`-f` is
+/// `--file`, `-p` is `--project-name`): (subcommand, short, long, whether
+/// it takes a value, whether the flags end at the first argument).
+const OWN_SHORT_FLAGS: [(&[&str], char, &str, bool, bool); 6] = [
+    (&["logs"], 'f', "--follow", false, false),
+    (&["rm"], 'f', "--force", false, false),
+    (&["image", "rm"], 'f', "--force", false, false),
+    (&["image", "prune"], 'f', "--force", false, false),
+    (&["run"], 'p', "--publish", true, true),
+    (&["commit"], 'p', "--pause", false, false),
+];
+
+/// As in Docker Compose, `-f` and `-p` are the global options before the
+/// subcommand and the subcommand's own flags after it: `logs -f` follows,
+/// `rm -f` forces, `run -p` publishes. clap cannot give one short name to
+/// two flags, so the subcommand's are spelled out long before parsing.
+fn short_flags_of_subcommands(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut words = args.into_iter();
+    out.extend(words.next());
+    let mut path: Vec<String> = Vec::new();
+    let mut takes_value = false;
+    let mut own: Option<(char, &str, bool, bool)> = None;
+    // `run`'s flags that take a value: their value is no service.
+    const RUN_VALUES: [&str; 16] = [
+        "-e",
+        "--env",
+        "-l",
+        "--label",
+        "-u",
+        "--user",
+        "-w",
+        "--workdir",
+        "-v",
+        "--volume",
+        "--name",
+        "--entrypoint",
+        "--env-from-file",
+        "--pull",
+        "--cap-add",
+        "--cap-drop",
+    ];
+    let mut value_next = false;
+    while let Some(word) = words.next() {
+        let text = word.to_string_lossy().into_owned();
+        if text == "--" {
+            out.push(word);
+            out.extend(words);
+            break;
+        }
+        let Some((short, long, with_value, stops)) = own else {
+            if takes_value {
+                takes_value = false;
+            } else if path.is_empty() {
+                takes_value = GLOBAL_VALUES.contains(&text.as_str())
+                    || text == "--ansi"
+                    || text == "--runtime";
+                if !text.starts_with('-') {
+                    path.push(text.clone());
+                }
+            } else if path.len() == 1 && path[0] == "image" && !text.starts_with('-') {
+                path.push(text.clone());
+            }
+            own = OWN_SHORT_FLAGS
+                .iter()
+                .find(|(p, ..)| {
+                    *p == path
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .as_slice()
+                })
+                .map(|(_, short, long, value, stops)| (*short, *long, *value, *stops));
+            out.push(word);
+            continue;
+        };
+        if std::mem::take(&mut value_next) {
+            out.push(word);
+            continue;
+        }
+        value_next = RUN_VALUES.contains(&text.as_str());
+        let Some(cluster) = text.strip_prefix('-').filter(|c| !c.starts_with('-')) else {
+            if stops && !text.starts_with('-') {
+                // The service: what follows is the container's command.
+                out.push(word);
+                out.extend(words);
+                break;
+            }
+            out.push(word);
+            continue;
+        };
+        if with_value {
+            match cluster.strip_prefix(short) {
+                Some("") => {
+                    out.push(long.into());
+                    value_next = true;
+                }
+                Some(value) => out.push(format!("{long}={value}").into()),
+                None => out.push(word),
+            }
+        } else if !cluster.contains('=') && cluster.contains(short) {
+            out.push(long.into());
+            let rest: String = cluster.chars().filter(|c| *c != short).collect();
+            if !rest.is_empty() {
+                out.push(format!("-{rest}").into());
+            }
+        } else {
+            out.push(word);
+        }
+    }
+    out
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -497,4 +622,57 @@ fn lines<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(line: &str) -> String {
+        short_flags_of_subcommands(line.split(' ').map(Into::into).collect())
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_subcommands_f_is_its_own_flag_and_the_global_one_before_it() {
+        assert_eq!(
+            rewrite("rcompose logs -f web"),
+            "rcompose logs --follow web"
+        );
+        assert_eq!(
+            rewrite("rcompose -f x.yaml logs"),
+            "rcompose -f x.yaml logs"
+        );
+        assert_eq!(
+            rewrite("rcompose -f logs logs -ft"),
+            "rcompose -f logs logs --follow -t"
+        );
+        assert_eq!(
+            rewrite("rcompose rm -fsv web"),
+            "rcompose rm --force -sv web"
+        );
+        assert_eq!(
+            rewrite("rcompose image rm -f a"),
+            "rcompose image rm --force a"
+        );
+        assert_eq!(rewrite("rcompose up -d"), "rcompose up -d");
+        assert_eq!(
+            rewrite("rcompose exec web ls -f"),
+            "rcompose exec web ls -f"
+        );
+        assert_eq!(rewrite("rcompose logs -- -f"), "rcompose logs -- -f");
+        assert_eq!(
+            rewrite("rcompose run -p 80:80 -p8080:80 web ls -p"),
+            "rcompose run --publish 80:80 --publish=8080:80 web ls -p"
+        );
+        assert_eq!(
+            rewrite("rcompose -p x commit -p web"),
+            "rcompose -p x commit --pause web"
+        );
+        // clap's own checks of the whole command line (unique short names).
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -80,8 +80,8 @@ pub struct RunArgs {
     /// Don't start linked services
     #[arg(long = "no-deps")]
     pub no_deps: bool,
-    /// Publish a container's port(s) to the host
-    #[arg(short = 'p', long = "publish")]
+    /// Publish a container's port(s) to the host (-p)
+    #[arg(long = "publish")]
     pub publish: Vec<String>,
     /// Run command with the service's ports enabled and mapped to the host
     #[arg(short = 'P', long = "service-ports")]
@@ -142,8 +142,8 @@ pub struct CommitArgs {
     /// Commit message
     #[arg(short = 'm', long)]
     pub message: Option<String>,
-    /// Pause container during commit
-    #[arg(short = 'p', long, default_value_t = true)]
+    /// Pause container during commit (-p)
+    #[arg(long, default_value_t = true)]
     pub pause: bool,
     /// Index of the container if service has multiple replicas
     #[arg(long, default_value_t = 1)]

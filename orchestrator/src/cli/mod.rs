@@ -411,8 +411,8 @@ pub struct KillArgs {
 /// `rm` flags.
 #[derive(Args, Debug)]
 pub struct RmArgs {
-    /// Don't ask to confirm removal
-    #[arg(short = 'f', long)]
+    /// Don't ask to confirm removal (-f)
+    #[arg(long)]
     pub force: bool,
     /// Stop the containers, if required, before removing
     #[arg(short = 's', long)]
@@ -443,8 +443,8 @@ pub struct BuildArgs {
 /// `logs` flags.
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// Follow log output
-    #[arg(short = 'f', long)]
+    /// Follow log output (-f)
+    #[arg(long)]
     pub follow: bool,
     /// Number of lines to show from the end of the logs for each container
     #[arg(short = 'n', long, default_value = "all")]

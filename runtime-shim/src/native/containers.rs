@@ -722,7 +722,12 @@ impl NativeRuntime {
             }));
         }
         config["mounts"] = json!(mounts);
+        let caps: std::collections::HashSet<_> = bundle::capabilities(spec)?.into_iter().collect();
+        let seccomp = super::seccomp::for_container(spec, &caps)?;
         let linux = &mut config["linux"];
+        if let Some(profile) = seccomp {
+            linux["seccomp"] = profile;
+        }
         linux["cgroupsPath"] = json!(format!("/rcompose/{}", record.id));
         linux["resources"] = resources(spec);
         if !spec.sysctls.is_empty() {

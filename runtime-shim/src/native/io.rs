@@ -475,7 +475,7 @@ impl NativeRuntime {
             } else {
                 second.memory_limit
             },
-            net_io: (0, 0),
+            net_io: net_io(o.status.pid),
             block_io: second.block_io,
             pids: second.pids,
         })
@@ -533,6 +533,26 @@ fn ps_row(pid: i32) -> Option<Vec<String>> {
         format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
         cmd,
     ])
+}
+
+/// Bytes received and sent on the interfaces of a process's network
+/// namespace, loopback aside.
+fn net_io(pid: i32) -> (u64, u64) {
+    let text = fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            if name.trim() == "lo" {
+                return None;
+            }
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some((*f.first()?, *f.get(8)?))
+        })
+        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b))
 }
 
 fn host_memory() -> u64 {

@@ -23,6 +23,7 @@ pub mod logfile;
 pub mod network;
 pub mod reference;
 pub mod registry;
+pub mod seccomp;
 pub mod shim;
 pub mod state;
 pub mod store;

@@ -809,14 +809,15 @@ impl Monitor {
         if let Some(check) = self.check.take() {
             let _ = check.thread.join();
         }
-        for w in self.waiting.drain(..) {
-            answer(w, "ok");
-        }
         super::network::teardown(&self.dir);
         let _ = super::bundle::unmount_rootfs(&self.dir);
         let _ = fs::remove_file(&self.config.socket);
         self.status.phase = Phase::Exited;
         self.save();
+        // A stop is answered once nothing of the run is left.
+        for w in self.waiting.drain(..) {
+            answer(w, "ok");
+        }
     }
 }
 

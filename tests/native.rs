@@ -1,0 +1,590 @@
+//! The native runtime through the binary: a compose project run with no
+//! daemon (up, ps, port, logs, exec, scale, down, with nothing left on the
+//! host after), a monitor killed under a running container, bad input
+//! refused with nothing half-made, and the workshop's security demos on
+//! the native runtime and on the Docker Engine alike.
+//!
+//! They need root, runc, netavark with aardvark-dns and /bin/busybox (the
+//! README's test command installs them); without one they say SKIPPED,
+//! and under `CI=true` they fail instead, as the CI machine has them all.
+//! Each test has a state root and a project name of its own.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use rcompose_tests::{docker_available, rcompose_bin, stderr, stdout};
+
+/// Whether the native runtime can run containers here; says why not
+/// (and fails under CI, where it must).
+fn native_ready() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let runc = Command::new("runc").arg("--version").output().is_ok();
+    let netavark = Path::new("/usr/lib/podman/netavark").exists()
+        && Path::new("/usr/lib/podman/aardvark-dns").exists();
+    let busybox = Path::new("/bin/busybox").exists();
+    for (ok, what) in [
+        (root, "root"),
+        (runc, "runc"),
+        (netavark, "netavark and aardvark-dns"),
+        (busybox, "/bin/busybox"),
+    ] {
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{what} is missing on the CI machine"
+            );
+            eprintln!("SKIPPED: {what} is not available here");
+            return false;
+        }
+    }
+    true
+}
+
+/// A project on the native runtime with a state root of its own; `down`
+/// and the root removed when dropped.
+struct Project {
+    name: String,
+    dir: PathBuf,
+    root: PathBuf,
+    runtime: &'static str,
+}
+
+impl Project {
+    fn new(tag: &str, runtime: &'static str) -> Project {
+        let name = format!("rctn-{tag}-{}", std::process::id());
+        let base = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("project");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        Project {
+            name,
+            root: base.join("state"),
+            dir,
+            runtime,
+        }
+    }
+
+    fn write(&self, file: &str, content: &str) {
+        let path = self.dir.join(file);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        std::fs::write(path, content).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(rcompose_bin());
+        cmd.env("RCOMPOSE_ROOT", &self.root)
+            .env("NO_COLOR", "1")
+            .arg("--runtime")
+            .arg(self.runtime)
+            .arg("-p")
+            .arg(&self.name)
+            .current_dir(&self.dir);
+        cmd
+    }
+
+    fn rc(&self, args: &[&str]) -> Output {
+        self.command()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running rcompose: {e}"))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.rc(args);
+        assert!(
+            o.status.success(),
+            "rcompose {args:?} failed:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    /// Imports a root filesystem tarball into the project's runtime as
+    /// `name`.
+    fn import(&self, tarball: &Path, name: &str) {
+        if self.runtime == "native" {
+            let o = self.rc(&["image", "import", &tarball.display().to_string(), name]);
+            assert!(o.status.success(), "import: {}", stderr(&o));
+        } else {
+            let o = Command::new("docker")
+                .args(["import", &tarball.display().to_string(), name])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(o.status.success(), "docker import: {}", stderr(&o));
+        }
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.rc(&["down", "-v", "-t", "0"]);
+        let base = self
+            .root
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let _ = std::fs::remove_dir_all(base);
+    }
+}
+
+/// A root filesystem with busybox (and `extra` host binaries with their
+/// libraries), as a tarball in `dir`.
+fn rootfs_tarball(dir: &Path, extra: &[&str]) -> PathBuf {
+    let root = dir.join("rootfs");
+    let _ = std::fs::remove_dir_all(&root);
+    for d in ["bin", "tmp", "etc", "data"] {
+        std::fs::create_dir_all(root.join(d)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut perms = std::fs::metadata(root.join("tmp"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
+    let _ = std::fs::set_permissions(root.join("tmp"), perms);
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap_or_else(|e| panic!("{e}"));
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.contains('/') {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Host binaries with the libraries `ldd` names, at the same paths.
+    for binary in extra {
+        let mut files = vec![binary.to_string()];
+        let ldd = Command::new("ldd")
+            .arg(binary)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            if let Some(path) = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(str::to_string)
+            {
+                files.push(path);
+            }
+        }
+        for f in files {
+            let target = root.join(f.trim_start_matches('/'));
+            if let Some(parent) = target.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let real = std::fs::canonicalize(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
+            std::fs::copy(&real, &target).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+    let tarball = dir.join("rootfs.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "tar: {}", stderr(&o));
+    tarball
+}
+
+/// `GET /` on a host port; the body.
+fn http_get(port: u16) -> Option<String> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).ok()?;
+    answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not reached in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the host holds of a state root: mounts under it, monitors, network
+/// namespaces, bridges of its networks.
+fn leftovers(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let root_text = root.display().to_string();
+    for line in std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+    {
+        if line.contains(&root_text) {
+            found.push(format!("mount: {line}"));
+        }
+    }
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("rcompose-shim") && cmdline.contains(&root_text) {
+                found.push(format!("process: {cmdline}"));
+            }
+        }
+    }
+    if let Ok(netns) = std::fs::read_dir(root.join("run/netns")) {
+        for n in netns.flatten() {
+            found.push(format!("netns: {}", n.path().display()));
+        }
+    }
+    if let Ok(containers) = std::fs::read_dir(root.join("containers")) {
+        for c in containers.flatten() {
+            if c.file_name() != "by-name" {
+                found.push(format!("container: {}", c.path().display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_busybox_web_example_runs_without_a_daemon() {
+    if !native_ready() {
+        return;
+    }
+    let p = Project::new("web", "native");
+    let example = rcompose_tests::workspace().join("compose-examples/busybox-web");
+    p.write(
+        "compose.yaml",
+        &std::fs::read_to_string(example.join("compose.yaml")).unwrap_or_else(|e| panic!("{e}")),
+    );
+    p.write("www/index.html", "<h1>hello natively</h1>\n");
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, "local/busybox:latest");
+
+    p.ok(&["up", "-d"]);
+    let ps = p.ok(&["ps"]);
+    assert!(ps.contains("(healthy)"), "db healthy after up: {ps}");
+    assert_eq!(ps.lines().filter(|l| l.contains(" Up ")).count(), 2, "{ps}");
+    let port = |index: &str| -> u16 {
+        let out = p.ok(&["port", "--index", index, "web", "8080"]);
+        out.trim()
+            .rsplit(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("port: {out:?}"))
+    };
+    let first = port("1");
+    eventually("web answers on its published port", || {
+        http_get(first).is_some_and(|b| b.contains("hello natively"))
+    });
+    let out = p.ok(&[
+        "exec",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "cat /www/index.html; hostname",
+    ]);
+    assert!(out.starts_with("<h1>hello natively</h1>\n"), "{out}");
+    // The service names resolve on the project network.
+    let out = p.ok(&["exec", "-T", "db", "nslookup", "web"]);
+    assert!(out.contains("Address: 10."), "db resolves web: {out}");
+    p.ok(&[
+        "exec",
+        "-T",
+        "web",
+        "sh",
+        "-c",
+        "echo to-the-log > /proc/1/fd/1",
+    ]);
+    eventually("the log holds what the main process wrote", || {
+        p.ok(&["logs", "web"]).contains("to-the-log")
+    });
+
+    p.ok(&["scale", "web=2"]);
+    let ps = p.ok(&["ps", "web"]);
+    assert_eq!(ps.lines().filter(|l| l.contains(" Up ")).count(), 2, "{ps}");
+    let second = port("2");
+    assert_ne!(first, second);
+    eventually("the second replica answers", || {
+        http_get(second).is_some_and(|b| b.contains("hello natively"))
+    });
+    let out = p.ok(&["exec", "-T", "db", "nslookup", "web"]);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("Address: 10."))
+            .count(),
+        2,
+        "both replicas answer to the service name: {out}"
+    );
+
+    p.ok(&["down", "-t", "0"]);
+    let left = leftovers(&p.root);
+    assert!(left.is_empty(), "down left: {left:#?}");
+    assert!(p.ok(&["ps", "-a"]).lines().count() <= 1);
+}
+
+#[test]
+fn a_killed_monitor_leaves_an_exited_container_and_up_converges() {
+    if !native_ready() {
+        return;
+    }
+    let p = Project::new("ghost", "native");
+    p.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: local/busybox:latest\n    command: [\"sleep\", \"300\"]\n",
+    );
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, "local/busybox:latest");
+    p.ok(&["up", "-d"]);
+    // Kill the monitor with SIGKILL, as a crash would.
+    let root = p.root.display().to_string();
+    let shims: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            (cmdline.contains("rcompose-shim") && cmdline.contains(&root)).then_some(pid)
+        })
+        .collect();
+    assert_eq!(shims.len(), 1, "one monitor: {shims:?}");
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg(shims[0].to_string())
+        .status();
+    eventually("the container reads as exited", || {
+        p.ok(&["ps", "-a"]).contains("Exited")
+    });
+    assert!(p.ok(&["ps"]).lines().count() <= 1, "no running ghost");
+    p.ok(&["up", "-d"]);
+    let ps = p.ok(&["ps"]);
+    assert!(ps.contains(" Up "), "up converges: {ps}");
+    p.ok(&["down", "-t", "0"]);
+    let left = leftovers(&p.root);
+    assert!(left.is_empty(), "down left: {left:#?}");
+}
+
+#[test]
+fn bad_input_is_one_clear_error_with_nothing_half_made() {
+    if !native_ready() {
+        return;
+    }
+    let p = Project::new("bad", "native");
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, "local/busybox:latest");
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("{e}"));
+    let busy = held.local_addr().map(|a| a.port()).unwrap_or(0);
+    p.write("afile", "not a directory\n");
+    let cases = [
+        (
+            "services:\n  app:\n    image: local/nothing-here:1\n    pull_policy: never\n",
+            "local/nothing-here",
+        ),
+        (
+            &*format!("services:\n  app:\n    image: local/busybox:latest\n    command: [\"sleep\", \"300\"]\n    ports: [\"{busy}:80\"]\n"),
+            "port is already allocated",
+        ),
+        (
+            "services:\n  app:\n    image: local/busybox:latest\n    command: [\"sleep\", \"300\"]\n    volumes: [\"./afile:/tmp\"]\n",
+            "app",
+        ),
+    ];
+    for (compose, says) in cases {
+        p.write("compose.yaml", compose);
+        let o = p.rc(&["up", "-d"]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "up should fail for:\n{compose}");
+        assert!(err.contains(says), "the error names {says:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let left: Vec<String> = leftovers(&p.root)
+            .into_iter()
+            .filter(|l| !l.starts_with("container:"))
+            .collect();
+        assert!(left.is_empty(), "a failed up left: {left:#?}");
+        p.ok(&["down", "-t", "0"]);
+    }
+    drop(held);
+}
+
+/// The workshop's security demos, on one runtime: capabilities, seccomp,
+/// process and memory limits, read-only volumes and root filesystems.
+fn security_demos(runtime: &'static str) {
+    let p = Project::new(&format!("sec-{runtime}"), runtime);
+    let image = format!("rctn-secure-{}:1", std::process::id());
+    let tarball = rootfs_tarball(&p.dir, &["/usr/bin/keyctl"]);
+    p.import(&tarball, &image);
+    p.write(
+        "compose.yaml",
+        &format!(
+            r#"services:
+  nocap:
+    image: {image}
+    command: ["hostname", "rct-demo"]
+  cap:
+    image: {image}
+    cap_add: [SYS_ADMIN]
+    command: ["hostname", "rct-demo"]
+  keys:
+    image: {image}
+    command: ["keyctl", "show"]
+  keysfree:
+    image: {image}
+    security_opt: ["seccomp=unconfined"]
+    command: ["keyctl", "show"]
+  forkbomb:
+    image: {image}
+    pids_limit: 20
+    command: ["sh", "-c", "i=0; while [ $$i -lt 60 ]; do sleep 1 & i=$$((i+1)); done; wait; echo all-forked"]
+  forks:
+    image: {image}
+    command: ["sh", "-c", "i=0; while [ $$i -lt 60 ]; do sleep 1 & i=$$((i+1)); done; wait; echo all-forked"]
+  oom:
+    image: {image}
+    mem_limit: 32m
+    memswap_limit: 32m
+    command: ["sh", "-c", "x=$$(head -c 60000000 /dev/zero | tr '\\0' a); echo survived"]
+  rovol:
+    image: {image}
+    volumes: ["data:/data:ro"]
+    command: ["touch", "/data/x"]
+  rofs:
+    image: {image}
+    read_only: true
+    tmpfs: ["/tmp"]
+    command: ["sh", "-c", "touch /tmp/fine && touch /x"]
+volumes:
+  data: {{}}
+"#
+        ),
+    );
+    let run = |service: &str| -> Output { p.rc(&["run", "--rm", "-T", service]) };
+    let o = run("nocap");
+    assert!(!o.status.success(), "{runtime}: hostname without SYS_ADMIN");
+    let o = run("cap");
+    assert!(
+        o.status.success(),
+        "{runtime}: hostname with SYS_ADMIN: {}",
+        stderr(&o)
+    );
+    let o = run("keys");
+    assert!(
+        !o.status.success(),
+        "{runtime}: keyctl under the default seccomp profile: {}",
+        stdout(&o)
+    );
+    let o = run("keysfree");
+    assert!(
+        o.status.success(),
+        "{runtime}: keyctl with seccomp=unconfined: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // 60 processes: fine without a limit, held at the 20th with one.
+    let o = run("forks");
+    assert!(
+        o.status.success() && stdout(&o).contains("all-forked"),
+        "{runtime}: 60 processes without a limit: {}",
+        stderr(&o)
+    );
+    let o = run("forkbomb");
+    assert!(
+        !o.status.success() && stderr(&o).contains("can't fork"),
+        "{runtime}: the fork bomb is held by pids_limit: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = p.rc(&["run", "--name", &format!("{}-oom", p.name), "-T", "oom"]);
+    assert_eq!(
+        o.status.code(),
+        Some(137),
+        "{runtime}: 60 MB under a 32 MB limit is killed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let oom_recorded = if runtime == "native" {
+        std::fs::read_dir(p.root.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|c| {
+                std::fs::read_to_string(c.path().join("status.json"))
+                    .is_ok_and(|s| s.contains("\"oom_killed\": true"))
+            })
+    } else {
+        let o = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.State.OOMKilled}}",
+                &format!("{}-oom", p.name),
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        stdout(&o).trim() == "true"
+    };
+    assert!(oom_recorded, "{runtime}: the kill is recorded as OOM");
+    let o = run("rovol");
+    assert!(!o.status.success(), "{runtime}: a write to a :ro volume");
+    let o = run("rofs");
+    assert!(
+        !o.status.success() && stderr(&o).contains("Read-only"),
+        "{runtime}: a write to a read-only root filesystem: {}",
+        stderr(&o)
+    );
+    let _ = p.rc(&["rm", "-f", "oom"]);
+    if runtime == "docker" {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &format!("{}-oom", p.name)])
+            .output();
+        let _ = Command::new("docker").args(["rmi", &image]).output();
+    }
+}
+
+#[test]
+fn the_security_demos_hold_natively() {
+    if !native_ready() {
+        return;
+    }
+    if !Path::new("/usr/bin/keyctl").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "keyctl missing on CI"
+        );
+        eprintln!("SKIPPED: keyctl (Debian's keyutils) is not installed");
+        return;
+    }
+    security_demos("native");
+}
+
+#[test]
+fn the_security_demos_hold_on_docker() {
+    if !docker_available()
+        || !Path::new("/usr/bin/keyctl").exists()
+        || !Path::new("/bin/busybox").exists()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Docker Engine, keyctl or busybox is missing on CI"
+        );
+        eprintln!("SKIPPED: the Docker Engine, keyctl (keyutils) or /bin/busybox is not available");
+        return;
+    }
+    security_demos("docker");
+}
