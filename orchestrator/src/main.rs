@@ -119,6 +119,8 @@ enum Command {
     Commit(cli::interactive::CommitArgs),
     /// Export a service container's filesystem as a tar archive
     Export(cli::interactive::ExportArgs),
+    /// List what a service container changed in its filesystem
+    Diff(cli::interactive::DiffArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(cli::interactive::StatsArgs),
     /// Receive real time events from containers
@@ -455,6 +457,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             args,
         )),
         Command::Export(args) => cli::block_on(cli::interactive::export(
+            load(&[])?,
+            g.project_name.is_some(),
+            args,
+        )),
+        Command::Diff(args) => cli::block_on(cli::interactive::diff(
             load(&[])?,
             g.project_name.is_some(),
             args,

@@ -2176,6 +2176,28 @@ impl Archives for DockerRuntime {
             .map_err(err("container", container))?;
         Ok(id.id)
     }
+
+    async fn changes(&self, container: &str) -> Result<Vec<crate::Change>> {
+        let list = self
+            .docker
+            .container_changes(container)
+            .await
+            .map_err(err("container", container))?
+            .unwrap_or_default();
+        let mut out: Vec<crate::Change> = list
+            .into_iter()
+            .map(|c| crate::Change {
+                kind: match c.kind {
+                    m::ChangeType::_1 => crate::ChangeKind::Added,
+                    m::ChangeType::_2 => crate::ChangeKind::Deleted,
+                    _ => crate::ChangeKind::Changed,
+                },
+                path: c.path,
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
 }
 
 #[async_trait::async_trait]

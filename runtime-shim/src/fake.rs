@@ -698,6 +698,11 @@ impl Archives for FakeRuntime {
         }
         Ok("sha256:fake".into())
     }
+
+    async fn changes(&self, container: &str) -> Result<Vec<crate::Change>> {
+        drop(self.record(format!("diff {container}"))?);
+        Ok(vec![])
+    }
 }
 
 #[async_trait::async_trait]

@@ -171,6 +171,9 @@ pub trait Archives: Send + Sync {
 
     /// Makes an image of a container's filesystem; returns the image id.
     async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String>;
+
+    /// What the container changed in its filesystem, by path.
+    async fn changes(&self, container: &str) -> Result<Vec<Change>>;
 }
 
 /// What runs in a container and what it uses.

@@ -865,3 +865,34 @@ pub struct CommitSpec {
     /// Dockerfile instructions to apply (`CMD ...`, `ENV ...`).
     pub changes: Vec<String>,
 }
+
+/// How a path of a container's filesystem differs from its image's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// Added.
+    Added,
+    /// Changed (its content, metadata, or something under it).
+    Changed,
+    /// Deleted.
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The letter `docker diff` prints.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One change of a container's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The absolute path in the container.
+    pub path: String,
+}

@@ -167,6 +167,16 @@ pub struct ExportArgs {
     pub service: String,
 }
 
+/// `diff` flags.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u32,
+    /// The service
+    pub service: String,
+}
+
 /// `stats` flags.
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -847,6 +857,19 @@ pub async fn export(options: LoadOptions, named: bool, args: ExportArgs) -> Resu
         out.write_all(&chunk?)?;
     }
     out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `diff`: what a service container changed in its filesystem, as
+/// `docker diff` prints it (A added, C changed, D deleted).
+pub async fn diff(options: LoadOptions, named: bool, args: DiffArgs) -> Result<ExitCode> {
+    let project = load_project(&options, named)?;
+    let rt = connect().await?;
+    let c = service_container(&rt, &project, &args.service, args.index).await?;
+    let mut out = std::io::stdout().lock();
+    for change in rt.changes(&c.id).await? {
+        writeln!(out, "{} {}", change.kind.letter(), change.path)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -579,6 +579,92 @@ fn unquote(s: &str) -> String {
     s.to_string()
 }
 
+/// What `commit` makes of a container, besides its layer.
+pub struct Commit<'a> {
+    /// The image configuration's `config` part (the container's).
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Dockerfile instructions applied over it.
+    pub changes: &'a [String],
+    /// The new image's name, if any.
+    pub name: Option<&'a str>,
+    /// Its author.
+    pub author: &'a str,
+    /// The history's comment.
+    pub comment: &'a str,
+}
+
+/// Makes a new image of `parent` with one more layer (`layer`, a plain tar
+/// whose whiteouts are OCI's), as `docker commit` does. Returns the new
+/// image's id.
+pub fn commit(
+    store: &Store,
+    parent: &StoredImage,
+    layer: impl Read,
+    what: Commit<'_>,
+) -> Result<Digest> {
+    let Commit {
+        config,
+        changes,
+        name,
+        author,
+        comment,
+    } = what;
+    let name = name.map(reference::normalize).transpose()?;
+    let mut config = config;
+    for c in changes {
+        apply_change(&mut config, c)?;
+    }
+    let _writing = store.writing()?;
+    let (diff_id, size) = store.put_blob(layer, None, "the container's changes")?;
+    let now = jiff::Timestamp::now().to_string();
+    let mut image_config = parent.config.clone();
+    image_config["created"] = serde_json::json!(now);
+    image_config["config"] = serde_json::Value::Object(config);
+    if !author.is_empty() {
+        image_config["author"] = serde_json::json!(author);
+    }
+    let mut diff_ids = parent.config_file.rootfs.diff_ids.clone();
+    diff_ids.push(diff_id.clone());
+    image_config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": diff_ids});
+    let mut history = image_config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .cloned()
+        .unwrap_or_default();
+    history.push(serde_json::json!({"created": now, "author": author, "comment": comment}));
+    image_config["history"] = serde_json::json!(history);
+    let bytes =
+        serde_json::to_vec(&image_config).map_err(|e| failed("writing a configuration", e))?;
+    let config_digest = store.put_bytes(&bytes, "a configuration")?;
+    let mut layers = parent.manifest_doc.layers.clone();
+    layers.push(Descriptor {
+        media_type: OCI_LAYER.to_string(),
+        digest: diff_id,
+        size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    });
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.to_string()),
+        config: Descriptor {
+            media_type: OCI_CONFIG.to_string(),
+            digest: config_digest.clone(),
+            size: bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        layers,
+    };
+    let manifest_bytes =
+        serde_json::to_vec(&manifest).map_err(|e| failed("writing a manifest", e))?;
+    let manifest_digest = store.put_bytes(&manifest_bytes, "a manifest")?;
+    let what = name.clone().unwrap_or_else(|| config_digest.to_string());
+    let descriptor = store.complete(&manifest_digest, &what)?;
+    store.name(&descriptor, name.as_slice())?;
+    Ok(config_digest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

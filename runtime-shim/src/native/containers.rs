@@ -327,6 +327,9 @@ impl NativeRuntime {
 
     /// Creates a container's record; nothing runs yet.
     pub(super) fn create(&self, spec: &ContainerSpec) -> Result<String> {
+        // As a writer: no collection between finding the image and
+        // pinning it for the container.
+        let _writing = self.store.writing()?;
         let image = self
             .store
             .find(&spec.image)?
@@ -402,7 +405,9 @@ impl NativeRuntime {
                 spec,
                 anonymous_volumes: anonymous,
                 image_ports,
+                image_manifest: image.manifest.to_string(),
             };
+            self.store.pin(&id, &image.manifest)?;
             write_json(&paths.status(), &Status::default())?;
             write_json(&paths.record(), &record)?;
             Ok(record)
@@ -413,6 +418,7 @@ impl NativeRuntime {
                 Ok(id)
             }
             Err(e) => {
+                self.store.unpin(&id);
                 let _ = fs::remove_file(&link);
                 let _ = fs::remove_dir_all(&paths.dir);
                 Err(e)
@@ -438,13 +444,7 @@ impl NativeRuntime {
                 }
             }
         }
-        let image = self
-            .store
-            .find(&record.image_id)?
-            .ok_or_else(|| RuntimeError::NotFound {
-                kind: "image",
-                name: record.spec.image.clone(),
-            })?;
+        let image = self.image_of(record)?;
         let dir = &o.paths.dir;
         // What a run that did not end cleanly may have left.
         self.clean_up_run(&record.id, &o.paths);
@@ -772,6 +772,37 @@ impl NativeRuntime {
             _ => {}
         }
         linux["namespaces"] = json!(namespaces);
+        let (devices, rules) = devices(spec)?;
+        if !devices.is_empty() {
+            linux["devices"] = json!(devices);
+            linux["resources"]["devices"] = json!(rules);
+        }
+        if spec.init == Some(true) {
+            // A minimal init as PID 1 (Podman's catatonit, as Docker has
+            // tini), which reaps orphans and passes signals on.
+            let init = init_binary().ok_or_else(|| {
+                refused(format!(
+                    "container {}: init: true needs catatonit (Debian's catatonit package; RCOMPOSE_INIT names another init)",
+                    record.name
+                ))
+            })?;
+            let mounts = config["mounts"].as_array_mut();
+            if let Some(mounts) = mounts {
+                mounts.push(json!({
+                    "destination": "/sbin/docker-init",
+                    "type": "bind",
+                    "source": init,
+                    "options": ["rbind", "ro", "rprivate"],
+                }));
+            }
+            let args: Vec<Value> = config["process"]["args"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut with_init = vec![json!("/sbin/docker-init"), json!("--")];
+            with_init.extend(args);
+            config["process"]["args"] = json!(with_init);
+        }
         if spec.oom_score_adj != 0 {
             config["process"]["oomScoreAdj"] = json!(spec.oom_score_adj);
         }
@@ -857,6 +888,19 @@ impl NativeRuntime {
                 )
             }
         })
+    }
+
+    /// The image a container was created from, by its pinned manifest
+    /// (named or not any more).
+    pub(super) fn image_of(&self, record: &Record) -> Result<StoredImage> {
+        let missing = || RuntimeError::NotFound {
+            kind: "image",
+            name: record.spec.image.clone(),
+        };
+        match super::layout::Digest::parse(&record.image_manifest) {
+            Some(manifest) => self.store.image(&manifest, vec![]).map_err(|_| missing()),
+            None => self.store.find(&record.image_id)?.ok_or_else(missing),
+        }
     }
 
     /// Gives a container its addresses and ports, and sets its networks up
@@ -1107,10 +1151,8 @@ impl NativeRuntime {
         }
         let spec = &o.record.spec;
         let signal = if spec.stop_signal.is_empty() {
-            self.store
-                .find(&o.record.image_id)
+            self.image_of(&o.record)
                 .ok()
-                .flatten()
                 .and_then(|i| {
                     i.config
                         .get("config")
@@ -1266,6 +1308,7 @@ impl NativeRuntime {
         let _ = fs::remove_file(self.names_dir().join(&o.record.name));
         fs::remove_dir_all(&o.paths.dir)
             .map_err(|e| failed(format!("removing container {}", o.record.name), e))?;
+        self.store.unpin(&o.record.id);
         if volumes {
             for v in &o.record.anonymous_volumes {
                 let _ = self.drop_volume(v);
@@ -1363,6 +1406,68 @@ fn probe(spec: &ContainerSpec, image: &StoredImage) -> Option<state::Probe> {
         start_period_ms: pick(h.start_period_ns, "StartPeriod", 0),
         start_interval_ms: pick(h.start_interval_ns, "StartInterval", 5_000),
     })
+}
+
+/// The init binary `init: true` runs as PID 1.
+fn init_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RCOMPOSE_INIT").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    [
+        "/usr/bin/catatonit",
+        "/usr/libexec/podman/catatonit",
+        "/usr/bin/tini-static",
+        "/usr/bin/tini",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// The host devices a container gets (`linux.devices`) and the cgroup
+/// rules that let it use them.
+fn devices(spec: &ContainerSpec) -> Result<(Vec<Value>, Vec<Value>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut devices = Vec::new();
+    let mut rules = Vec::new();
+    for d in &spec.devices {
+        let meta = fs::metadata(&d.host_path).map_err(|e| {
+            refused(format!(
+                "container {}: error gathering device information while adding custom device {:?}: {e}",
+                spec.name, d.host_path
+            ))
+        })?;
+        let kind = if meta.file_type().is_char_device() {
+            "c"
+        } else if meta.file_type().is_block_device() {
+            "b"
+        } else {
+            return Err(refused(format!(
+                "container {}: {} is not a device",
+                spec.name, d.host_path
+            )));
+        };
+        let rdev = meta.rdev();
+        let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+        let target = if d.container_path.is_empty() {
+            &d.host_path
+        } else {
+            &d.container_path
+        };
+        devices.push(json!({
+            "path": target, "type": kind, "major": major, "minor": minor,
+            "fileMode": meta.mode() & 0o777, "uid": meta.uid(), "gid": meta.gid(),
+        }));
+        let access = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            &d.permissions
+        };
+        rules.push(
+            json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": access}),
+        );
+    }
+    Ok((devices, rules))
 }
 
 /// `linux.resources` of the runtime spec.

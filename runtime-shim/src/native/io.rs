@@ -418,13 +418,7 @@ impl NativeRuntime {
     /// filesystem, mounted for the while when it is stopped).
     pub(super) fn export_tar(&self, key: &str) -> Result<Vec<u8>> {
         let o = self.find_container(key)?;
-        let image = self
-            .store
-            .find(&o.record.image_id)?
-            .ok_or_else(|| RuntimeError::NotFound {
-                kind: "image",
-                name: o.record.spec.image.clone(),
-            })?;
+        let image = self.image_of(&o.record)?;
         let mounted_here = !o.running();
         let rootfs = if mounted_here {
             bundle::mount_rootfs(&self.store, &image, &o.paths.dir)?
@@ -441,6 +435,83 @@ impl NativeRuntime {
         builder
             .into_inner()
             .map_err(|e| failed(format!("exporting {}", o.record.name), e))
+    }
+
+    /// `diff`: what the container changed, from its upper directory.
+    pub(super) fn container_changes(&self, key: &str) -> Result<Vec<crate::Change>> {
+        let o = self.find_container(key)?;
+        let image = self.image_of(&o.record)?;
+        let lower: Vec<PathBuf> = image
+            .config_file
+            .rootfs
+            .diff_ids
+            .iter()
+            .rev()
+            .map(|d| self.store.layer_root(d))
+            .collect();
+        Ok(super::changes::list(&o.paths.upper(), &lower))
+    }
+
+    /// `commit`: the image plus the container's changes as a layer, with
+    /// the container's configuration.
+    pub(super) fn commit_container(&self, key: &str, spec: &crate::CommitSpec) -> Result<String> {
+        let o = self.find_container(key)?;
+        let image = self.image_of(&o.record)?;
+        let pause = spec.pause && o.running() && !o.paused;
+        if pause {
+            self.pause(key)?;
+        }
+        let mut layer = Vec::new();
+        let written = super::changes::layer(&o.paths.upper(), &mut layer);
+        if pause {
+            let _ = self.unpause(key);
+        }
+        written.map_err(|e| failed(format!("committing {}", o.record.name), e))?;
+        let c = &o.record.spec;
+        let mut config = image
+            .config
+            .get("config")
+            .and_then(|v| v.as_object())
+            .cloned()
+            .unwrap_or_default();
+        if !c.env.is_empty() {
+            let mut env: Vec<String> = config
+                .get("Env")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            for kv in &c.env {
+                let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+                env.push(kv.clone());
+            }
+            config.insert("Env".into(), serde_json::json!(env));
+        }
+        if let Some(cmd) = &c.command {
+            config.insert("Cmd".into(), serde_json::json!(cmd));
+        }
+        if let Some(ep) = &c.entrypoint {
+            config.insert("Entrypoint".into(), serde_json::json!(ep));
+        }
+        if !c.working_dir.is_empty() {
+            config.insert("WorkingDir".into(), serde_json::json!(c.working_dir));
+        }
+        if !c.user.is_empty() {
+            config.insert("User".into(), serde_json::json!(c.user));
+        }
+        let reference = (!spec.reference.is_empty()).then_some(spec.reference.as_str());
+        let id = super::archive::commit(
+            &self.store,
+            &image,
+            layer.as_slice(),
+            super::archive::Commit {
+                config,
+                changes: &spec.changes,
+                name: reference,
+                author: &spec.author,
+                comment: &spec.message,
+            },
+        )?;
+        Ok(id.to_string())
     }
 
     pub(super) async fn sample(&self, key: &str) -> Result<Stats> {

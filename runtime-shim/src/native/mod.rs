@@ -15,6 +15,7 @@
 pub mod archive;
 pub mod bundle;
 pub mod cgroup;
+pub mod changes;
 pub mod containers;
 pub mod events;
 mod io;
@@ -351,9 +352,27 @@ impl Runtime for NativeRuntime {
     }
 
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
-        let store = self.store.clone();
+        let rt = self.clone();
         let reference = reference.to_string();
-        blocking(move || remove(&store, &reference, force)).await
+        blocking(move || {
+            // As Docker: an image a container uses goes only by force (and
+            // then only its name goes: the container keeps it).
+            if let Some(image) = rt.store.find(&reference)? {
+                let user = rt
+                    .all_containers()
+                    .into_iter()
+                    .find(|o| o.record.image_id == image.id.to_string());
+                if let (Some(user), false) = (user, force) {
+                    return Err(RuntimeError::Engine(format!(
+                        "conflict: unable to remove repository reference \"{reference}\" (must force) - container {} is using its referenced image {}",
+                        user.record.id.get(..12).unwrap_or(""),
+                        image.id.hex().get(..12).unwrap_or("")
+                    )));
+                }
+            }
+            remove(&rt.store, &reference, force)
+        })
+        .await
     }
 
     async fn events(&self, filter: &[LabelFilter]) -> Result<BoxStream<ContainerEvent>> {
@@ -506,10 +525,11 @@ impl Images for NativeRuntime {
 
     async fn prune_images(&self, all: bool) -> Result<(Vec<String>, u64)> {
         let store = self.store.clone();
+        let pinned = self.store.pinned();
         blocking(move || {
             // Decided and done in one edit of the names, so that a name a
-            // load gives meanwhile is not lost. No container can use an
-            // image yet: `all` removes every one.
+            // load gives meanwhile is not lost. `all` removes every image
+            // no container uses.
             let dangling = store.edit_index(|entries| {
                 let tagged: BTreeSet<Digest> = entries
                     .iter()
@@ -524,6 +544,7 @@ impl Images for NativeRuntime {
                     .iter()
                     .map(|d| d.digest.clone())
                     .filter(|d| all || !tagged.contains(d))
+                    .filter(|d| !pinned.contains(d))
                     .collect();
                 entries.retain(|d| !gone.contains(&d.digest));
                 Ok(gone)
@@ -600,9 +621,16 @@ impl Archives for NativeRuntime {
         Ok(one_chunk(blocking(move || rt.export_tar(&c)).await?))
     }
 
-    async fn commit(&self, container: &str, _spec: &CommitSpec) -> Result<String> {
-        self.find_container(container)?;
-        Err(not_yet("commit containers"))
+    async fn commit(&self, container: &str, spec: &CommitSpec) -> Result<String> {
+        let rt = self.clone();
+        let (c, spec) = (container.to_string(), spec.clone());
+        blocking(move || rt.commit_container(&c, &spec)).await
+    }
+
+    async fn changes(&self, container: &str) -> Result<Vec<crate::Change>> {
+        let rt = self.clone();
+        let c = container.to_string();
+        blocking(move || rt.container_changes(&c)).await
     }
 }
 

@@ -197,7 +197,6 @@ pub fn teardown(dir: &Path) {
         let _ = fs::remove_file(held);
     }
     let _ = fs::remove_file(&file);
-    prune_global_rules(&attached.config);
 }
 
 fn iptables(args: &[&str]) -> Option<String> {
@@ -216,7 +215,7 @@ fn iptables(args: &[&str]) -> Option<String> {
 /// jump, the port-forwarding chains) when its last network goes. When no
 /// network of anyone uses them any more, they go too: nothing of a
 /// container stays on the host after it.
-fn prune_global_rules(config: &str) {
+pub fn prune_global_rules(config: &str) {
     let Ok(lock) = fs::OpenOptions::new()
         .create(true)
         .truncate(false)

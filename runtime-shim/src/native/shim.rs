@@ -4,7 +4,7 @@
 //! as the container's main process, and through the restarts of its
 //! restart policy:
 //!
-//! - it runs `runc create` and `runc start` on the bundle, and is the
+//! - it runs `runc run --detach` on the bundle, and is the
 //!   subreaper the container's init is handed to, so it collects its exit
 //!   status (through a pidfd, with no signal handling);
 //! - it holds the container's standard streams (pipes, or the terminal's
@@ -321,7 +321,8 @@ impl Monitor {
             .arg(&log)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
+            .arg("run")
+            .arg("--detach")
             .arg("--bundle")
             .arg(&self.dir)
             .arg("--pid-file")
@@ -355,8 +356,10 @@ impl Monitor {
             None
         };
         command.arg(&id);
-        // Run to its end, then dropped: the container holds the only
-        // writing ends of its output pipes.
+        // `runc run --detach`: created and started in one call (one Go
+        // process less than create then start). Run to its end, then
+        // dropped: the container holds the only writing ends of its
+        // output pipes.
         let created = command.status();
         drop(command);
         let created = created.map_err(|e| format!("running {}: {e}", self.config.runc))?;
@@ -364,7 +367,7 @@ impl Monitor {
             if let Some((_, path)) = &console {
                 let _ = fs::remove_file(path);
             }
-            return Err(runc_error(&log).unwrap_or_else(|| format!("runc create: {created}")));
+            return Err(runc_error(&log).unwrap_or_else(|| format!("runc run: {created}")));
         }
         if let Some((listener, path)) = console {
             let master = receive_fd(&listener);
@@ -386,10 +389,6 @@ impl Monitor {
                     .map_err(|_| "the container's process is gone")
             })
             .map_err(str::to_string)?;
-        if let Err(e) = self.runc_call(&["start", &id]) {
-            let _ = self.runc_call(&["delete", "--force", &id]);
-            return Err(e);
-        }
         for fd in [&out, &err].into_iter().flatten() {
             let _ = rustix::io::ioctl_fionbio(fd, true);
         }

@@ -53,6 +53,10 @@ pub struct Record {
     /// Ports the image exposes, `80/tcp`.
     #[serde(default)]
     pub image_ports: Vec<String>,
+    /// The image's manifest (pinned in the store while the container
+    /// exists, named or not).
+    #[serde(default)]
+    pub image_manifest: String,
 }
 
 /// How a health check runs, resolved from the spec and the image.

@@ -698,8 +698,35 @@ impl Store {
         })
     }
 
-    /// Removes blobs and unpacked layers that no name reaches; returns the
-    /// bytes freed. Waits for writers in progress.
+    /// Keeps an image for `owner` (a container), named or not: garbage
+    /// collection treats it as named while the pin exists. Call it as a
+    /// writer ([`Store::writing`]), so that no collection runs between
+    /// finding the image and pinning it.
+    pub fn pin(&self, owner: &str, manifest: &Digest) -> Result<()> {
+        let dir = self.dir.join("pins");
+        fs::create_dir_all(&dir).map_err(|e| failed("pinning an image", e))?;
+        fs::write(dir.join(owner), manifest.to_string()).map_err(|e| failed("pinning an image", e))
+    }
+
+    /// Lets go of an owner's pin.
+    pub fn unpin(&self, owner: &str) {
+        let _ = fs::remove_file(self.dir.join("pins").join(owner));
+    }
+
+    /// The manifests pinned by owners.
+    pub fn pinned(&self) -> BTreeSet<Digest> {
+        fs::read_dir(self.dir.join("pins"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| fs::read_to_string(e.path()).ok())
+                    .filter_map(|t| Digest::parse(t.trim()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes blobs and unpacked layers that no name and no pin reaches;
+    /// returns the bytes freed. Waits for writers in progress.
     pub fn collect_garbage(&self) -> Result<u64> {
         let _gc = self.lock("gc.lock", true)?;
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
@@ -708,6 +735,18 @@ impl Store {
             // A named document that cannot be read stops the collection:
             // what it names cannot be told from garbage.
             self.reach(&d, &mut blobs, &mut layers, 0)?;
+        }
+        for manifest in self.pinned() {
+            let d = Descriptor {
+                media_type: String::new(),
+                digest: manifest,
+                size: 0,
+                annotations: BTreeMap::new(),
+                platform: None,
+            };
+            if self.has_blob(&d.digest) {
+                self.reach(&d, &mut blobs, &mut layers, 0)?;
+            }
         }
         let mut freed = 0;
         for (sub, keep) in [("blobs/sha256", &blobs), ("layers/sha256", &layers)] {

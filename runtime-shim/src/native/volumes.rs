@@ -492,7 +492,11 @@ impl NativeRuntime {
         }
         let _ = fs::remove_dir_all(self.addresses_dir(name));
         fs::remove_file(self.networks_dir().join(format!("{name}.json")))
-            .map_err(|e| failed(format!("removing network {name}"), e))
+            .map_err(|e| failed(format!("removing network {name}"), e))?;
+        // netavark removed the network's own rules with its last
+        // container; what its networks share goes with the last of them.
+        super::network::prune_global_rules(&self.run.join("netavark").display().to_string());
+        Ok(())
     }
 }
 
