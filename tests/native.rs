@@ -464,6 +464,10 @@ fn security_demos(runtime: &'static str) {
     image: {image}
     volumes: ["data:/data:ro"]
     command: ["touch", "/data/x"]
+  init:
+    image: {image}
+    init: true
+    command: ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo"]
   rofs:
     image: {image}
     read_only: true
@@ -546,6 +550,13 @@ volumes:
     assert!(
         !o.status.success() && stderr(&o).contains("Read-only"),
         "{runtime}: a write to a read-only root filesystem: {}",
+        stderr(&o)
+    );
+    let o = run("init");
+    assert!(
+        stdout(&o).starts_with("/sbin/docker-init -- sh -c"),
+        "{runtime}: init: true puts an init as PID 1: {}{}",
+        stdout(&o),
         stderr(&o)
     );
     let _ = p.rc(&["rm", "-f", "oom"]);
