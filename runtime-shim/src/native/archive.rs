@@ -411,8 +411,26 @@ pub fn import(
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": now, "comment": comment}],
     });
+    let layer = Descriptor {
+        media_type: OCI_LAYER.to_string(),
+        digest: diff_id,
+        size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    };
+    store_image(store, &image_config, vec![layer], name)
+}
+
+/// Stores an image's configuration and manifest (its layers already in
+/// the store), unpacks what is not yet, and names it. Returns its id.
+fn store_image(
+    store: &Store,
+    image_config: &serde_json::Value,
+    layers: Vec<Descriptor>,
+    name: Option<String>,
+) -> Result<Digest> {
     let bytes =
-        serde_json::to_vec(&image_config).map_err(|e| failed("writing a configuration", e))?;
+        serde_json::to_vec(image_config).map_err(|e| failed("writing a configuration", e))?;
     let config_digest = store.put_bytes(&bytes, "a configuration")?;
     let manifest = Manifest {
         schema_version: 2,
@@ -424,13 +442,7 @@ pub fn import(
             annotations: BTreeMap::new(),
             platform: None,
         },
-        layers: vec![Descriptor {
-            media_type: OCI_LAYER.to_string(),
-            digest: diff_id,
-            size,
-            annotations: BTreeMap::new(),
-            platform: None,
-        }],
+        layers,
     };
     let manifest_bytes =
         serde_json::to_vec(&manifest).map_err(|e| failed("writing a manifest", e))?;
@@ -633,9 +645,6 @@ pub fn commit(
         .unwrap_or_default();
     history.push(serde_json::json!({"created": now, "author": author, "comment": comment}));
     image_config["history"] = serde_json::json!(history);
-    let bytes =
-        serde_json::to_vec(&image_config).map_err(|e| failed("writing a configuration", e))?;
-    let config_digest = store.put_bytes(&bytes, "a configuration")?;
     let mut layers = parent.manifest_doc.layers.clone();
     layers.push(Descriptor {
         media_type: OCI_LAYER.to_string(),
@@ -644,25 +653,7 @@ pub fn commit(
         annotations: BTreeMap::new(),
         platform: None,
     });
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: OCI_CONFIG.to_string(),
-            digest: config_digest.clone(),
-            size: bytes.len() as u64,
-            annotations: BTreeMap::new(),
-            platform: None,
-        },
-        layers,
-    };
-    let manifest_bytes =
-        serde_json::to_vec(&manifest).map_err(|e| failed("writing a manifest", e))?;
-    let manifest_digest = store.put_bytes(&manifest_bytes, "a manifest")?;
-    let what = name.clone().unwrap_or_else(|| config_digest.to_string());
-    let descriptor = store.complete(&manifest_digest, &what)?;
-    store.name(&descriptor, name.as_slice())?;
-    Ok(config_digest)
+    store_image(store, &image_config, layers, name)
 }
 
 #[cfg(test)]

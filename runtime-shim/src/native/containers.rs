@@ -30,7 +30,7 @@ pub(super) fn no_container(id: &str) -> RuntimeError {
     }
 }
 
-fn refused(what: impl std::fmt::Display) -> RuntimeError {
+pub(super) fn refused(what: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Engine(what.to_string())
 }
 

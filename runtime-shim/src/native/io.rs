@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use super::containers::Observed;
+use super::containers::{refused, Observed};
 use super::logfile::{self, Entry, Follower};
 use super::state::Phase;
 use super::store::failed;
@@ -16,10 +16,6 @@ use super::{bundle, cgroup, NativeRuntime};
 use crate::{
     BoxStream, ExecSpec, LogLine, LogOptions, Process, Result, RuntimeError, Session, Stats,
 };
-
-fn refused(what: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Engine(what.to_string())
-}
 
 /// How often a followed log is looked at.
 const FOLLOW: Duration = Duration::from_millis(15);

@@ -28,6 +28,7 @@ use serde_json::json;
 
 use super::state::{read_json, write_json};
 use super::store::failed;
+use super::volumes::lock;
 use crate::{Result, RuntimeError};
 
 /// Where Debian's podman network stack is.
@@ -67,6 +68,13 @@ pub struct Attached {
     pub held: Vec<String>,
     /// Published ports: (host ip, host port, container port, protocol).
     pub ports: Vec<(String, u16, u16, String)>,
+}
+
+impl Attached {
+    /// Runs netavark's `setup` or `teardown` with the recorded input.
+    fn netavark(&self, verb: &str) -> std::result::Result<(), String> {
+        run(&self.netavark, &self.config, verb, &self.netns, &self.setup)
+    }
 }
 
 /// Makes a network namespace, bound at `path`.
@@ -109,14 +117,7 @@ fn run(
     input: &serde_json::Value,
 ) -> std::result::Result<(), String> {
     let _ = fs::create_dir_all(config);
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(Path::new(config).join("rcompose.lock"))
-        .map_err(|e| format!("locking netavark's directory: {e}"))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| format!("locking netavark's directory: {e}"))?;
+    let _lock = lock(&Path::new(config).join("rcompose.lock")).map_err(|e| e.to_string())?;
     let mut child = Command::new(netavark)
         .arg("--config")
         .arg(config)
@@ -155,21 +156,9 @@ fn run(
 /// what was done.
 pub fn setup(attached: &Attached) -> Result<()> {
     fs::create_dir_all(&attached.config).map_err(|e| failed("creating netavark's directory", e))?;
-    if let Err(e) = run(
-        &attached.netavark,
-        &attached.config,
-        "setup",
-        &attached.netns,
-        &attached.setup,
-    ) {
+    if let Err(e) = attached.netavark("setup") {
         // netavark leaves what it did before failing.
-        let _ = run(
-            &attached.netavark,
-            &attached.config,
-            "teardown",
-            &attached.netns,
-            &attached.setup,
-        );
+        let _ = attached.netavark("teardown");
         return Err(RuntimeError::Engine(format!(
             "setting up its networks: {e}"
         )));
@@ -185,13 +174,7 @@ pub fn teardown(dir: &Path) {
     let Ok(attached) = read_json::<Attached>(&file) else {
         return;
     };
-    let _ = run(
-        &attached.netavark,
-        &attached.config,
-        "teardown",
-        &attached.netns,
-        &attached.setup,
-    );
+    let _ = attached.netavark("teardown");
     remove_netns(Path::new(&attached.netns));
     for held in &attached.held {
         let _ = fs::remove_file(held);
@@ -216,17 +199,9 @@ fn iptables(args: &[&str]) -> Option<String> {
 /// network of anyone uses them any more, they go too: nothing of a
 /// container stays on the host after it.
 pub fn prune_global_rules(config: &str) {
-    let Ok(lock) = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(Path::new(config).join("rcompose.lock"))
-    else {
+    let Ok(_lock) = lock(&Path::new(config).join("rcompose.lock")) else {
         return;
     };
-    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).is_err() {
-        return;
-    }
     let (Some(nat), Some(filter)) = (iptables(&["-t", "nat", "-S"]), iptables(&["-S"])) else {
         return;
     };
