@@ -590,6 +590,14 @@ fn ps_row(pid: i32) -> Option<Vec<String>> {
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect::<Vec<_>>()
         .join(" ");
+    // As ps shows a process with no arguments (one between exec's steps,
+    // or a zombie): its name in brackets.
+    let cmd = if cmd.is_empty() {
+        let comm = stat.split_once('(')?.1.rsplit_once(')')?.0;
+        format!("[{comm}]")
+    } else {
+        cmd
+    };
     Some(vec![
         uid,
         pid.to_string(),

@@ -392,6 +392,7 @@ impl Monitor {
         for fd in [&out, &err].into_iter().flatten() {
             let _ = rustix::io::ioctl_fionbio(fd, true);
         }
+        wait_for_exec(pid);
         self.run = Some(Run {
             pid,
             pidfd,
@@ -960,6 +961,24 @@ fn read_line(mut stream: &UnixStream) -> Option<String> {
 fn answer(mut stream: UnixStream, line: &str) {
     let _ = stream.set_nonblocking(false);
     let _ = writeln!(stream, "{line}");
+}
+
+/// Waits, briefly, until the container's first process has left runc's
+/// init for its own program. `runc run --detach` returns once it has
+/// released the process, which execs its command an instant later; the
+/// container counts as started (for `top`, `exec`, a healthcheck) only
+/// when it runs its command. Bounded: a process that never leaves runc
+/// is runc's business, and the monitor goes on.
+fn wait_for_exec(pid: i32) {
+    let exe = format!("/proc/{pid}/exe");
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        match fs::read_link(&exe) {
+            Ok(target) if !target.to_string_lossy().contains("runc") => return,
+            Ok(_) => std::thread::sleep(Duration::from_micros(500)),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Receives the terminal's master side that runc sends over the console
