@@ -54,10 +54,24 @@ struct Project {
     dir: PathBuf,
     root: PathBuf,
     runtime: &'static str,
+    /// Variables every command of it gets.
+    env: Vec<(&'static str, String)>,
+    /// Held while a native project lives (dropped after its `down`).
+    _serial: Option<std::fs::File>,
 }
 
 impl Project {
     fn new(tag: &str, runtime: &'static str) -> Project {
+        // Native projects of several state roots at once lose their
+        // names now and then (aardvark-dns of two roots on the host: being
+        // looked into under the networking issue): one at a time for now,
+        // across the test processes.
+        let serial = (runtime == "native").then(|| {
+            let lock = std::fs::File::create(std::env::temp_dir().join("rctn-native.lock"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            lock.lock().unwrap_or_else(|e| panic!("{e}"));
+            lock
+        });
         let name = format!("rctn-{tag}-{}", std::process::id());
         let base = std::env::temp_dir().join(&name);
         let _ = std::fs::remove_dir_all(&base);
@@ -68,7 +82,14 @@ impl Project {
             root: base.join("state"),
             dir,
             runtime,
+            env: Vec::new(),
+            _serial: serial,
         }
+    }
+
+    fn with_env(mut self, key: &'static str, value: &str) -> Project {
+        self.env.push((key, value.to_string()));
+        self
     }
 
     fn write(&self, file: &str, content: &str) {
@@ -88,6 +109,9 @@ impl Project {
             .arg("-p")
             .arg(&self.name)
             .current_dir(&self.dir);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         cmd
     }
 
@@ -116,7 +140,11 @@ impl Project {
             let o = self.rc(&["image", "import", &tarball.display().to_string(), name]);
             assert!(o.status.success(), "import: {}", stderr(&o));
         } else {
-            let o = Command::new("docker")
+            let mut docker = Command::new("docker");
+            for (k, v) in &self.env {
+                docker.env(k, v);
+            }
+            let o = docker
                 .args(["import", &tarball.display().to_string(), name])
                 .output()
                 .unwrap_or_else(|e| panic!("{e}"));
@@ -598,6 +626,255 @@ fn the_security_demos_hold_on_docker() {
         return;
     }
     security_demos("docker");
+}
+
+/// The host ids of Docker's `dockremap` in /etc/subuid and /etc/subgid
+/// (the README's test command writes them when the host has none).
+fn dockremap() -> Option<(u32, u32)> {
+    let first = |file: &str| -> Option<u32> {
+        std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+            l.strip_prefix("dockremap:")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((first("/etc/subuid")?, first("/etc/subgid")?))
+}
+
+/// The workshop's user-namespace remap, on one runtime (with the remap
+/// on: rcompose's `RCOMPOSE_USERNS_REMAP`, or a Docker daemon's
+/// `--userns-remap`): the container's root is the host's `dockremap`
+/// range, what it writes to a bind mount is that id's on the host, `top`
+/// shows its processes under it, it can still write its own root
+/// filesystem and volumes, `exec` joins it, and `userns_mode: host` opts
+/// a service out.
+fn userns_demo(p: &Project) {
+    let runtime = p.runtime;
+    let (uid, gid) = dockremap().unwrap_or_else(|| panic!("no dockremap range in /etc/subuid"));
+    let image = format!("rctn-remap-{}:1", std::process::id());
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, &image);
+    let shared = p.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap_or_else(|e| panic!("{e}"));
+    let mut perms = std::fs::metadata(&shared)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o1777);
+    std::fs::set_permissions(&shared, perms).unwrap_or_else(|e| panic!("{e}"));
+    p.write(
+        "compose.yaml",
+        &format!(
+            r#"services:
+  remapped:
+    image: {image}
+    stop_signal: SIGKILL
+    command: ["sh", "-c", "touch /etc/made && touch /shared/made && cat /proc/self/uid_map && exec sleep 2147483647"]
+    volumes: ["./shared:/shared", "data:/data"]
+  web:
+    image: {image}
+    stop_signal: SIGKILL
+    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+  host:
+    image: {image}
+    userns_mode: host
+    command: ["cat", "/proc/self/uid_map"]
+  privileged:
+    image: {image}
+    privileged: true
+    command: ["true"]
+volumes:
+  data: {{}}
+"#
+        ),
+    );
+    p.ok(&["up", "-d", "remapped", "web"]);
+    eventually(&format!("{runtime}: the remapped container's map"), || {
+        let logs = p.ok(&["logs", "--no-log-prefix", "remapped"]);
+        let map: Vec<&str> = logs.split_whitespace().collect();
+        map.len() == 3 && map[0] == "0" && map[1] == uid.to_string()
+    });
+    let made = std::fs::metadata(shared.join("made")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&made),
+            std::os::unix::fs::MetadataExt::gid(&made)
+        ),
+        (uid, gid),
+        "{runtime}: a file the container's root writes is the remapped id's"
+    );
+    let top = p.ok(&["top", "remapped"]);
+    assert!(
+        top.lines()
+            .any(|l| l.starts_with(&uid.to_string()) && l.contains("sleep")),
+        "{runtime}: top shows the process under the remapped id:\n{top}"
+    );
+    let id = p.ok(&[
+        "exec",
+        "-T",
+        "remapped",
+        "sh",
+        "-c",
+        "touch /data/x && id -u",
+    ]);
+    assert_eq!(
+        id.trim(),
+        "0",
+        "{runtime}: exec joins the namespace as its root"
+    );
+    if runtime == "native" {
+        // Names and addresses work from inside the namespace.
+        eventually("native: web answers by name from the namespace", || {
+            let o = p.rc(&[
+                "exec",
+                "-T",
+                "remapped",
+                "sh",
+                "-c",
+                "printf 'GET /passwd HTTP/1.0\\r\\n\\r\\n' | nc web 8080",
+            ]);
+            stdout(&o).contains("root:x:0:0")
+        });
+        let o = p.rc(&["run", "--rm", "-T", "privileged"]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("userns_mode: host"),
+            "native: privileged with the remap is refused with the way out: {}",
+            stderr(&o)
+        );
+    }
+    let o = p.rc(&["run", "--rm", "-T", "host"]);
+    assert!(
+        o.status.success() && stdout(&o).contains("4294967295"),
+        "{runtime}: userns_mode: host runs with the host's ids: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    p.ok(&["down", "-v", "-t", "0"]);
+    if runtime == "native" {
+        let left = leftovers(&p.root);
+        assert!(left.is_empty(), "native: down left: {left:#?}");
+    }
+}
+
+#[test]
+fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_natively() {
+    if !native_ready() {
+        return;
+    }
+    if dockremap().is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no dockremap range in /etc/subuid on CI (the README's test command writes one)"
+        );
+        eprintln!("SKIPPED: no dockremap range in /etc/subuid and /etc/subgid");
+        return;
+    }
+    let p = Project::new("remap-native", "native").with_env("RCOMPOSE_USERNS_REMAP", "default");
+    userns_demo(&p);
+}
+
+/// A second Docker daemon with `--userns-remap=default`, state of its own
+/// under `dir`, no bridge, no firewall rules; stopped and removed when
+/// dropped.
+struct RemapDaemon {
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl RemapDaemon {
+    fn start(dir: &Path) -> RemapDaemon {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+        // Its own configuration file: the host's may name a data root.
+        std::fs::write(dir.join("daemon.json"), "{}").unwrap_or_else(|e| panic!("{e}"));
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--userns-remap=default")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+            ])
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting dockerd: {e}"));
+        let daemon = RemapDaemon {
+            dir: dir.to_path_buf(),
+            child,
+        };
+        eventually("the remapping Docker daemon answers", || {
+            Command::new("docker")
+                .env("DOCKER_HOST", daemon.host())
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        daemon
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+}
+
+impl Drop for RemapDaemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .output();
+        let _ = self.child.wait();
+        // What the daemon may have left mounted under its state.
+        let dir = self.dir.display().to_string();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = Command::new("umount").arg("-l").arg(m).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_on_docker() {
+    let dockerd = Command::new("dockerd").arg("--version").output().is_ok();
+    if !docker_available()
+        || !dockerd
+        || !Path::new("/bin/busybox").exists()
+        || dockremap().is_none()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "dockerd, busybox or a dockremap range is missing on CI"
+        );
+        eprintln!(
+            "SKIPPED: dockerd, /bin/busybox or a dockremap range in /etc/subuid is not available"
+        );
+        return;
+    }
+    let daemon = RemapDaemon::start(
+        &std::env::temp_dir().join(format!("rctn-dockerd-{}", std::process::id())),
+    );
+    let p = Project::new("remap-docker", "docker").with_env("DOCKER_HOST", &daemon.host());
+    userns_demo(&p);
+    drop(p);
+    drop(daemon);
 }
 
 /// The workshop's copy-on-write demo, on one runtime: `diff` lists what a

@@ -89,7 +89,7 @@ fn run(
     let id = format!("rctbundle{}{}", std::process::id(), spec.name);
     let dir = root.join("containers").join(&id);
     std::fs::create_dir_all(&dir).unwrap();
-    let rootfs = mount_rootfs(store, &image, &dir).unwrap();
+    let rootfs = mount_rootfs(store, &image, &dir, None, None).unwrap();
     spec.command = Some(vec!["sh".into(), "-c".into(), command.into()]);
     let config = runtime_spec(&spec, &image, &id, &rootfs).unwrap();
     config.save(dir.join("config.json")).unwrap();

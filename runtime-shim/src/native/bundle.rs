@@ -500,11 +500,30 @@ pub fn runtime_spec(
 }
 
 /// Mounts the image's layers, with `dir`'s `upper/` and `work/`, at
-/// `dir/rootfs`; returns that path.
-pub fn mount_rootfs(store: &Store, image: &StoredImage, dir: &Path) -> Result<PathBuf> {
+/// `dir/rootfs`; returns that path. With a user namespace, the layers are
+/// seen through its map (the image's root files are the container's
+/// root's) and the upper directory belongs to the container's root.
+pub fn mount_rootfs(
+    store: &Store,
+    image: &StoredImage,
+    dir: &Path,
+    userns: Option<&std::os::fd::OwnedFd>,
+    map: Option<super::userns::IdMap>,
+) -> Result<PathBuf> {
     let rootfs = dir.join("rootfs");
     for sub in ["rootfs", "upper", "work"] {
         fs::create_dir_all(dir.join(sub)).map_err(|e| failed(format!("creating {sub}"), e))?;
+    }
+    if let Some(map) = map {
+        let upper = dir.join("upper");
+        if fs::metadata(&upper).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0) {
+            rustix::fs::chown(
+                &upper,
+                Some(rustix::fs::Uid::from_raw(map.uid)),
+                Some(rustix::fs::Gid::from_raw(map.gid)),
+            )
+            .map_err(|e| failed("giving the upper directory to the container's root", e))?;
+        }
     }
     // overlayfs wants at least two lower directories without an upper one,
     // and takes the topmost first.
@@ -524,6 +543,54 @@ pub fn mount_rootfs(store: &Store, image: &StoredImage, dir: &Path) -> Result<Pa
         fs::create_dir_all(&empty).map_err(|e| failed("creating a lower directory", e))?;
         lower.push(empty.to_string_lossy().into_owned());
     }
+    // The idmapped views of the layers, needed only while overlayfs is
+    // mounted on them (it keeps private copies of its layers' mounts).
+    let mapped = dir.join("lower");
+    let _ = unmount_views(&mapped);
+    if let Some(userns) = userns {
+        let views = (|| -> Result<Vec<String>> {
+            let mut views = Vec::new();
+            for (i, layer) in lower.iter().enumerate() {
+                let view = mapped.join(i.to_string());
+                fs::create_dir_all(&view).map_err(|e| failed("creating a layer's view", e))?;
+                super::userns::idmapped_bind(Path::new(layer), &view, userns)?;
+                views.push(view.to_string_lossy().into_owned());
+            }
+            Ok(views)
+        })();
+        match views {
+            Ok(v) => lower = v,
+            Err(e) => {
+                let _ = unmount_views(&mapped);
+                return Err(e);
+            }
+        }
+    }
+    let mounted = mount_overlay(&rootfs, &lower, dir);
+    if userns.is_some() {
+        unmount_views(&mapped).map_err(|e| failed("unmounting the layers' views", e))?;
+    }
+    mounted?;
+    Ok(rootfs)
+}
+
+/// Unmounts and removes the layers' views under `dir` (nothing when there
+/// are none).
+fn unmount_views(dir: &Path) -> std::io::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        match rustix::mount::unmount(e.path(), rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
+        }
+        fs::remove_dir(e.path())?;
+    }
+    fs::remove_dir(dir)
+}
+
+fn mount_overlay(rootfs: &Path, lower: &[String], dir: &Path) -> Result<()> {
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -532,7 +599,7 @@ pub fn mount_rootfs(store: &Store, image: &StoredImage, dir: &Path) -> Result<Pa
     );
     rustix::mount::mount(
         "overlay",
-        &rootfs,
+        rootfs,
         "overlay",
         rustix::mount::MountFlags::empty(),
         Some(
@@ -546,8 +613,7 @@ pub fn mount_rootfs(store: &Store, image: &StoredImage, dir: &Path) -> Result<Pa
             format!("mounting the root filesystem of {}", dir.display()),
             e,
         )
-    })?;
-    Ok(rootfs)
+    })
 }
 
 /// Unmounts a container's root filesystem (nothing when it is not

@@ -359,6 +359,7 @@ impl NativeRuntime {
                 });
             }
         }
+        let userns = self.userns_for(spec, &name)?;
         let command = bundle::arguments(spec, &image)
             .unwrap_or_default()
             .join(" ");
@@ -406,6 +407,7 @@ impl NativeRuntime {
                 anonymous_volumes: anonymous,
                 image_ports,
                 image_manifest: image.manifest.to_string(),
+                userns,
             };
             self.store.pin(&id, &image.manifest)?;
             write_json(&paths.status(), &Status::default())?;
@@ -424,6 +426,40 @@ impl NativeRuntime {
                 Err(e)
             }
         }
+    }
+
+    /// The user namespace of a new container: the runtime's remap, unless
+    /// the spec opts out with `userns_mode: host`; what cannot share the
+    /// host's namespaces with one is refused, as the Docker daemon does.
+    fn userns_for(&self, spec: &ContainerSpec, name: &str) -> Result<Option<super::userns::IdMap>> {
+        match spec.userns_mode.as_str() {
+            "" => {}
+            "host" => return Ok(None),
+            other => {
+                return Err(refused(format!(
+                    "container {name}: userns_mode {other:?} is not known (only \"host\" is)"
+                )))
+            }
+        }
+        let Some(setting) = &self.remap else {
+            return Ok(None);
+        };
+        let map = super::userns::IdMap::from_setting(setting)?;
+        let host = |what: &str| {
+            refused(format!(
+                "container {name}: {what} cannot go with the user-namespace remap; add userns_mode: host to the service"
+            ))
+        };
+        if spec.privileged {
+            return Err(host("privileged"));
+        }
+        if matches!(spec.network_mode, NetworkMode::Host) {
+            return Err(host("network_mode: host"));
+        }
+        if matches!(spec.pid, crate::Namespace::Host) {
+            return Err(host("pid: host"));
+        }
+        Ok(Some(map))
     }
 
     /// Starts a container under a new monitor.
@@ -448,7 +484,13 @@ impl NativeRuntime {
         let dir = &o.paths.dir;
         // What a run that did not end cleanly may have left.
         self.clean_up_run(&record.id, &o.paths);
-        let rootfs = bundle::mount_rootfs(&self.store, &image, dir)?;
+        let userns = match &record.userns {
+            Some(map) => Some(super::userns::namespace(&self.shim_binary()?, map)?),
+            None => None,
+        };
+        let rootfs =
+            bundle::mount_rootfs(&self.store, &image, dir, userns.as_ref(), record.userns)?;
+        drop(userns);
         let started = (|| -> Result<()> {
             let attached = self.attach_networks(record, &o.paths)?;
             self.populate_volumes(record, &rootfs)?;
@@ -752,7 +794,9 @@ impl NativeRuntime {
                 share("network", Some(path));
             }
             _ => {
-                if let Some(a) = attached {
+                // In a user namespace, runc makes the network namespace
+                // (inside it) and a hook sets it up.
+                if let (Some(a), None) = (attached, record.userns) {
                     share("network", Some(a.netns.clone()));
                 }
             }
@@ -771,6 +815,20 @@ impl NativeRuntime {
             }
             _ => {}
         }
+        if let Some(map) = record.userns {
+            namespaces.push(json!({"type": "user"}));
+            let (uids, gids) = map.oci();
+            linux["uidMappings"] = uids;
+            linux["gidMappings"] = gids;
+            if attached.is_some() {
+                let shim = self.shim_binary()?;
+                config["hooks"] = json!({"createRuntime": [{
+                    "path": shim,
+                    "args": ["rcompose-shim", "--network-hook", dir],
+                }]});
+            }
+        }
+        let linux = &mut config["linux"];
         linux["namespaces"] = json!(namespaces);
         let (devices, rules) = devices(spec)?;
         if !devices.is_empty() {
@@ -1006,6 +1064,12 @@ impl NativeRuntime {
                 "network_info": info,
                 "port_mappings": mappings,
             });
+            if record.userns.is_some() {
+                // Set up by the hook, once runc has made the namespace:
+                // here only the file its bind mount goes on.
+                network::netns_target(Path::new(&attached.netns))?;
+                return network::record(&paths.dir, &attached);
+            }
             network::create_netns(Path::new(&attached.netns))?;
             if let Err(e) = network::setup(&attached) {
                 network::remove_netns(Path::new(&attached.netns));
@@ -1023,14 +1087,22 @@ impl NativeRuntime {
     }
 
     /// Whether a reservation file belongs to a container that still holds
-    /// it (one whose networks are set up).
+    /// it: one whose networks are set up, or one being started now (its
+    /// networks are recorded once set up, and two containers that start
+    /// together must not take each other's address in between). A start
+    /// that died on the way lets go of its reservations after a minute.
     fn held_by_live(&self, file: &Path) -> bool {
-        fs::read_to_string(file).is_ok_and(|id| {
-            self.containers_dir()
-                .join(id.trim())
-                .join("network.json")
-                .exists()
-        })
+        let Ok(id) = fs::read_to_string(file) else {
+            return false;
+        };
+        let dir = self.containers_dir().join(id.trim());
+        if dir.join("network.json").exists() {
+            return true;
+        }
+        let recent = fs::metadata(file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < Duration::from_secs(60)));
+        recent && dir.exists()
     }
 
     /// Takes a reservation file; a stale one (its holder gone) is taken over.

@@ -417,7 +417,7 @@ impl NativeRuntime {
         let image = self.image_of(&o.record)?;
         let mounted_here = !o.running();
         let rootfs = if mounted_here {
-            bundle::mount_rootfs(&self.store, &image, &o.paths.dir)?
+            bundle::mount_rootfs(&self.store, &image, &o.paths.dir, None, None)?
         } else {
             o.paths.rootfs()
         };

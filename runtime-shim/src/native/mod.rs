@@ -29,6 +29,7 @@ pub mod shim;
 pub mod state;
 pub mod store;
 pub mod unpack;
+pub mod userns;
 pub mod volumes;
 
 use std::io::{Read, Write};
@@ -58,6 +59,9 @@ pub struct NativeRuntime {
     store: Arc<Store>,
     /// The OCI runtime binary (`RCOMPOSE_RUNC`, or `runc`).
     runc: String,
+    /// `RCOMPOSE_USERNS_REMAP`: the user-namespace remap of the
+    /// containers it creates (as dockerd's `--userns-remap`), if any.
+    remap: Option<String>,
 }
 
 fn not_yet(what: &str) -> RuntimeError {
@@ -109,6 +113,9 @@ impl NativeRuntime {
             run: run.to_path_buf(),
             store: Arc::new(store),
             runc,
+            remap: std::env::var("RCOMPOSE_USERNS_REMAP")
+                .ok()
+                .filter(|r| !r.trim().is_empty()),
         })
     }
 

@@ -77,12 +77,17 @@ impl Attached {
     }
 }
 
-/// Makes a network namespace, bound at `path`.
-pub fn create_netns(path: &Path) -> Result<()> {
+/// The empty file a network namespace is bound on.
+pub fn netns_target(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| failed("creating the namespaces' directory", e))?;
     }
-    fs::write(path, b"").map_err(|e| failed(format!("creating {}", path.display()), e))?;
+    fs::write(path, b"").map_err(|e| failed(format!("creating {}", path.display()), e))
+}
+
+/// Makes a network namespace, bound at `path`.
+pub fn create_netns(path: &Path) -> Result<()> {
+    netns_target(path)?;
     let target = path.to_path_buf();
     // A thread of its own enters a new namespace, which the bind mount
     // keeps when the thread ends.
@@ -106,9 +111,14 @@ pub fn remove_netns(path: &Path) {
     let _ = fs::remove_file(path);
 }
 
+/// The host's lock on netavark and the firewall chains its networks
+/// share: every state root's calls take it.
+const NETAVARK_LOCK: &str = "/run/rcompose-netavark.lock";
+
 /// Runs netavark with a JSON input; its error message when it fails.
-/// One call at a time on the host: netavark 1.4 creates its firewall
-/// chains without a lock of its own, and two setups on one network race.
+/// One call at a time on the host, whatever the state root: netavark 1.4
+/// creates its firewall chains without a lock of its own, and two setups
+/// race (and a pruning of the shared chains must not run between).
 fn run(
     netavark: &str,
     config: &str,
@@ -117,7 +127,7 @@ fn run(
     input: &serde_json::Value,
 ) -> std::result::Result<(), String> {
     let _ = fs::create_dir_all(config);
-    let _lock = lock(&Path::new(config).join("rcompose.lock")).map_err(|e| e.to_string())?;
+    let _lock = lock(Path::new(NETAVARK_LOCK)).map_err(|e| e.to_string())?;
     let mut child = Command::new(netavark)
         .arg("--config")
         .arg(config)
@@ -163,7 +173,88 @@ pub fn setup(attached: &Attached) -> Result<()> {
             "setting up its networks: {e}"
         )));
     }
+    dns_answers(attached);
     Ok(())
+}
+
+/// Waits until aardvark-dns answers on the gateway of each of the
+/// container's networks that has names. aardvark-dns 1.4 (Debian 12's)
+/// drops and rebinds its sockets on every reload signal netavark sends,
+/// and a rebind that loses the race leaves it running but deaf until the
+/// next one: when it does not answer, it gets another reload. Bounded; a
+/// DNS that never answers is not a reason to fail the start.
+fn dns_answers(attached: &Attached) {
+    let Some(networks) = attached.setup["networks"].as_object() else {
+        return;
+    };
+    let name = attached.setup["container_name"]
+        .as_str()
+        .unwrap_or("rcompose");
+    for net in networks.keys() {
+        let info = &attached.setup["network_info"][net];
+        if info["dns_enabled"] != json!(true) {
+            continue;
+        }
+        let Some(gateway) = info["subnets"][0]["gateway"]
+            .as_str()
+            .and_then(|g| g.parse::<Ipv4Addr>().ok())
+        else {
+            continue;
+        };
+        for attempt in 0..12 {
+            if dns_reply(gateway, name) {
+                break;
+            }
+            if attempt % 3 == 2 {
+                reload_aardvark(&attached.config);
+            }
+        }
+    }
+}
+
+/// Whether a DNS server on `server`:53 replies (anything) to a query for
+/// `name` within 150 ms.
+fn dns_reply(server: Ipv4Addr, name: &str) -> bool {
+    let Ok(socket) =
+        std::net::UdpSocket::bind((server, 0)).or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
+    else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(std::time::Duration::from_millis(150)));
+    let id = fastrand::u16(..).to_be_bytes();
+    // Header: the id, recursion desired, one question.
+    let mut query = vec![id[0], id[1], 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.').filter(|l| !l.is_empty() && l.len() < 64) {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    // The root, type A, class IN.
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    if socket.send_to(&query, (server, 53)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(150);
+    while std::time::Instant::now() < deadline {
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) if n >= 2 && buf[..2] == id => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Sends aardvark-dns of a netavark configuration its reload signal.
+fn reload_aardvark(config: &str) {
+    let file = Path::new(config).join("aardvark-dns").join("aardvark.pid");
+    let pid = fs::read_to_string(file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
+    }
 }
 
 /// Tears a container's networks down (as recorded in `network.json` of
@@ -198,8 +289,8 @@ fn iptables(args: &[&str]) -> Option<String> {
 /// jump, the port-forwarding chains) when its last network goes. When no
 /// network of anyone uses them any more, they go too: nothing of a
 /// container stays on the host after it.
-pub fn prune_global_rules(config: &str) {
-    let Ok(_lock) = lock(&Path::new(config).join("rcompose.lock")) else {
+pub fn prune_global_rules() {
+    let Ok(_lock) = lock(Path::new(NETAVARK_LOCK)) else {
         return;
     };
     let (Some(nat), Some(filter)) = (iptables(&["-t", "nat", "-S"]), iptables(&["-S"])) else {

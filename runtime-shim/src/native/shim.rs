@@ -102,8 +102,23 @@ pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
 }
 
 /// The entry point of the `rcompose-shim` binary: `rcompose-shim DIR`.
+/// Its other two uses: `--userns-holder` (see [`super::userns`]) and
+/// `--network-hook DIR`, runc's `createRuntime` hook of a container in a
+/// user namespace.
 pub fn main() -> ExitCode {
-    let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
+    let mut args = std::env::args_os().skip(1);
+    let first = args.next();
+    match first.as_ref().and_then(|a| a.to_str()) {
+        Some("--userns-holder") => return super::userns::hold(),
+        Some("--network-hook") => {
+            return match args.next().map(PathBuf::from) {
+                Some(dir) => network_hook(&dir),
+                None => ExitCode::from(2),
+            }
+        }
+        _ => {}
+    }
+    let Some(dir) = first.map(PathBuf::from) else {
         eprintln!("usage: rcompose-shim CONTAINER-DIRECTORY");
         return ExitCode::from(2);
     };
@@ -115,6 +130,35 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             report(&format!("error: {e}"));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Sets up the networks of a container whose network namespace runc has
+/// just made (in the container's user namespace): binds it where the
+/// container's network record says, then runs netavark on it. runc gives
+/// the container's state, with its pid, on standard input.
+fn network_hook(dir: &Path) -> ExitCode {
+    let done = (|| -> Result<(), String> {
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+            .map_err(|e| format!("reading the container's state: {e}"))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&input).map_err(|e| format!("the container's state: {e}"))?;
+        let pid = state["pid"]
+            .as_i64()
+            .ok_or("the container's state has no pid")?;
+        let attached =
+            super::network::attached(dir).ok_or("the container has no network record")?;
+        rustix::mount::mount_bind(format!("/proc/{pid}/ns/net"), &attached.netns)
+            .map_err(|e| format!("binding the network namespace: {e}"))?;
+        super::network::setup(&attached).map_err(|e| e.to_string())
+    })();
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }

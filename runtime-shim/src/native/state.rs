@@ -57,6 +57,10 @@ pub struct Record {
     /// exists, named or not).
     #[serde(default)]
     pub image_manifest: String,
+    /// Its user namespace's map, when the runtime remaps (fixed at
+    /// creation, as the Docker daemon's remap is for its containers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<super::userns::IdMap>,
 }
 
 /// How a health check runs, resolved from the spec and the image.

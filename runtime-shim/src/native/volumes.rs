@@ -275,10 +275,17 @@ impl NativeRuntime {
             };
             let dir = self.volumes_dir().join(source);
             let marker = dir.join("populated");
+            let data = self.volume_data(source);
+            // A new volume of a remapped container is its root's, as the
+            // Docker daemon makes them under its remapped root.
+            if let (Some(map), false) = (record.userns, marker.exists()) {
+                if fs::metadata(&data).is_ok_and(|m| m.uid() == 0) {
+                    let _ = lchown(&data, Some(map.uid), Some(map.gid));
+                }
+            }
             if *nocopy || !subpath.is_empty() || marker.exists() {
                 continue;
             }
-            let data = self.volume_data(source);
             let empty = fs::read_dir(&data)
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
@@ -341,8 +348,10 @@ impl NativeRuntime {
             )));
         }
         fs::create_dir_all(self.networks_dir()).map_err(|e| failed("creating networks", e))?;
-        // One creation at a time: two must not pick one subnet.
-        let _lock = lock(&self.networks_dir().join(".lock"))?;
+        // One creation at a time on the host (subnets are the host's,
+        // whatever the state root): two must not pick one subnet.
+        fs::create_dir_all(SUBNETS).map_err(|e| failed("creating the subnets' directory", e))?;
+        let _lock = lock(&Path::new(SUBNETS).join(".lock"))?;
         if self.network(&spec.name).is_some() {
             return Err(RuntimeError::Conflict {
                 kind: "network",
@@ -409,16 +418,32 @@ impl NativeRuntime {
             interface,
             dns: spec.name != "bridge",
         };
-        write_json(
-            &self.networks_dir().join(format!("{}.json", spec.name)),
-            &record,
-        )?;
+        let file = self.networks_dir().join(format!("{}.json", spec.name));
+        write_json(&file, &record)?;
+        // Seen by the other state roots of the host until it goes.
+        let holder = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+        let _ = fs::write(subnet_entry(&subnet), holder.display().to_string());
         Ok(id)
     }
 
     /// The subnets in use: the host's routes and the native networks'.
     fn subnets_taken(&self) -> Vec<Subnet> {
         let mut taken = host_routes();
+        // Those of every state root's networks, a bridge or not yet.
+        for entry in fs::read_dir(SUBNETS).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().replace('-', "/");
+            let Some(subnet) = Subnet::parse(&name) else {
+                continue;
+            };
+            let holder = fs::read_to_string(entry.path()).unwrap_or_default();
+            let held = read_json::<NetworkRecord>(Path::new(holder.trim()))
+                .is_ok_and(|r| Subnet::parse(&r.subnet) == Some(subnet));
+            if held {
+                taken.push(subnet);
+            } else {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         for n in self.network_records() {
             if let Some(s) = Subnet::parse(&n.subnet) {
                 taken.push(s);
@@ -491,13 +516,31 @@ impl NativeRuntime {
             )));
         }
         let _ = fs::remove_dir_all(self.addresses_dir(name));
-        fs::remove_file(self.networks_dir().join(format!("{name}.json")))
-            .map_err(|e| failed(format!("removing network {name}"), e))?;
+        let file = self.networks_dir().join(format!("{name}.json"));
+        let record = read_json::<NetworkRecord>(&file).ok();
+        fs::remove_file(&file).map_err(|e| failed(format!("removing network {name}"), e))?;
+        if let Some(subnet) = record.and_then(|r| Subnet::parse(&r.subnet)) {
+            let entry = subnet_entry(&subnet);
+            let holder = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
+            if fs::read_to_string(&entry).is_ok_and(|h| Path::new(h.trim()) == holder) {
+                let _ = fs::remove_file(entry);
+            }
+        }
         // netavark removed the network's own rules with its last
         // container; what its networks share goes with the last of them.
-        super::network::prune_global_rules(&self.run.join("netavark").display().to_string());
+        super::network::prune_global_rules();
         Ok(())
     }
+}
+
+/// The host's subnet reservations: one file per subnet of a native
+/// network (`10.89.0.0-24`), holding the path of the network's record,
+/// so that state roots side by side never pick one subnet. In /run: gone
+/// with the bridges at a reboot.
+const SUBNETS: &str = "/run/rcompose-subnets";
+
+fn subnet_entry(subnet: &Subnet) -> PathBuf {
+    Path::new(SUBNETS).join(subnet.to_string().replace('/', "-"))
 }
 
 /// Holds an exclusive advisory lock on a file while the value lives.
