@@ -775,10 +775,11 @@ fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_natively() {
 }
 
 /// A second Docker daemon with `--userns-remap=default`, state of its own
-/// under `dir`, no bridge, no firewall rules; stopped and removed when
-/// dropped.
+/// under `dir`, a default bridge of its own, no firewall rules; stopped and
+/// removed when dropped.
 struct RemapDaemon {
     dir: PathBuf,
+    bridge: String,
     child: std::process::Child,
 }
 
@@ -788,6 +789,14 @@ impl RemapDaemon {
         // Its own configuration file: the host's may name a data root.
         std::fs::write(dir.join("daemon.json"), "{}").unwrap_or_else(|e| panic!("{e}"));
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap_or_else(|e| panic!("{e}"));
+        // Not `--bridge=none`: a daemon without a default bridge deletes
+        // `docker0`, the host daemon's. A bridge of its own, made here.
+        let bridge = format!("rctnrm{}", std::process::id() % 100_000);
+        let o = Command::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .output()
+            .unwrap_or_else(|e| panic!("ip link add: {e}"));
+        assert!(o.status.success(), "ip link add {bridge}: {}", stderr(&o));
         let child = Command::new("dockerd")
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
@@ -800,18 +809,15 @@ impl RemapDaemon {
             .arg(dir.join("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-            ])
+            .arg(format!("--bridge={bridge}"))
+            .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting dockerd: {e}"));
         let daemon = RemapDaemon {
             dir: dir.to_path_buf(),
+            bridge,
             child,
         };
         eventually("the remapping Docker daemon answers", || {
@@ -848,6 +854,9 @@ impl Drop for RemapDaemon {
             let _ = Command::new("umount").arg("-l").arg(m).output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }
 
@@ -868,6 +877,8 @@ fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_on_docker() {
         );
         return;
     }
+    let docker0 = || Path::new("/sys/class/net/docker0").exists();
+    let had_docker0 = docker0();
     let daemon = RemapDaemon::start(
         &std::env::temp_dir().join(format!("rctn-dockerd-{}", std::process::id())),
     );
@@ -875,6 +886,10 @@ fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_on_docker() {
     userns_demo(&p);
     drop(p);
     drop(daemon);
+    assert!(
+        !had_docker0 || docker0(),
+        "the second daemon leaves the host daemon's docker0 in place"
+    );
 }
 
 /// The workshop's copy-on-write demo, on one runtime: `diff` lists what a
