@@ -410,6 +410,90 @@ fn a_killed_monitor_leaves_an_exited_container_and_up_converges() {
 }
 
 #[test]
+fn commands_on_one_project_wait_for_each_other() {
+    if !native_ready() {
+        return;
+    }
+    let p = Project::new("serial", "native");
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: local/busybox:latest\n    command: [\"sleep\", \"300\"]\n    stop_signal: SIGKILL\n  b:\n    image: local/busybox:latest\n    command: [\"sleep\", \"300\"]\n    stop_signal: SIGKILL\n",
+    );
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, "local/busybox:latest");
+    // Hold the project's lock as another command would: `up` waits for it,
+    // says so, and changes nothing meanwhile.
+    let locks = p.root.join("run").join("locks");
+    std::fs::create_dir_all(&locks).unwrap_or_else(|e| panic!("{e}"));
+    let held = std::fs::File::create(locks.join(format!("{}.lock", p.name)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    held.lock().unwrap_or_else(|e| panic!("{e}"));
+    let err_path = p.dir.join("up.err");
+    let mut up = p
+        .command()
+        .args(["up", "-d"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap_or_else(|e| panic!("{e}")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("up says it waits", || {
+        std::fs::read_to_string(&err_path)
+            .unwrap_or_default()
+            .contains("Waiting for another rcompose command on project")
+    });
+    assert_eq!(
+        p.ok(&["ps", "-a", "-q"]).trim(),
+        "",
+        "nothing is created while another command holds the project"
+    );
+    drop(held);
+    let status = up.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        status.success(),
+        "up: {}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    // Three at once: one set of containers, every command succeeds.
+    p.ok(&["down", "-t", "0"]);
+    let ups: Vec<_> = (0..3)
+        .map(|_| {
+            p.command()
+                .args(["up", "-d"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    for up in ups {
+        let o = up.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.status.success(), "concurrent up: {}", stderr(&o));
+    }
+    let ps = p.ok(&["ps", "-a", "--format", "json"]);
+    let mut lines: Vec<String> = ps
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            format!(
+                "{} {}",
+                v["Name"].as_str().unwrap_or(""),
+                v["State"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("{}-a-1 running", p.name),
+            format!("{}-b-1 running", p.name)
+        ],
+        "one container per service"
+    );
+}
+
+#[test]
 fn bad_input_is_one_clear_error_with_nothing_half_made() {
     if !native_ready() {
         return;

@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
@@ -1556,6 +1556,23 @@ fn stats_from(s: &m::ContainerStatsResponse) -> Stats {
 
 #[async_trait::async_trait]
 impl Runtime for DockerRuntime {
+    fn lock_dir(&self) -> Option<PathBuf> {
+        // Per user (root's under /run), per engine address.
+        let base = if rustix::process::geteuid().is_root() {
+            PathBuf::from("/run/rcompose")
+        } else if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            PathBuf::from(dir).join("rcompose")
+        } else {
+            std::env::temp_dir().join(format!("rcompose-{}", rustix::process::geteuid().as_raw()))
+        };
+        let host: String = self
+            .host
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Some(base.join("docker-locks").join(host))
+    }
+
     async fn version(&self) -> Result<String> {
         let v = self
             .docker

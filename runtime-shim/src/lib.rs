@@ -61,6 +61,13 @@ pub trait Runtime: Send + Sync {
     /// The engine's name and version, e.g. `docker 20.10.24 (api 1.41)`.
     async fn version(&self) -> Result<String>;
 
+    /// The directory of the lock files that serialize commands changing
+    /// one project on this engine (one per Docker host, one per native
+    /// state root); `None` when the engine needs none.
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
     /// Containers matching every label filter;
     /// stopped ones too when `all`.
     async fn list_containers(&self, filter: &[LabelFilter], all: bool) -> Result<Vec<Container>>;

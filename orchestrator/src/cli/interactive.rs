@@ -383,7 +383,9 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
     };
     let rt = connect().await?;
     // The project's networks and volumes, and the dependencies, as `up`
-    // would start them; not the service itself, which runs as a one-off.
+    // would start them (under the project's lock); not the service itself,
+    // which runs as a one-off.
+    let lock = super::lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     let observed = observe(rt.as_ref(), &project).await?;
     let deps: Vec<String> = service.depends_on.keys().cloned().collect();
     let build = plan_build(
@@ -409,6 +411,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
     if !built.success() || !ran.success() {
         bail!("the dependencies of {} could not be started", args.service);
     }
+    drop(lock);
     let observed = observe(rt.as_ref(), &project).await?;
     let build_only = plan_build(
         &project,

@@ -6,6 +6,7 @@
 pub mod balancer;
 pub mod image;
 pub mod interactive;
+mod lock;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -543,6 +544,7 @@ async fn converge(
     up: &UpOptions,
     wait: ExecuteOptions,
 ) -> Result<(Outcome, Outcome)> {
+    let _lock = lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     if !engine.dry_run
         && project
             .services
@@ -820,6 +822,7 @@ pub async fn down(
         }
     }
     let rt = connect().await?;
+    let _lock = lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     let observed = observe(rt.as_ref(), &project).await?;
     let options = DownOptions {
         volumes: args.volumes,
@@ -892,6 +895,7 @@ pub async fn lifecycle(
         check_services(&project, &services)?;
     }
     let rt = connect().await?;
+    let _lock = lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     let observed = observe_containers(rt.as_ref(), &project).await?;
     let title = match command {
         Lifecycle::Start => "Running",
@@ -919,6 +923,7 @@ pub async fn rm(
 ) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
+    let _lock = lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     let observed = observe_containers(rt.as_ref(), &project).await?;
     let plan = plan_lifecycle(
         &project,

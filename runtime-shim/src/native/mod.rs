@@ -210,6 +210,10 @@ pub fn inspect_json(image: &StoredImage) -> serde_json::Value {
 
 #[async_trait::async_trait]
 impl Runtime for NativeRuntime {
+    fn lock_dir(&self) -> Option<PathBuf> {
+        Some(self.run.join("locks"))
+    }
+
     async fn version(&self) -> Result<String> {
         Ok(format!(
             "native {} (state {}, runtime files {})",
