@@ -1085,3 +1085,112 @@ fn diff_and_commit_show_the_copy_on_write_on_docker() {
     }
     cow_demo("docker");
 }
+
+/// The workshop's `docker update --memory`, from the file: changing only
+/// resource limits changes them in the running container (same container,
+/// same process); removing one recreates it.
+fn limits_demo(runtime: &'static str) {
+    let p = Project::new(&format!("limits-{runtime}"), runtime);
+    let image = format!("rctn-limits-{}:1", std::process::id());
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, &image);
+    let file = |limits: &str| {
+        format!(
+            "services:\n  app:\n    image: {image}\n    command: [\"sleep\", \"300\"]\n    stop_signal: SIGKILL\n{limits}"
+        )
+    };
+    // The container's own cgroup, as it sees it (v1 or v2).
+    let read_limits = || {
+        p.ok(&[
+            "exec",
+            "-T",
+            "app",
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+        ])
+    };
+    p.write("compose.yaml", &file("    mem_limit: 32m\n"));
+    p.ok(&["up", "-d"]);
+    let id = p.ok(&["ps", "-q", "app"]);
+    let pid = p.ok(&["exec", "-T", "app", "sh", "-c", "pidof sleep"]);
+    assert_eq!(
+        read_limits(),
+        "33554432\nmax\n",
+        "{runtime}: the first limits"
+    );
+
+    p.write(
+        "compose.yaml",
+        &file("    mem_limit: 64m\n    pids_limit: 50\n"),
+    );
+    let o = p.rc(&["up", "-d"]);
+    assert!(
+        o.status.success() && stderr(&o).contains("Updated"),
+        "{runtime}: up updates the limits: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        p.ok(&["ps", "-q", "app"]),
+        id,
+        "{runtime}: the same container"
+    );
+    assert_eq!(
+        p.ok(&["exec", "-T", "app", "sh", "-c", "pidof sleep"]),
+        pid,
+        "{runtime}: the same process"
+    );
+    assert_eq!(read_limits(), "67108864\n50\n", "{runtime}: the new limits");
+    let o = p.rc(&["up", "-d"]);
+    assert!(
+        o.status.success() && !stderr(&o).contains("Updat") && !stderr(&o).contains("Recreat"),
+        "{runtime}: a second up changes nothing: {}",
+        stderr(&o)
+    );
+
+    // Back to the first file: the creation hash matches again, the
+    // limits do not; they go back in place.
+    p.write(
+        "compose.yaml",
+        &file("    mem_limit: 32m\n    pids_limit: 50\n"),
+    );
+    p.ok(&["up", "-d"]);
+    assert_eq!(
+        p.ok(&["ps", "-q", "app"]),
+        id,
+        "{runtime}: still the same container"
+    );
+    assert_eq!(
+        read_limits(),
+        "33554432\n50\n",
+        "{runtime}: the limits lowered"
+    );
+
+    // A limit removed: only a new container drops it.
+    p.write("compose.yaml", &file("    mem_limit: 32m\n"));
+    p.ok(&["up", "-d"]);
+    assert_ne!(p.ok(&["ps", "-q", "app"]), id, "{runtime}: recreated");
+    assert_eq!(read_limits(), "33554432\nmax\n", "{runtime}: no pids limit");
+    p.ok(&["down", "-t", "0"]);
+}
+
+#[test]
+fn limits_change_in_place_natively() {
+    if !native_ready() {
+        return;
+    }
+    limits_demo("native");
+}
+
+#[test]
+fn limits_change_in_place_on_docker() {
+    if !docker_available() || !Path::new("/bin/busybox").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Docker Engine or busybox is missing on CI"
+        );
+        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+        return;
+    }
+    limits_demo("docker");
+}

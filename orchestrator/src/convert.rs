@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use runtime_shim::{
     BuildSpec, ContainerSpec, Device, ExposedPort, ExtraHost, HealthTest, HealthcheckSpec,
     HostPort, Mount, Namespace, NetworkAttachment, NetworkMode, NetworkSpec, PortBinding, Protocol,
-    RestartPolicy, UlimitSpec, VolumeSpec, VolumesFrom,
+    Resources, RestartPolicy, UlimitSpec, VolumeSpec, VolumesFrom,
 };
 
 use crate::model::{Project, Service, Ulimit};
@@ -43,6 +43,11 @@ pub mod labels {
     pub const VERSION: &str = "com.docker.compose.version";
 }
 
+/// rcompose's own label: the configuration hash of the service without its
+/// resource limits (see [`without_limits`]). A container whose service
+/// changed only in its limits has them changed in place.
+pub const CONFIG_HASH_WITHOUT_LIMITS: &str = "io.rcompose.config-hash-without-limits";
+
 /// The version written in [`labels::VERSION`].
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -61,6 +66,67 @@ pub fn replicas(service: &Service) -> u32 {
         .or(service.deploy.as_ref().and_then(|d| d.replicas))
         .unwrap_or(1);
     u32::try_from(n.max(0)).unwrap_or(0)
+}
+
+/// A service's resource limits: its own keys, else `deploy.resources`.
+pub fn resources(service: &Service) -> Resources {
+    let deploy = service.deploy.as_ref().map(|d| &d.resources);
+    let limits = deploy.and_then(|r| r.limits.as_ref());
+    let reservations = deploy.and_then(|r| r.reservations.as_ref());
+    let cpus = service.cpus.or(limits.and_then(|l| l.cpus)).unwrap_or(0.0);
+    Resources {
+        memory: service
+            .mem_limit
+            .or(limits.and_then(|l| l.memory))
+            .map(|b| b.0)
+            .unwrap_or(0),
+        memory_reservation: service
+            .mem_reservation
+            .or(reservations.and_then(|r| r.memory))
+            .map(|b| b.0)
+            .unwrap_or(0),
+        memory_swap: service.memswap_limit.map(|b| b.0).unwrap_or(0),
+        nano_cpus: (f64::from(cpus) * 1e9).round() as i64,
+        cpu_shares: service.cpu_shares,
+        cpuset: service.cpuset.clone(),
+        pids_limit: if service.pids_limit != 0 {
+            service.pids_limit
+        } else {
+            limits.map(|l| l.pids).unwrap_or(0)
+        },
+    }
+}
+
+/// The service with its resource limits unset: what must stay the same
+/// for a container to keep running while only its limits change.
+pub fn without_limits(service: &Service) -> Service {
+    let mut s = service.clone();
+    s.mem_limit = None;
+    s.mem_reservation = None;
+    s.memswap_limit = None;
+    s.cpus = None;
+    s.cpu_shares = 0;
+    s.cpuset.clear();
+    s.pids_limit = 0;
+    if let Some(d) = &mut s.deploy {
+        if let Some(l) = &mut d.resources.limits {
+            l.memory = None;
+            l.cpus = None;
+            l.pids = 0;
+        }
+        if let Some(r) = &mut d.resources.reservations {
+            r.memory = None;
+        }
+        // Limits given as `deploy` keys or as the service's own are alike.
+        let empty = Some(crate::model::Resource::default());
+        if d.resources.limits == empty {
+            d.resources.limits = None;
+        }
+        if d.resources.reservations == empty {
+            d.resources.reservations = None;
+        }
+    }
+    s
 }
 
 /// What the engine needs to know, beyond the project, to create a container.
@@ -117,6 +183,10 @@ pub fn container_spec(
     let container = container_name(&project.name, name, service, number);
     let mut labels = service_labels(project, name, service, &ctx.env_files);
     labels.insert(labels::CONFIG_HASH.into(), config_hash(service));
+    labels.insert(
+        CONFIG_HASH_WITHOUT_LIMITS.into(),
+        config_hash(&without_limits(service)),
+    );
     labels.insert(labels::CONTAINER_NUMBER.into(), number.to_string());
     labels.insert(labels::IMAGE.into(), ctx.image_id.clone());
     let deps: Vec<String> = service
@@ -321,28 +391,6 @@ pub fn container_spec(
         }
     });
 
-    let limits = service
-        .deploy
-        .as_ref()
-        .and_then(|d| d.resources.limits.clone());
-    let reservations = service
-        .deploy
-        .as_ref()
-        .and_then(|d| d.resources.reservations.clone());
-    let memory = service
-        .mem_limit
-        .or(limits.as_ref().and_then(|l| l.memory))
-        .map(|b| b.0)
-        .unwrap_or(0);
-    let cpus = service
-        .cpus
-        .or(limits.as_ref().and_then(|l| l.cpus))
-        .unwrap_or(0.0);
-    let pids = if service.pids_limit != 0 {
-        service.pids_limit
-    } else {
-        limits.as_ref().map(|l| l.pids).unwrap_or(0)
-    };
     let restart = if !service.restart.is_empty() {
         parse_restart(&service.restart).ok()
     } else {
@@ -424,17 +472,7 @@ pub fn container_spec(
         dns: service.dns.0.clone(),
         dns_opt: service.dns_opt.clone(),
         dns_search: service.dns_search.0.clone(),
-        memory,
-        memory_reservation: service
-            .mem_reservation
-            .or(reservations.as_ref().and_then(|r| r.memory))
-            .map(|b| b.0)
-            .unwrap_or(0),
-        memory_swap: service.memswap_limit.map(|b| b.0).unwrap_or(0),
-        nano_cpus: (f64::from(cpus) * 1e9).round() as i64,
-        cpu_shares: service.cpu_shares,
-        cpuset: service.cpuset.clone(),
-        pids_limit: pids,
+        resources: resources(service),
         shm_size: service.shm_size.map(|b| b.0).unwrap_or(0),
         log_driver,
         log_opts,

@@ -169,6 +169,11 @@ async fn run(
         Action::Restart {
             container, timeout, ..
         } => rt.restart_container(container, *timeout).await,
+        Action::Update {
+            container,
+            resources,
+            ..
+        } => rt.update_container(container, resources).await,
         Action::Kill {
             container, signal, ..
         } => rt.kill_container(container, signal).await,

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use runtime_shim::{Container, Image, LabelFilter, Network, Runtime, RuntimeError, Volume};
+use runtime_shim::{
+    Container, Image, LabelFilter, Network, Resources, Runtime, RuntimeError, Volume,
+};
 
 use crate::convert::labels;
 use crate::model::Project;
@@ -19,6 +21,9 @@ pub struct Observed {
     pub volumes: BTreeMap<String, Volume>,
     /// Images the services run, by reference, when present.
     pub images: BTreeMap<String, Image>,
+    /// The resource limits of the containers whose limits `up` may change
+    /// in place (see [`observe_limits`]), by container name.
+    pub limits: BTreeMap<String, Resources>,
 }
 
 impl Observed {
@@ -50,6 +55,45 @@ pub async fn observe_containers(
         containers: runtime.list_containers(&filter, true).await?,
         ..Observed::default()
     })
+}
+
+/// Adds to `observed` the resource limits of the service containers rcompose
+/// made (those carrying the hash without limits): `up` compares them with
+/// the file's, as a change in place leaves the creation hash behind.
+pub async fn observe_limits(
+    runtime: &dyn Runtime,
+    observed: &mut Observed,
+) -> Result<(), RuntimeError> {
+    use futures_util::stream::{self, StreamExt};
+    let names: Vec<String> = observed
+        .containers
+        .iter()
+        .filter(|c| {
+            c.labels
+                .contains_key(crate::convert::CONFIG_HASH_WITHOUT_LIMITS)
+                && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+        })
+        .map(|c| c.name.clone())
+        .collect();
+    let found: Vec<_> = stream::iter(names)
+        .map(|name| async move {
+            let details = runtime.inspect_container(&name).await;
+            (name, details)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (name, details) in found {
+        match details {
+            Ok(d) => {
+                observed.limits.insert(name, d.resources);
+            }
+            // Removed meanwhile: planned from its listing alone.
+            Err(RuntimeError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Takes the snapshot: containers and networks by project label; the
@@ -99,5 +143,6 @@ pub async fn observe(runtime: &dyn Runtime, project: &Project) -> Result<Observe
             .zip(found)
             .filter_map(|(name, img)| Some((name, img?)))
             .collect(),
+        limits: BTreeMap::new(),
     })
 }

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use runtime_shim::{
-    BuildSpec, Container, ContainerSpec, ContainerState, NetworkSpec, RuntimeError, VolumeSpec,
+    BuildSpec, Container, ContainerSpec, ContainerState, NetworkSpec, Resources, RuntimeError,
+    VolumeSpec,
 };
 
 use crate::balancer::{self, BalancerSpec};
@@ -67,6 +68,15 @@ pub enum Action {
         container: String,
         /// Seconds before SIGKILL.
         timeout: Option<i64>,
+    },
+    /// Change a container's resource limits in place.
+    Update {
+        /// Its service.
+        service: String,
+        /// The container.
+        container: String,
+        /// Its limits from now on.
+        resources: Resources,
     },
     /// Restart a container.
     Restart {
@@ -170,6 +180,7 @@ impl Action {
             | Action::Start { service, .. }
             | Action::Stop { service, .. }
             | Action::Restart { service, .. }
+            | Action::Update { service, .. }
             | Action::Kill { service, .. }
             | Action::Pause { service, .. }
             | Action::Unpause { service, .. }
@@ -197,6 +208,7 @@ impl Action {
             Action::Start { container, .. }
             | Action::Stop { container, .. }
             | Action::Restart { container, .. }
+            | Action::Update { container, .. }
             | Action::Kill { container, .. }
             | Action::Pause { container, .. }
             | Action::Unpause { container, .. }
@@ -244,6 +256,7 @@ impl Action {
             Action::Start { .. } => ("Starting", "Started"),
             Action::Stop { .. } => ("Stopping", "Stopped"),
             Action::Restart { .. } => ("Restarting", "Restarted"),
+            Action::Update { .. } => ("Updating", "Updated"),
             Action::Kill { .. } => ("Killing", "Killed"),
             Action::Pause { .. } => ("Pausing", "Paused"),
             Action::Unpause { .. } => ("Unpausing", "Unpaused"),
@@ -275,6 +288,15 @@ impl fmt::Display for Action {
             Action::Start { container, .. } => write!(f, "start container {container}"),
             Action::Stop { container, .. } => write!(f, "stop container {container}"),
             Action::Restart { container, .. } => write!(f, "restart container {container}"),
+            Action::Update {
+                container,
+                resources,
+                ..
+            } => write!(
+                f,
+                "update container {container} to {}",
+                describe_limits(resources)
+            ),
             Action::Kill {
                 container, signal, ..
             } => write!(f, "kill container {container} with {signal}"),
@@ -735,27 +757,122 @@ pub fn refresh_interval(policy: &str) -> Option<i64> {
     (number.is_empty() && total > 0).then_some(total)
 }
 
-/// Why a container must be recreated, if it must (`hash`: the service's config hash).
-fn must_recreate(
-    hash: &str,
-    c: &Container,
-    image_id: &str,
-    policy: Recreate,
-) -> Option<&'static str> {
+/// What `up` does with an existing container of a service.
+#[derive(Debug, Clone, PartialEq)]
+enum Verdict {
+    /// It is up to date.
+    Keep,
+    /// Only its resource limits differ: they change in place.
+    Update(Resources),
+    /// It must be replaced, and why.
+    Recreate(&'static str),
+}
+
+/// The service as a container should have it: its configuration hash, that
+/// hash without the limits, its limits, its image id.
+struct Wanted<'a> {
+    hash: &'a str,
+    without_limits: &'a str,
+    limits: &'a Resources,
+    image_id: &'a str,
+}
+
+/// What to do with container `c` (whose limits, when observed, are `now`).
+fn verdict(want: &Wanted, c: &Container, now: Option<&Resources>, policy: Recreate) -> Verdict {
+    let label = |key: &str| c.labels.get(key).map(String::as_str);
     match policy {
-        Recreate::Never => None,
-        Recreate::Force => Some("recreate forced"),
+        Recreate::Never => Verdict::Keep,
+        Recreate::Force => Verdict::Recreate("recreate forced"),
         Recreate::Diverged => {
-            if c.labels.get(labels::CONFIG_HASH).map(String::as_str) != Some(hash) {
-                Some("configuration changed")
-            } else if !image_id.is_empty()
-                && c.labels.get(labels::IMAGE).map(String::as_str) != Some(image_id)
-            {
-                Some("image changed")
-            } else {
-                None
+            let same_shape =
+                label(convert::CONFIG_HASH_WITHOUT_LIMITS) == Some(want.without_limits);
+            if label(labels::CONFIG_HASH) != Some(want.hash) && !same_shape {
+                return Verdict::Recreate("configuration changed");
+            }
+            if !want.image_id.is_empty() && label(labels::IMAGE) != Some(want.image_id) {
+                return Verdict::Recreate("image changed");
+            }
+            match now {
+                // Limits changed in place earlier make the creation hash
+                // stale: the limits themselves are compared.
+                Some(now) if same_shape => {
+                    if limits_hold(now, want.limits) {
+                        Verdict::Keep
+                    } else if limits_settable(now, want.limits) {
+                        Verdict::Update(want.limits.clone())
+                    } else {
+                        Verdict::Recreate("resource limits removed")
+                    }
+                }
+                _ if label(labels::CONFIG_HASH) != Some(want.hash) => {
+                    Verdict::Recreate("configuration changed")
+                }
+                _ => Verdict::Keep,
             }
         }
+    }
+}
+
+/// Whether a container's limits `now` are those `wanted` (swap counts only
+/// when it is set: its default follows the memory limit).
+fn limits_hold(now: &Resources, wanted: &Resources) -> bool {
+    now.memory == wanted.memory
+        && now.memory_reservation == wanted.memory_reservation
+        && (wanted.memory_swap == 0 || now.memory_swap == wanted.memory_swap)
+        && now.nano_cpus == wanted.nano_cpus
+        && now.cpu_shares == wanted.cpu_shares
+        && now.cpuset == wanted.cpuset
+        && now.pids_limit.max(0) == wanted.pids_limit.max(0)
+}
+
+/// Whether the limits can go from `now` to `wanted` in place: an engine
+/// sets new values, but does not unset one (that takes a new container).
+fn limits_settable(now: &Resources, wanted: &Resources) -> bool {
+    let set = |now: i64, wanted: i64| now == wanted || wanted > 0;
+    set(now.memory, wanted.memory)
+        && set(now.memory_reservation, wanted.memory_reservation)
+        && set(now.nano_cpus, wanted.nano_cpus)
+        && set(now.cpu_shares, wanted.cpu_shares)
+        && set(now.pids_limit.max(0), wanted.pids_limit.max(0))
+        && (now.cpuset == wanted.cpuset || !wanted.cpuset.is_empty())
+}
+
+/// Limits as `docker update` options would spell them.
+fn describe_limits(r: &Resources) -> String {
+    let size = |bytes: i64| {
+        for (unit, shift) in [("g", 30), ("m", 20), ("k", 10)] {
+            if bytes > 0 && bytes % (1 << shift) == 0 {
+                return format!("{}{unit}", bytes >> shift);
+            }
+        }
+        bytes.to_string()
+    };
+    let mut parts = Vec::new();
+    if r.memory > 0 {
+        parts.push(format!("memory={}", size(r.memory)));
+    }
+    if r.memory_swap != 0 {
+        parts.push(format!("memory-swap={}", size(r.memory_swap)));
+    }
+    if r.memory_reservation > 0 {
+        parts.push(format!("memory-reservation={}", size(r.memory_reservation)));
+    }
+    if r.nano_cpus > 0 {
+        parts.push(format!("cpus={}", r.nano_cpus as f64 / 1e9));
+    }
+    if r.cpu_shares > 0 {
+        parts.push(format!("cpu-shares={}", r.cpu_shares));
+    }
+    if !r.cpuset.is_empty() {
+        parts.push(format!("cpuset-cpus={}", r.cpuset));
+    }
+    if r.pids_limit != 0 {
+        parts.push(format!("pids-limit={}", r.pids_limit));
+    }
+    if parts.is_empty() {
+        "no limits".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -996,15 +1113,26 @@ impl UpPlanner<'_> {
             .map(|i| i.id.clone())
             .unwrap_or_default();
         let hash = config_hash(service);
-        let mut existing: Vec<(Option<&'static str>, &Container)> = self
+        let without_limits = config_hash(&convert::without_limits(service));
+        let limits = convert::resources(service);
+        let want = Wanted {
+            hash: &hash,
+            without_limits: &without_limits,
+            limits: &limits,
+            image_id: &image_id,
+        };
+        let mut existing: Vec<(Verdict, &Container)> = self
             .observed
             .service_containers(name)
-            .map(|c| (must_recreate(&hash, c, &image_id, self.options.recreate), c))
+            .map(|c| {
+                let now = self.observed.limits.get(&c.name);
+                (verdict(&want, c, now, self.options.recreate), c)
+            })
             .collect();
         // Obsolete containers first, then the highest numbers: they go first when scaling down.
-        existing.sort_by_key(|(why, c)| {
+        existing.sort_by_key(|(verdict, c)| {
             (
-                why.is_none(),
+                !matches!(verdict, Verdict::Recreate(_)),
                 std::cmp::Reverse(container_number(c).unwrap_or(0)),
             )
         });
@@ -1019,7 +1147,8 @@ impl UpPlanner<'_> {
             .unwrap_or(0)
             + 1;
         let kept = existing.len().min(desired_usize);
-        for (i, &(recreate, c)) in existing.iter().enumerate() {
+        for (i, (verdict, c)) in existing.iter().enumerate() {
+            let c = *c;
             let number = container_number(c).unwrap_or(0);
             if i >= desired_usize {
                 let stop = self.plan.push(
@@ -1043,7 +1172,7 @@ impl UpPlanner<'_> {
                 continue;
             }
             names.push((number, c.name.clone()));
-            if let Some(why) = recreate {
+            if let Verdict::Recreate(why) = *verdict {
                 let stop = self.plan.push(
                     Action::Stop {
                         service: name.into(),
@@ -1068,6 +1197,18 @@ impl UpPlanner<'_> {
                 }
                 continue;
             }
+            let updated = match verdict {
+                Verdict::Update(resources) => Some(self.plan.push(
+                    Action::Update {
+                        service: name.into(),
+                        container: c.name.clone(),
+                        resources: resources.clone(),
+                    },
+                    format!("service {name}: resource limits changed"),
+                    vec![],
+                )),
+                _ => None,
+            };
             if !self.options.no_start
                 && !matches!(
                     c.state,
@@ -1085,7 +1226,8 @@ impl UpPlanner<'_> {
                         container: c.name.clone(),
                     }
                 };
-                let prerequisites = self.start_prerequisites(service);
+                let mut prerequisites = self.start_prerequisites(service);
+                prerequisites.extend(updated);
                 started.push(self.plan.push(
                     op,
                     format!("service {name}: container is {}", c.state.as_str()),
@@ -1102,7 +1244,9 @@ impl UpPlanner<'_> {
                     after,
                 );
                 started.push(restart);
-            } else if self.options.recreate != Recreate::Never || self.options.no_start {
+            } else if updated.is_none()
+                && (self.options.recreate != Recreate::Never || self.options.no_start)
+            {
                 self.plan
                     .notes
                     .push(format!("container {} is up to date", c.name));

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use orchestrator::execute::{execute, ExecuteOptions};
 use orchestrator::loader::load_from_str;
 use orchestrator::model::Project;
-use orchestrator::observe::observe;
+use orchestrator::observe::{observe, observe_limits};
 use orchestrator::plan::{
     plan_build, plan_down, plan_lifecycle, plan_pull, plan_up, plan_wait, BuildOptions,
     DownOptions, Lifecycle, Plan, PullOptions, UpOptions,
@@ -83,7 +83,10 @@ async fn up(
         log.push_str(&format!("== {title}: build\n{build}"));
         log.push_str(&run(rt, &build).await);
     }
-    let observed = observe(rt.as_ref(), p)
+    let mut observed = observe(rt.as_ref(), p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    observe_limits(rt.as_ref(), &mut observed)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let plan = plan_up(p, &observed, options);
@@ -153,6 +156,36 @@ async fn only_changed_services_are_recreated() {
     )
     .await;
     check("recreate_changed", &log);
+}
+
+#[tokio::test]
+async fn limits_change_in_place_and_removing_one_recreates() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("postgres:16");
+    rt.add_image("worker:1");
+    let with = |limits: &str| STACK.replace("image: worker:1", &format!("image: worker:1{limits}"));
+    let mut log = String::new();
+    let steps = [
+        ("first up", "\n    mem_limit: 32m\n    cpus: 0.25"),
+        ("limits raised", "\n    mem_limit: 64m\n    cpus: 0.5"),
+        ("again", "\n    mem_limit: 64m\n    cpus: 0.5"),
+        (
+            "back to the first file",
+            "\n    mem_limit: 32m\n    cpus: 0.25",
+        ),
+        ("a limit removed", ""),
+    ];
+    for (title, limits) in steps {
+        up(
+            &rt,
+            &project(&with(limits)),
+            &UpOptions::default(),
+            &mut log,
+            title,
+        )
+        .await;
+    }
+    check("limits_in_place", &log);
 }
 
 #[tokio::test]

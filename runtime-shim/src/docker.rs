@@ -58,8 +58,8 @@ use crate::{
     ContainerSpec, ContainerState, Device, EventKind, Exec, ExecSpec, ExtraHost, Health,
     HealthTest, HealthcheckSpec, HostPort, Image, Images, LabelFilter, LoadedImage, LogLine,
     LogOptions, Logs, Monitor, Mount, Namespace, Network, NetworkAttachment, NetworkMode,
-    NetworkSpec, Process, Protocol, PublishedPort, RestartPolicy, Result, Runtime, RuntimeError,
-    Session, Stats, Status, Volume, VolumeSpec, VolumesFrom,
+    NetworkSpec, Process, Protocol, PublishedPort, Resources, RestartPolicy, Result, Runtime,
+    RuntimeError, Session, Stats, Status, Volume, VolumeSpec, VolumesFrom,
 };
 
 /// Where the engine is when `DOCKER_HOST` is unset.
@@ -793,13 +793,13 @@ fn create_request(spec: &ContainerSpec, api: ApiVersion) -> Result<CreateRequest
         dns: nonempty_vec(&spec.dns),
         dns_options: nonempty_vec(&spec.dns_opt),
         dns_search: nonempty_vec(&spec.dns_search),
-        memory: nonzero(spec.memory),
-        memory_reservation: nonzero(spec.memory_reservation),
-        memory_swap: nonzero(spec.memory_swap),
-        nano_cpus: nonzero(spec.nano_cpus),
-        cpu_shares: nonzero(spec.cpu_shares),
-        cpuset_cpus: nonempty(&spec.cpuset),
-        pids_limit: nonzero(spec.pids_limit),
+        memory: nonzero(spec.resources.memory),
+        memory_reservation: nonzero(spec.resources.memory_reservation),
+        memory_swap: nonzero(spec.resources.memory_swap),
+        nano_cpus: nonzero(spec.resources.nano_cpus),
+        cpu_shares: nonzero(spec.resources.cpu_shares),
+        cpuset_cpus: nonempty(&spec.resources.cpuset),
+        pids_limit: nonzero(spec.resources.pids_limit),
         shm_size: nonzero(spec.shm_size),
         log_config,
         ipc_mode: namespace_mode(&spec.ipc),
@@ -1016,6 +1016,16 @@ fn container_from_summary(c: m::ContainerSummary) -> Container {
 }
 
 fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
+    let host = i.host_config.unwrap_or_default();
+    let resources = Resources {
+        memory: host.memory.unwrap_or(0),
+        memory_reservation: host.memory_reservation.unwrap_or(0),
+        memory_swap: host.memory_swap.unwrap_or(0),
+        nano_cpus: host.nano_cpus.unwrap_or(0),
+        cpu_shares: host.cpu_shares.unwrap_or(0),
+        cpuset: host.cpuset_cpus.unwrap_or_default(),
+        pids_limit: host.pids_limit.unwrap_or(0),
+    };
     let state = i.state.unwrap_or_default();
     let config = i.config.unwrap_or_default();
     let settings = i.network_settings.unwrap_or_default();
@@ -1099,6 +1109,7 @@ fn details_from_inspect(i: m::ContainerInspectResponse) -> ContainerDetails {
         restarting: state.restarting.unwrap_or(false),
         addresses,
         exposed_tcp_ports,
+        resources,
     }
 }
 
@@ -1672,6 +1683,30 @@ impl Runtime for DockerRuntime {
         };
         self.patient(timeout_budget(timeout_secs))
             .restart_container(id, Some(options))
+            .await
+            .map_err(err("container", id))
+    }
+
+    async fn update_container(&self, id: &str, r: &Resources) -> Result<()> {
+        // Swap follows memory as at creation (twice the memory) unless it
+        // is set: Docker refuses a memory limit above the current swap one.
+        let swap = match (r.memory, r.memory_swap) {
+            (_, s) if s != 0 => Some(s),
+            (m, _) if m > 0 => Some(m.saturating_mul(2)),
+            _ => None,
+        };
+        let body = m::ContainerUpdateBody {
+            memory: nonzero(r.memory),
+            memory_swap: swap,
+            memory_reservation: nonzero(r.memory_reservation),
+            nano_cpus: nonzero(r.nano_cpus),
+            cpu_shares: nonzero(r.cpu_shares),
+            cpuset_cpus: nonempty(&r.cpuset),
+            pids_limit: nonzero(r.pids_limit),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(id, body)
             .await
             .map_err(err("container", id))
     }
@@ -2828,13 +2863,15 @@ mod tests {
             dns: vec!["1.1.1.1".into()],
             dns_opt: vec!["ndots:1".into()],
             dns_search: vec!["example.org".into()],
-            memory: 1 << 30,
-            memory_reservation: 1 << 29,
-            memory_swap: 1 << 31,
-            nano_cpus: 1_500_000_000,
-            cpu_shares: 512,
-            cpuset: "0-1".into(),
-            pids_limit: 100,
+            resources: Resources {
+                memory: 1 << 30,
+                memory_reservation: 1 << 29,
+                memory_swap: 1 << 31,
+                nano_cpus: 1_500_000_000,
+                cpu_shares: 512,
+                cpuset: "0-1".into(),
+                pids_limit: 100,
+            },
             shm_size: 1 << 26,
             log_driver: "json-file".into(),
             log_opts: BTreeMap::from([("max-size".into(), "1m".into())]),

@@ -41,6 +41,8 @@ struct State {
     exit_codes: BTreeMap<String, i64>,
     /// Named volumes each container mounts.
     mounts: BTreeMap<String, Vec<String>>,
+    /// Each container's resource limits.
+    resources: BTreeMap<String, crate::Resources>,
 }
 
 /// A runtime that keeps containers, networks, volumes and images in memory.
@@ -283,6 +285,7 @@ impl Runtime for FakeRuntime {
             restarting: false,
             addresses: BTreeMap::new(),
             exposed_tcp_ports: Vec::new(),
+            resources: s.resources.get(&c.id).cloned().unwrap_or_default(),
             container: c,
         })
     }
@@ -318,6 +321,7 @@ impl Runtime for FakeRuntime {
         {
             s.with_healthcheck.insert(id.clone());
         }
+        s.resources.insert(id.clone(), spec.resources.clone());
         let volumes: Vec<String> = spec
             .mounts
             .iter()
@@ -395,6 +399,13 @@ impl Runtime for FakeRuntime {
             self.end(&mut s, &key, 0, Some(EventKind::Stopped));
         }
         self.run(&mut s, &key);
+        Ok(())
+    }
+
+    async fn update_container(&self, id: &str, resources: &crate::Resources) -> Result<()> {
+        let mut s = self.record(format!("update {id}"))?;
+        let key = Self::key(&s, id)?;
+        s.resources.insert(key, resources.clone());
         Ok(())
     }
 

@@ -87,6 +87,10 @@ pub trait Runtime: Send + Sync {
     /// Restarts a container.
     async fn restart_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()>;
 
+    /// Changes a container's resource limits in place (`docker update`);
+    /// running or not, it keeps them from now on.
+    async fn update_container(&self, id: &str, resources: &Resources) -> Result<()>;
+
     /// Sends a signal to a running container.
     async fn kill_container(&self, id: &str, signal: &str) -> Result<()>;
 

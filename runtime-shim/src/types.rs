@@ -175,6 +175,8 @@ pub struct ContainerDetails {
     pub addresses: BTreeMap<String, String>,
     /// The TCP ports it exposes (its image's and its own), ascending.
     pub exposed_tcp_ports: Vec<u16>,
+    /// Its resource limits now.
+    pub resources: Resources,
 }
 
 /// A port a container exposes to the networks it is on, without publishing it.
@@ -443,6 +445,26 @@ pub struct UlimitSpec {
     pub hard: i64,
 }
 
+/// The resource limits of a container that a running container can change
+/// (as `docker update` does); 0 or empty is "not set".
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Memory limit, bytes.
+    pub memory: i64,
+    /// Memory reservation, bytes.
+    pub memory_reservation: i64,
+    /// Memory plus swap, bytes.
+    pub memory_swap: i64,
+    /// CPU limit, in billionths of a CPU.
+    pub nano_cpus: i64,
+    /// CPU shares.
+    pub cpu_shares: i64,
+    /// CPU set.
+    pub cpuset: String,
+    /// Process limit.
+    pub pids_limit: i64,
+}
+
 /// What a container should be.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ContainerSpec {
@@ -518,20 +540,9 @@ pub struct ContainerSpec {
     pub dns_opt: Vec<String>,
     /// DNS search domains.
     pub dns_search: Vec<String>,
-    /// Memory limit, bytes.
-    pub memory: i64,
-    /// Memory reservation, bytes.
-    pub memory_reservation: i64,
-    /// Memory plus swap, bytes.
-    pub memory_swap: i64,
-    /// CPU limit, in billionths of a CPU.
-    pub nano_cpus: i64,
-    /// CPU shares.
-    pub cpu_shares: i64,
-    /// CPU set.
-    pub cpuset: String,
-    /// Process limit.
-    pub pids_limit: i64,
+    /// Its resource limits (the ones that can change in place).
+    #[serde(flatten)]
+    pub resources: Resources,
     /// `/dev/shm` size, bytes.
     pub shm_size: i64,
     /// Log driver.

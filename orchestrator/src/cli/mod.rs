@@ -571,11 +571,12 @@ async fn converge(
         return Ok((built, Outcome::default()));
     }
     // Image ids may have changed: observe again before planning containers.
-    let observed = if build_plan.is_empty() {
+    let mut observed = if build_plan.is_empty() {
         observed
     } else {
         observe(rt.as_ref(), project).await?
     };
+    orchestrator::observe::observe_limits(rt.as_ref(), &mut observed).await?;
     let mut plan = plan_up(project, &observed, up);
     if plan.is_empty() && !engine.dry_run && build_plan.is_empty() {
         eprintln!("Nothing to do: every container is up to date");
@@ -586,7 +587,8 @@ async fn converge(
     let mut attempts = 1;
     while ran.stale && attempts < 3 && !engine.dry_run {
         attempts += 1;
-        let observed = observe(rt.as_ref(), project).await?;
+        let mut observed = observe(rt.as_ref(), project).await?;
+        orchestrator::observe::observe_limits(rt.as_ref(), &mut observed).await?;
         plan = plan_up(project, &observed, up);
         ran = run_plan(rt, engine, &plan, "Running", wait).await;
     }

@@ -165,6 +165,7 @@ impl Observed {
                 BTreeMap::new()
             },
             exposed_tcp_ports: exposed,
+            resources: self.record.spec.resources.clone(),
         }
     }
 }
@@ -1317,6 +1318,50 @@ impl NativeRuntime {
         }
     }
 
+    /// Changes a container's resource limits: its record (for its next
+    /// start), its bundle (for the monitor's restarts) and, when it runs,
+    /// its cgroup through `runc update`.
+    pub(super) fn update(&self, key: &str, resources: &crate::Resources) -> Result<()> {
+        let o = self.find_container(key)?;
+        let mut record = o.record.clone();
+        record.spec.resources = resources.clone();
+        let linux = self::resources(&record.spec);
+        if o.running() {
+            let file = o.paths.dir.join("resources.json");
+            write_json(&file, &linux)?;
+            let file = file.display().to_string();
+            let updated = self.runc_command(&["update", "--resources", &file, &record.id]);
+            let _ = fs::remove_file(&file);
+            updated.map_err(|e| {
+                refused(format!(
+                    "cannot update container {}: {}",
+                    record.name,
+                    e.to_string().trim_start_matches("error: ")
+                ))
+            })?;
+        }
+        let bundle = o.paths.dir.join("config.json");
+        if let Ok(mut config) = read_json::<Value>(&bundle) {
+            if let Some(current) = config
+                .pointer_mut("/linux/resources")
+                .and_then(Value::as_object_mut)
+            {
+                for key in ["memory", "cpu", "pids"] {
+                    match linux.get(key) {
+                        Some(v) => current.insert(key.into(), v.clone()),
+                        None => current.remove(key),
+                    };
+                }
+                let bytes = serde_json::to_vec_pretty(&config)
+                    .map_err(|e| failed("writing the runtime spec", e))?;
+                state::write_atomic(&bundle, &bytes)?;
+            }
+        }
+        write_json(&o.paths.record(), &record)?;
+        self.event(&record, "update", None);
+        Ok(())
+    }
+
     /// Freezes a running container.
     pub(super) fn pause(&self, key: &str) -> Result<()> {
         let o = self.find_container(key)?;
@@ -1546,20 +1591,23 @@ fn devices(spec: &ContainerSpec) -> Result<(Vec<Value>, Vec<Value>)> {
 fn resources(spec: &ContainerSpec) -> Value {
     let mut r = json!({});
     let mut memory = serde_json::Map::new();
-    if spec.memory > 0 {
-        memory.insert("limit".into(), json!(spec.memory));
+    if spec.resources.memory > 0 {
+        memory.insert("limit".into(), json!(spec.resources.memory));
         // Docker's default: as much swap as memory, when the kernel
         // accounts for swap at all.
         if super::cgroup::swap_accounted() {
-            let swap = match spec.memory_swap {
-                0 => spec.memory * 2,
+            let swap = match spec.resources.memory_swap {
+                0 => spec.resources.memory * 2,
                 s => s,
             };
             memory.insert("swap".into(), json!(swap));
         }
     }
-    if spec.memory_reservation > 0 {
-        memory.insert("reservation".into(), json!(spec.memory_reservation));
+    if spec.resources.memory_reservation > 0 {
+        memory.insert(
+            "reservation".into(),
+            json!(spec.resources.memory_reservation),
+        );
     }
     if spec.oom_kill_disable {
         memory.insert("disableOOMKiller".into(), json!(true));
@@ -1568,21 +1616,21 @@ fn resources(spec: &ContainerSpec) -> Value {
         r["memory"] = Value::Object(memory);
     }
     let mut cpu = serde_json::Map::new();
-    if spec.nano_cpus > 0 {
+    if spec.resources.nano_cpus > 0 {
         cpu.insert("period".into(), json!(100_000));
-        cpu.insert("quota".into(), json!(spec.nano_cpus / 10_000));
+        cpu.insert("quota".into(), json!(spec.resources.nano_cpus / 10_000));
     }
-    if spec.cpu_shares > 0 {
-        cpu.insert("shares".into(), json!(spec.cpu_shares));
+    if spec.resources.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(spec.resources.cpu_shares));
     }
-    if !spec.cpuset.is_empty() {
-        cpu.insert("cpus".into(), json!(spec.cpuset));
+    if !spec.resources.cpuset.is_empty() {
+        cpu.insert("cpus".into(), json!(spec.resources.cpuset));
     }
     if !cpu.is_empty() {
         r["cpu"] = Value::Object(cpu);
     }
-    if spec.pids_limit > 0 {
-        r["pids"] = json!({"limit": spec.pids_limit});
+    if spec.resources.pids_limit > 0 {
+        r["pids"] = json!({"limit": spec.resources.pids_limit});
     }
     r
 }

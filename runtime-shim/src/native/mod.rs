@@ -273,6 +273,13 @@ impl Runtime for NativeRuntime {
         .await
     }
 
+    async fn update_container(&self, id: &str, resources: &crate::Resources) -> Result<()> {
+        let rt = self.clone();
+        let id = id.to_string();
+        let resources = resources.clone();
+        blocking(move || rt.update(&id, &resources)).await
+    }
+
     async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
         let rt = self.clone();
         let (id, signal) = (id.to_string(), signal.to_string());
