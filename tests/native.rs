@@ -1194,3 +1194,55 @@ fn limits_change_in_place_on_docker() {
     }
     limits_demo("docker");
 }
+
+/// `run` prints everything a one-off wrote, a last line without a newline
+/// included (on Docker it reaches the log only as the output closes).
+fn last_line_demo(runtime: &'static str) {
+    let p = Project::new(&format!("lastline-{runtime}"), runtime);
+    let image = format!("rctn-lastline-{}:1", std::process::id());
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, &image);
+    p.write(
+        "compose.yaml",
+        &format!("services:\n  app:\n    image: {image}\n"),
+    );
+    for _ in 0..5 {
+        let o = p.rc(&[
+            "run",
+            "--rm",
+            "-T",
+            "app",
+            "sh",
+            "-c",
+            "echo first; printf last; printf oops >&2",
+        ]);
+        assert!(o.status.success(), "{runtime}: run: {}", stderr(&o));
+        assert_eq!(stdout(&o), "first\nlast", "{runtime}: all of stdout");
+        assert!(
+            stderr(&o).ends_with("oops"),
+            "{runtime}: all of stderr: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn run_prints_a_last_line_without_a_newline_natively() {
+    if !native_ready() {
+        return;
+    }
+    last_line_demo("native");
+}
+
+#[test]
+fn run_prints_a_last_line_without_a_newline_on_docker() {
+    if !docker_available() || !Path::new("/bin/busybox").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Docker Engine or busybox is missing on CI"
+        );
+        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+        return;
+    }
+    last_line_demo("docker");
+}

@@ -309,20 +309,75 @@ fn pump_stdin(input: Option<Input>) {
     });
 }
 
-/// Prints a session's output until it ends.
-async fn drain(session: &mut Session) {
+/// The last chunk printed of each stream (`None`: nothing yet).
+#[derive(Default)]
+struct LastChunks {
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+/// Prints one chunk of container output on the stream it came from.
+fn print_chunk(line: &runtime_shim::LogLine) {
+    if line.stderr {
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(line.text.as_bytes());
+        let _ = e.flush();
+    } else {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(line.text.as_bytes());
+        let _ = o.flush();
+    }
+}
+
+/// Prints a session's output until it ends; returns the last chunk of
+/// each stream.
+async fn drain(session: &mut Session) -> LastChunks {
+    let mut last = LastChunks::default();
     let Some(output) = session.output.as_mut() else {
-        return;
+        return last;
     };
     while let Some(Ok(line)) = output.next().await {
-        if line.stderr {
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(line.text.as_bytes());
-            let _ = e.flush();
+        print_chunk(&line);
+        let slot = if line.stderr {
+            &mut last.stderr
         } else {
-            let mut o = std::io::stdout().lock();
-            let _ = o.write_all(line.text.as_bytes());
-            let _ = o.flush();
+            &mut last.stdout
+        };
+        *slot = Some(line.text);
+    }
+    last
+}
+
+/// After a one-off has exited: a last line without a newline reaches the
+/// Docker Engine's log only as its output closes, and a log follower that
+/// ended at the container's exit can miss it. The log's final entries say
+/// what each stream ended with; one not printed yet is printed now.
+async fn print_missed_ending(rt: &Arc<dyn runtime_shim::Engine>, id: &str, printed: &LastChunks) {
+    let tail = runtime_shim::LogOptions {
+        tail: Some(4),
+        ..runtime_shim::LogOptions::default()
+    };
+    let Ok(mut stream) = rt.logs(id, &tail).await else {
+        return;
+    };
+    let mut ending = LastChunks::default();
+    while let Some(Ok(line)) = stream.next().await {
+        let slot = if line.stderr {
+            &mut ending.stderr
+        } else {
+            &mut ending.stdout
+        };
+        *slot = Some(line.text);
+    }
+    for (stderr, ended, seen) in [
+        (false, ending.stdout, &printed.stdout),
+        (true, ending.stderr, &printed.stderr),
+    ] {
+        let Some(text) = ended.filter(|t| !t.ends_with('\n')) else {
+            continue;
+        };
+        if seen.as_deref() != Some(text.as_str()) {
+            print_chunk(&runtime_shim::LogLine { stderr, text });
         }
     }
 }
@@ -556,9 +611,10 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         ..runtime_shim::LogOptions::default()
     };
     session.output = Some(rt.logs(&id, &follow).await?);
-    drain(&mut session).await;
-    drop(_raw);
+    let printed = drain(&mut session).await;
     let code = rt.wait_container(&id).await.unwrap_or(-1);
+    print_missed_ending(&rt, &id, &printed).await;
+    drop(_raw);
     if args.rm {
         let _ = rt.remove_container(&id, true, true).await;
     }
