@@ -807,6 +807,46 @@ volumes:
         "0",
         "{runtime}: exec joins the namespace as its root"
     );
+    // Files cross the namespace with the owners the container sees.
+    p.write("in.txt", "in\n");
+    p.ok(&["cp", "in.txt", "remapped:/tmp/in.txt"]);
+    let owner = p.ok(&[
+        "exec",
+        "-T",
+        "remapped",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/tmp/in.txt",
+    ]);
+    assert_eq!(
+        owner.trim(),
+        "0:0",
+        "{runtime}: cp writes files the container's root owns"
+    );
+    let exported = p.dir.join("remapped.tar");
+    p.ok(&["export", "-o", &exported.display().to_string(), "remapped"]);
+    let listing = Command::new("tar")
+        .arg("--numeric-owner")
+        .arg("-tvf")
+        .arg(&exported)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let listing = stdout(&listing);
+    for file in ["etc/made", "bin/busybox", "tmp/in.txt"] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(file) && l.split_whitespace().nth(1) == Some("0/0")),
+            "{runtime}: export shows {file} owned by the container's root:\n{listing}"
+        );
+    }
+    // And from a stopped container.
+    p.ok(&["stop", "remapped"]);
+    let copied = p.dir.join("made.out");
+    p.ok(&["cp", "remapped:/etc/made", &copied.display().to_string()]);
+    assert!(copied.exists(), "{runtime}: cp from a stopped container");
+    p.ok(&["start", "remapped"]);
     if runtime == "native" {
         // Names and addresses work from inside the namespace.
         eventually("native: web answers by name from the namespace", || {

@@ -324,33 +324,31 @@ impl NativeRuntime {
         })
     }
 
-    /// A file or directory of a running container, through its root as
-    /// its processes see it (volumes and tmpfs included); a stopped one's
-    /// through its root filesystem.
-    fn container_root(&self, o: &Observed) -> Result<PathBuf> {
+    /// Runs `f` on a container's root: a running one's as its processes
+    /// see it (volumes and tmpfs included), through `/proc`; a stopped
+    /// one's root filesystem, mounted for the while.
+    fn with_root<T>(&self, o: &Observed, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
         if o.running() && o.status.pid > 0 {
-            Ok(PathBuf::from(format!("/proc/{}/root", o.status.pid)))
-        } else {
-            Err(refused(format!(
-                "container {}: copying files needs it running on the native runtime for now",
-                o.record.name
-            )))
+            return f(Path::new(&format!("/proc/{}/root", o.status.pid)));
         }
+        let image = self.image_of(&o.record)?;
+        let rootfs = bundle::mount_rootfs(&self.store, &image, &o.paths.dir, None, None)?;
+        let result = f(&rootfs);
+        let _ = bundle::unmount_rootfs(&o.paths.dir);
+        result
     }
 
     /// Opens `path` inside a container's root, never leaving it.
-    fn open_inside(&self, o: &Observed, path: &str) -> Result<OwnedFd> {
-        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
-        let root = self.container_root(o)?;
+    fn open_inside(&self, o: &Observed, root: &Path, path: &str) -> Result<OwnedFd> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
         let root_fd = rustix::fs::open(
-            &root,
+            root,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| failed(format!("container {}", o.record.name), e))?;
         let rel = path.trim_start_matches('/');
         let rel = if rel.is_empty() { "." } else { rel };
-        let _ = CWD;
         openat2(
             &root_fd,
             rel,
@@ -370,48 +368,72 @@ impl NativeRuntime {
         })
     }
 
+    /// A tar archive as the container sees its owners (under a user
+    /// namespace remap, the host's ids are the container's moved up).
+    fn as_inside(&self, o: &Observed, tar: Vec<u8>) -> Result<Vec<u8>> {
+        match &o.record.userns {
+            Some(map) => map
+                .shift_archive(&tar, super::userns::Direction::ToContainer)
+                .map_err(|e| failed(format!("container {}", o.record.name), e)),
+            None => Ok(tar),
+        }
+    }
+
     pub(super) fn archive_of(&self, key: &str, path: &str) -> Result<Vec<u8>> {
         let o = self.find_container(key)?;
-        let fd = self.open_inside(&o, path)?;
-        let through = PathBuf::from(format!("/proc/self/fd/{}", fd_number(&fd)));
-        let name = Path::new(path)
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| ".".into());
-        let mut builder = tar::Builder::new(Vec::new());
-        builder.follow_symlinks(false);
-        // `through` is a link to what was opened; what it names is what
-        // goes in (`X/.` is the directory itself).
-        let meta = fs::metadata(&through).map_err(|e| failed(path, e))?;
-        let result = if meta.is_dir() {
-            builder.append_dir_all(&name, through.join("."))
-        } else if meta.is_file() {
-            fs::File::open(&through).and_then(|mut f| builder.append_file(&name, &mut f))
-        } else {
-            builder.append_path_with_name(&through, &name)
-        };
-        result.map_err(|e| failed(format!("copying {path}"), e))?;
-        builder
-            .into_inner()
-            .map_err(|e| failed(format!("copying {path}"), e))
+        let tar = self.with_root(&o, |root| {
+            let fd = self.open_inside(&o, root, path)?;
+            let through = PathBuf::from(format!("/proc/self/fd/{}", fd_number(&fd)));
+            let name = Path::new(path)
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_else(|| ".".into());
+            let mut builder = tar::Builder::new(Vec::new());
+            builder.follow_symlinks(false);
+            // `through` is a link to what was opened; what it names is what
+            // goes in (`X/.` is the directory itself).
+            let meta = fs::metadata(&through).map_err(|e| failed(path, e))?;
+            let result = if meta.is_dir() {
+                builder.append_dir_all(&name, through.join("."))
+            } else if meta.is_file() {
+                fs::File::open(&through).and_then(|mut f| builder.append_file(&name, &mut f))
+            } else {
+                builder.append_path_with_name(&through, &name)
+            };
+            result.map_err(|e| failed(format!("copying {path}"), e))?;
+            builder
+                .into_inner()
+                .map_err(|e| failed(format!("copying {path}"), e))
+        })?;
+        self.as_inside(&o, tar)
     }
 
     pub(super) fn extract_into(&self, key: &str, path: &str, tar: Vec<u8>) -> Result<()> {
         let o = self.find_container(key)?;
-        let fd = self.open_inside(&o, path)?;
-        let through = PathBuf::from(format!("/proc/self/fd/{}", fd_number(&fd)));
-        if !through.is_dir() {
-            return Err(refused(format!(
-                "{path} is not a directory in the container"
-            )));
-        }
-        super::unpack::unpack_tree(tar.as_slice(), &through)
-            .map_err(|e| failed(format!("copying into {path}"), e))?;
-        Ok(())
+        // Owners as the container means them: its root is the map's.
+        let tar = match &o.record.userns {
+            Some(map) => map
+                .shift_archive(&tar, super::userns::Direction::ToHost)
+                .map_err(|e| failed(format!("copying into {path}"), e))?,
+            None => tar,
+        };
+        self.with_root(&o, |root| {
+            let fd = self.open_inside(&o, root, path)?;
+            let through = PathBuf::from(format!("/proc/self/fd/{}", fd_number(&fd)));
+            if !through.is_dir() {
+                return Err(refused(format!(
+                    "{path} is not a directory in the container"
+                )));
+            }
+            super::unpack::unpack_tree(tar.as_slice(), &through)
+                .map_err(|e| failed(format!("copying into {path}"), e))?;
+            Ok(())
+        })
     }
 
     /// The whole filesystem of a container as a tar archive (its root
-    /// filesystem, mounted for the while when it is stopped).
+    /// filesystem, mounted for the while when it is stopped), with the
+    /// owners the container sees.
     pub(super) fn export_tar(&self, key: &str) -> Result<Vec<u8>> {
         let o = self.find_container(key)?;
         let image = self.image_of(&o.record)?;
@@ -428,9 +450,10 @@ impl NativeRuntime {
             let _ = bundle::unmount_rootfs(&o.paths.dir);
         }
         result.map_err(|e| failed(format!("exporting {}", o.record.name), e))?;
-        builder
+        let tar = builder
             .into_inner()
-            .map_err(|e| failed(format!("exporting {}", o.record.name), e))
+            .map_err(|e| failed(format!("exporting {}", o.record.name), e))?;
+        self.as_inside(&o, tar)
     }
 
     /// `diff`: what the container changed, from its upper directory.
@@ -463,6 +486,7 @@ impl NativeRuntime {
             let _ = self.unpause(key);
         }
         written.map_err(|e| failed(format!("committing {}", o.record.name), e))?;
+        let layer = self.as_inside(&o, layer)?;
         let c = &o.record.spec;
         let mut config = image
             .config

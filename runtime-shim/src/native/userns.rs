@@ -94,6 +94,53 @@ impl IdMap {
     }
 }
 
+/// Which way ids go through a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the host's ids to the container's (what it sees leaving it).
+    ToContainer,
+    /// From the container's ids to the host's (what goes into it).
+    ToHost,
+}
+
+impl IdMap {
+    /// One id through the map: host ids outside the range are left alone
+    /// (a stopped container's lower layers keep the image's own ids), and
+    /// container ids beyond the range become the overflow id, as the
+    /// kernel shows them.
+    fn shift(&self, id: u64, base: u32, way: Direction) -> u64 {
+        let (base, size) = (u64::from(base), u64::from(self.size));
+        match way {
+            Direction::ToContainer if (base..base + size).contains(&id) => id - base,
+            Direction::ToContainer => id,
+            Direction::ToHost if id < size => id + base,
+            Direction::ToHost => 65534,
+        }
+    }
+
+    /// A tar archive with its owners moved through the map.
+    pub fn shift_archive(&self, tar: &[u8], way: Direction) -> std::io::Result<Vec<u8>> {
+        let mut input = tar::Archive::new(tar);
+        let mut out = tar::Builder::new(Vec::with_capacity(tar.len()));
+        out.follow_symlinks(false);
+        for entry in input.entries()? {
+            let entry = entry?;
+            let mut header = entry.header().clone();
+            header.set_uid(self.shift(header.uid()?, self.uid, way));
+            header.set_gid(self.shift(header.gid()?, self.gid, way));
+            let path = entry.path()?.into_owned();
+            match entry.link_name()? {
+                Some(target) => {
+                    let target = target.into_owned();
+                    out.append_link(&mut header, &path, &target)?;
+                }
+                None => out.append_data(&mut header, &path, entry)?,
+            }
+        }
+        out.into_inner()
+    }
+}
+
 fn remap_error(setting: &str, why: &str) -> RuntimeError {
     RuntimeError::Engine(format!("RCOMPOSE_USERNS_REMAP={setting}: {why}"))
 }
@@ -244,8 +291,87 @@ fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archives_move_through_the_map_both_ways() {
+        let map = IdMap {
+            uid: 100_000,
+            gid: 200_000,
+            size: 65536,
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, uid, gid) in [
+            ("a", 100_000, 200_000),
+            ("b", 101_000, 200_033),
+            ("c", 0, 0),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_uid(uid);
+            h.set_gid(gid);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(100_007);
+        h.set_gid(200_007);
+        b.append_link(&mut h, "l", "a".repeat(150)).unwrap();
+        let host = b.into_inner().unwrap();
+        let owners = |tar: &[u8]| -> Vec<(String, u64, u64)> {
+            tar::Archive::new(tar)
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let h = e.header();
+                    (
+                        e.path().unwrap().display().to_string(),
+                        h.uid().unwrap(),
+                        h.gid().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let inside = map.shift_archive(&host, Direction::ToContainer).unwrap();
+        assert_eq!(
+            owners(&inside),
+            [
+                ("a".to_string(), 0, 0),
+                ("b".to_string(), 1000, 33),
+                ("c".to_string(), 0, 0),
+                ("l".to_string(), 7, 7)
+            ]
+        );
+        let link = tar::Archive::new(inside.as_slice())
+            .entries()
+            .unwrap()
+            .last()
+            .unwrap()
+            .unwrap()
+            .link_name()
+            .unwrap()
+            .unwrap()
+            .display()
+            .to_string();
+        assert_eq!(link, "a".repeat(150), "long link targets survive");
+        let back = map.shift_archive(&inside, Direction::ToHost).unwrap();
+        assert_eq!(
+            owners(&back),
+            [
+                ("a".to_string(), 100_000, 200_000),
+                ("b".to_string(), 101_000, 200_033),
+                ("c".to_string(), 100_000, 200_000),
+                ("l".to_string(), 100_007, 200_007)
+            ]
+        );
+    }
 
     const PASSWD: &str = "root:x:0:0::/root:/bin/sh\ndockremap:x:999:999::/:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n";
     const GROUP: &str = "root:x:0:\ndockremap:x:999:\nalice:x:1000:\nstaff:x:50:\n";
