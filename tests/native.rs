@@ -1286,3 +1286,350 @@ fn run_prints_a_last_line_without_a_newline_on_docker() {
     }
     last_line_demo("docker");
 }
+
+/// The addresses a name resolves to inside `service`'s container.
+fn resolve(p: &Project, service: &str, name: &str) -> Vec<String> {
+    let o = p.rc(&["exec", "-T", service, "nslookup", name]);
+    stdout(&o)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address: "))
+        .map(|a| a.trim().to_string())
+        .collect()
+}
+
+/// Whether `from` gets an HTTP answer from `target` (a name or an address)
+/// on port 8080.
+fn reaches(p: &Project, from: &str, target: &str) -> bool {
+    let o = p.rc(&[
+        "exec",
+        "-T",
+        from,
+        "sh",
+        "-c",
+        &format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target} 8080"),
+    ]);
+    stdout(&o).contains("200 OK")
+}
+
+/// A network namespace of the test's own behind a veth pair, outside every
+/// container network, serving HTTP on port 8080 at `address`; removed
+/// when dropped.
+struct Outside {
+    name: String,
+    link: String,
+    server: std::process::Child,
+    address: String,
+}
+
+impl Outside {
+    fn new() -> Outside {
+        let id = std::process::id();
+        let name = format!("rctn-out-{id}");
+        let link = format!("rctno{}", id % 100_000);
+        let net = format!("10.251.{}", id % 250);
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("ip: {e}"));
+            assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
+        ip(&["addr", "add", &format!("{net}.1/30"), "dev", &link]);
+        ip(&["link", "set", &link, "up"]);
+        let inside = [
+            format!("addr add {net}.2/30 dev eth0"),
+            "link set eth0 up".to_string(),
+            "link set lo up".to_string(),
+            format!("route add default via {net}.1"),
+        ];
+        for args in &inside {
+            let mut all = vec!["netns", "exec", name.as_str(), "ip"];
+            all.extend(args.split_whitespace());
+            ip(&all);
+        }
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "8080",
+                "-h",
+                "/etc",
+            ])
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        Outside {
+            name,
+            link,
+            server,
+            address: format!("{net}.2"),
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Compose's networking as users rely on it, on one runtime: names per
+/// network, isolation between networks (even by address), replicas behind
+/// one name, `links` aliases, an `internal` network with no way out, and
+/// published ports and port ranges from loopback.
+fn networks_demo(runtime: &'static str) {
+    let p = Project::new(&format!("net-{runtime}"), runtime);
+    let image = format!("rctn-net-{}:1", std::process::id());
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, &image);
+    // Host ports of this test's own: a range of two from the process id.
+    let base = 21000 + (std::process::id() % 4000) as u16 * 2;
+    let httpd = r#"["httpd", "-f", "-p", "8080", "-h", "/etc"]"#;
+    p.write(
+        "compose.yaml",
+        &format!(
+            r#"services:
+  left:
+    image: {image}
+    command: {httpd}
+    stop_signal: SIGKILL
+    networks: [front]
+  right:
+    image: {image}
+    command: {httpd}
+    stop_signal: SIGKILL
+    networks: [back]
+  middle:
+    image: {image}
+    command: {httpd}
+    stop_signal: SIGKILL
+    networks: [front, back]
+    links: ["right:r-alias"]
+  web:
+    image: {image}
+    command: {httpd}
+    stop_signal: SIGKILL
+    networks: [back]
+  sealed:
+    image: {image}
+    command: ["sleep", "300"]
+    stop_signal: SIGKILL
+    networks: [inside]
+  published:
+    image: {image}
+    command: ["sh", "-c", "httpd -p 8081 -h /etc; exec httpd -f -p 8080 -h /etc"]
+    stop_signal: SIGKILL
+    networks: [front]
+    ports: ["127.0.0.1:{base}-{}:8080-8081"]
+networks:
+  front: {{}}
+  back: {{}}
+  inside:
+    internal: true
+"#,
+            base + 1
+        ),
+    );
+    p.ok(&["up", "-d"]);
+
+    // The middle one reaches both sides by name.
+    eventually(&format!("{runtime}: middle reaches left and right"), || {
+        reaches(&p, "middle", "left") && reaches(&p, "middle", "right")
+    });
+    // The outer ones do not know each other's names, nor reach the address.
+    assert!(
+        resolve(&p, "left", "right").is_empty(),
+        "{runtime}: left does not resolve right"
+    );
+    let right = resolve(&p, "middle", "right");
+    assert_eq!(
+        right.len(),
+        1,
+        "{runtime}: right has one address: {right:?}"
+    );
+    assert!(
+        !reaches(&p, "left", &right[0]),
+        "{runtime}: left cannot reach right's address {}",
+        right[0]
+    );
+    assert!(
+        reaches(&p, "middle", &right[0]),
+        "{runtime}: middle reaches right's address"
+    );
+    // A links alias.
+    assert!(
+        reaches(&p, "middle", "r-alias"),
+        "{runtime}: the links alias r-alias names right"
+    );
+
+    // Three replicas behind one name.
+    p.ok(&["scale", "web=3"]);
+    eventually(&format!("{runtime}: web has three addresses"), || {
+        resolve(&p, "middle", "web").len() == 3
+    });
+
+    // The internal network has no way out: an address outside the host's
+    // networks (a namespace of this test's) answers the others, not it.
+    let outside = Outside::new();
+    eventually(&format!("{runtime}: left reaches the outside"), || {
+        reaches(&p, "left", &outside.address)
+    });
+    assert!(
+        !reaches(&p, "sealed", &outside.address),
+        "{runtime}: an internal network reaches nothing outside"
+    );
+    drop(outside);
+
+    // A published range answers from loopback, port by port.
+    for port in [base, base + 1] {
+        eventually(&format!("{runtime}: 127.0.0.1:{port} answers"), || {
+            http_get(port).is_some()
+        });
+    }
+
+    // What the host holds of the project's networks, gone with down.
+    let subnets: Vec<String> = ["left", "right", "sealed"]
+        .iter()
+        .flat_map(|s| {
+            p.ok(&["exec", "-T", s, "ip", "route"])
+                .lines()
+                .filter(|l| l.contains("scope link"))
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(subnets.len(), 3, "{runtime}: three subnets: {subnets:?}");
+    p.ok(&["down", "-t", "0"]);
+    let routes = Command::new("ip")
+        .args(["route", "show"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rules = Command::new("iptables-save")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let nat = Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for subnet in &subnets {
+        for (what, text) in [
+            ("route", stdout(&routes)),
+            ("rule", stdout(&rules)),
+            ("nat rule", stdout(&nat)),
+        ] {
+            assert!(
+                !text.contains(subnet.as_str()),
+                "{runtime}: a {what} for {subnet} is left after down:\n{text}"
+            );
+        }
+    }
+    for port in [base, base + 1] {
+        assert!(
+            !stdout(&nat).contains(&format!("--dport {port} ")),
+            "{runtime}: the forwarding of port {port} is left after down"
+        );
+    }
+    if runtime == "native" {
+        let left = leftovers(&p.root);
+        assert!(left.is_empty(), "native: down left: {left:#?}");
+    }
+}
+
+#[test]
+fn networks_names_isolation_and_ports_natively() {
+    if !native_ready() {
+        return;
+    }
+    networks_demo("native");
+}
+
+#[test]
+fn networks_names_isolation_and_ports_on_docker() {
+    if !docker_available() || !Path::new("/bin/busybox").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Docker Engine or busybox is missing on CI"
+        );
+        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+        return;
+    }
+    networks_demo("docker");
+}
+
+/// Requests to a service's name spread across its replicas, as the name
+/// answers with every replica in rotating order.
+fn replicas_demo(runtime: &'static str) {
+    let p = Project::new(&format!("spread-{runtime}"), runtime);
+    let image = format!("rctn-spread-{}:1", std::process::id());
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, &image);
+    p.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  web:\n    image: {image}\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/etc\"]\n    stop_signal: SIGKILL\n    scale: 3\n  client:\n    image: {image}\n    command: [\"sleep\", \"300\"]\n    stop_signal: SIGKILL\n"
+        ),
+    );
+    p.ok(&["up", "-d"]);
+    eventually(&format!("{runtime}: web has three addresses"), || {
+        resolve(&p, "client", "web").len() == 3
+    });
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let o = p.rc(&[
+            "exec",
+            "-T",
+            "client",
+            "sh",
+            "-c",
+            "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 2 web 8080 | tail -n 1",
+        ]);
+        answered.insert(stdout(&o).trim().to_string());
+        if answered.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        answered.len(),
+        3,
+        "{runtime}: requests to web reach every replica: {answered:?}"
+    );
+    p.ok(&["down", "-t", "0"]);
+}
+
+#[test]
+#[ignore = "aardvark-dns 1.4 answers a service's replicas in one fixed order; \
+            rotation comes with the networking issue's DNS"]
+fn replicas_share_requests_by_name_natively() {
+    if !native_ready() {
+        return;
+    }
+    replicas_demo("native");
+}
+
+#[test]
+fn replicas_share_requests_by_name_on_docker() {
+    if !docker_available() || !Path::new("/bin/busybox").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Docker Engine or busybox is missing on CI"
+        );
+        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+        return;
+    }
+    replicas_demo("docker");
+}
