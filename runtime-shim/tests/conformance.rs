@@ -177,6 +177,27 @@ fn idle(s: &Subject, name: &str) -> ContainerSpec {
     shell(s, name, "sleep 300 & wait")
 }
 
+/// Waits until an idle container's shell has set its trap (its `sleep`
+/// runs): a stop sent before that finds PID 1 with no handler, which the
+/// kernel does not end with SIGTERM.
+async fn settled(s: &Subject, id: &str) -> Result<(), String> {
+    if !s.processes {
+        return Ok(());
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Ok((_, rows)) = s.rt.top(id).await {
+            if rows.iter().flatten().any(|c| c.contains("sleep")) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("container {id}: its sleep never ran"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn create(s: &Subject, made: &mut Made, spec: &ContainerSpec) -> Result<String, String> {
     made.containers.push(spec.name.clone());
     s.rt.create_container(spec)
@@ -385,6 +406,7 @@ async fn a_container_goes_through_its_states(s: &Subject, m: &mut Made, p: Strin
     s.rt.unpause_container(&id).await.msg()?;
     let r = s.rt.unpause_container(&id).await;
     ensure!(is_refused(&r), "unpausing a running container: {r:?}");
+    settled(s, &id).await?;
     s.rt.stop_container(&id, Some(5)).await.msg()?;
     let d = inspect(s, &id).await?;
     ensure!(state(&d) == ContainerState::Exited, "stopped: {d:?}");
@@ -476,6 +498,7 @@ async fn events_come_in_order_and_filtered_by_label(
     let mut spec = idle(s, &name(&p, "watched"));
     spec.labels = BTreeMap::from([("rcs.conformance".to_string(), p.clone())]);
     let id = run(s, m, &spec).await?;
+    settled(s, &id).await?;
     s.rt.stop_container(&id, Some(5)).await.msg()?;
     s.rt.remove_container(&id, false, false).await.msg()?;
     let mut seen: Vec<ContainerEvent> = Vec::new();
@@ -1201,6 +1224,8 @@ async fn files_are_copied_in_and_out(s: &Subject, m: &mut Made, p: String) -> Ou
 
 async fn stats_and_top_see_the_processes(s: &Subject, m: &mut Made, p: String) -> Outcome {
     let id = run(s, m, &idle(s, &name(&p, "c"))).await?;
+    // The shell forks its sleep after it starts.
+    settled(s, &id).await?;
     let (titles, rows) = s.rt.top(&id).await.msg()?;
     let cmd = titles
         .iter()
