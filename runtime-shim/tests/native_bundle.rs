@@ -168,4 +168,29 @@ fn a_container_gets_dockers_capabilities_and_what_cap_add_adds() {
     );
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "other");
+
+    // The balancer's confinement: no capability at all, not root, no new
+    // privileges; nothing inheritable or ambient either, as on Docker.
+    let bare = ContainerSpec {
+        name: "bare".into(),
+        user: "65534:65534".into(),
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges:true".into()],
+        ..Default::default()
+    };
+    let (out, ok) = run(
+        &store,
+        &scratch.0,
+        &image,
+        bare,
+        "id -u; grep -E 'Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status",
+    );
+    assert!(ok, "a container with every capability dropped runs: {out}");
+    assert!(out.starts_with("65534\n"), "{out}");
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            out.contains(&format!("{set}:\t0000000000000000")),
+            "{set} is empty: {out}"
+        );
+    }
 }

@@ -368,10 +368,15 @@ pub fn runtime_spec(
         .env(environment(spec, image, &hostname, &home))
         .cwd(cwd)
         .capabilities(
+            // Nothing inheritable or ambient, as Docker since 20.10.14
+            // (left unset, the builder's defaults would put three there,
+            // which runc cannot raise past an emptier bounding set).
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps_set.clone())
                 .effective(caps_set.clone())
                 .permitted(caps_set)
+                .inheritable(std::collections::HashSet::new())
+                .ambient(std::collections::HashSet::new())
                 .build()
                 .map_err(bad(&what))?,
         )
