@@ -1446,6 +1446,16 @@ networks:
         ),
     );
     p.ok(&["up", "-d"]);
+    // As Docker sets it in a container's own network namespace: any user
+    // may bind a low port (a balancer running as nobody on port 80).
+    let start = p.ok(&[
+        "exec",
+        "-T",
+        "left",
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert_eq!(start.trim(), "0", "{runtime}: unprivileged low ports");
 
     // The middle one reaches both sides by name.
     eventually(&format!("{runtime}: middle reaches left and right"), || {

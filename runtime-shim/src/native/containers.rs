@@ -773,8 +773,25 @@ impl NativeRuntime {
         }
         linux["cgroupsPath"] = json!(format!("/rcompose/{}", record.id));
         linux["resources"] = resources(spec);
-        if !spec.sysctls.is_empty() {
-            linux["sysctl"] = json!(spec.sysctls);
+        // Docker's defaults for a container with a network namespace of its
+        // own: any user may bind low ports and ping; the file's win.
+        let mut sysctls = BTreeMap::new();
+        if matches!(
+            spec.network_mode,
+            NetworkMode::Attachments | NetworkMode::None | NetworkMode::Network(_)
+        ) {
+            sysctls.insert(
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            );
+            sysctls.insert(
+                "net.ipv4.ping_group_range".to_string(),
+                "0 2147483647".to_string(),
+            );
+        }
+        sysctls.extend(spec.sysctls.clone());
+        if !sysctls.is_empty() {
+            linux["sysctl"] = json!(sysctls);
         }
         // Namespaces the spec shares or leaves out.
         let mut namespaces: Vec<Value> =
