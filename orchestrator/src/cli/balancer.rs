@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use futures_util::StreamExt;
 use orchestrator::balancer::{BalancerSpec, SPEC_ENV};
-use runtime_shim::{BuildSpec, Runtime};
+use runtime_shim::Runtime;
 
 /// Arguments of `balancer`.
 #[derive(Args, Debug)]
@@ -298,7 +297,7 @@ fn copy_into(root: &Path, file: &Path, at: &Path) -> Result<()> {
 }
 
 /// Builds the balancer image unless the engine has it already.
-pub async fn ensure_image(rt: &dyn Runtime, tag: &str) -> Result<()> {
+pub async fn ensure_image(rt: &dyn runtime_shim::Engine, tag: &str) -> Result<()> {
     if rt.inspect_image(tag).await?.is_some() {
         return Ok(());
     }
@@ -347,7 +346,7 @@ async fn prune_older_images(rt: &dyn Runtime, tag: &str) {
     }
 }
 
-async fn build_image(rt: &dyn Runtime, tag: &str, dir: &Path) -> Result<()> {
+async fn build_image(rt: &dyn runtime_shim::Engine, tag: &str, dir: &Path) -> Result<()> {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(&root)?;
     let exe = std::env::current_exe().context("finding the rcompose executable")?;
@@ -370,25 +369,29 @@ async fn build_image(rt: &dyn Runtime, tag: &str, dir: &Path) -> Result<()> {
             }
         }
     }
-    let dockerfile = format!(
-        "FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH={}\nEXPOSE 80 1936\nENTRYPOINT [\"/rcompose\", \"balancer\"]\n",
-        library_dirs.join(":")
-    );
-    std::fs::write(dir.join("Dockerfile"), dockerfile)?;
-    let spec = BuildSpec {
-        context: dir.display().to_string(),
-        dockerfile: "Dockerfile".into(),
-        tags: vec![tag.to_string()],
-        labels: [("io.rcompose.balancer".to_string(), "true".to_string())].into(),
-        ..BuildSpec::default()
-    };
-    let mut output = rt
-        .build_image(&spec)
-        .await
-        .context("building the balancer image")?;
-    while let Some(line) = output.next().await {
-        line.context("building the balancer image")?;
-    }
+    // An import with its configuration as changes, not a build: every
+    // runtime imports (the native one builds no Dockerfile yet).
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.follow_symlinks(false);
+    archive
+        .append_dir_all(".", &root)
+        .and_then(|()| archive.finish())
+        .context("packing the balancer image")?;
+    let archive = archive.into_inner().context("packing the balancer image")?;
+    let changes = [
+        format!("ENV LD_LIBRARY_PATH={}", library_dirs.join(":")),
+        "EXPOSE 80 1936".to_string(),
+        r#"ENTRYPOINT ["/rcompose", "balancer"]"#.to_string(),
+        "LABEL io.rcompose.balancer=true".to_string(),
+    ];
+    rt.import_image(
+        Box::new(std::io::Cursor::new(archive)),
+        Some(tag),
+        &changes,
+        "rcompose's built-in balancer",
+    )
+    .await
+    .context("making the balancer image")?;
     Ok(())
 }
 
