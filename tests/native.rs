@@ -1643,3 +1643,176 @@ fn replicas_share_requests_by_name_on_docker() {
     }
     replicas_demo("docker");
 }
+
+/// Clients sending `GET /` to `addr` in a loop, each on a new connection,
+/// counting answers other than 200 (and connection errors) as failures.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut failures) = (0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match http_status(port) {
+                            Ok(200) => ok += 1,
+                            Ok(status) => failures.push(format!("status {status}")),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the clients: requests that succeeded, and the failures.
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut ok = 0;
+        let mut failures = Vec::new();
+        for t in self.threads {
+            let (o, f) = t
+                .join()
+                .unwrap_or_else(|_| panic!("a load client panicked"));
+            ok += o;
+            failures.extend(f);
+        }
+        (ok, failures)
+    }
+}
+
+/// The status of one `GET /` on loopback `port`.
+fn http_status(port: u16) -> std::io::Result<u16> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {answer:?}")))
+}
+
+#[test]
+#[ignore = "aardvark-dns 1.4 goes on answering a service's old replicas after \
+            netavark adds new ones to its configuration, and the balancer's DNS \
+            discovery then drops the replicas scale announced; rcompose's own \
+            DNS comes with the networking issue"]
+fn the_seed_frontend_drops_no_request_while_scaling_natively() {
+    if !native_ready() {
+        return;
+    }
+    let p = Project::new("seed", "native");
+    let tarball = rootfs_tarball(&p.dir, &[]);
+    p.import(&tarball, "local/busybox:latest");
+    // The workshop's frontend as its file has it, socket volume included:
+    // there is no engine natively, and the balancer follows names instead.
+    p.write(
+        "compose.yaml",
+        r#"services:
+  web:
+    image: local/busybox:latest
+    command: ["sh", "-c", "hostname > /www/index.html && exec httpd -f -p 80 -h /www"]
+    expose: ["80"]
+    tmpfs: [/www]
+    stop_grace_period: 2s
+  frontend:
+    image: dockercloud/haproxy
+    links:
+      - web
+    ports:
+      - "80"
+    environment:
+      BALANCE: roundrobin
+    volumes:
+      - /var/run/docker.sock:/var/run/docker.sock
+"#,
+    );
+    p.ok(&["up", "-d"]);
+    let out = p.ok(&["port", "frontend", "80"]);
+    let port: u16 = out
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("port: {out:?}"));
+    eventually("the frontend serves web", || {
+        http_status(port).ok() == Some(200)
+    });
+
+    let scale = |arg: &str| {
+        let o = p.rc(&["scale", arg]);
+        assert!(o.status.success(), "scale {arg}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("balancer not told"),
+            "scale {arg} told the balancer: {}",
+            stderr(&o)
+        );
+    };
+    let load = Load::start(port, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    scale("web=3");
+    // Every replica serves, through the frontend.
+    let mut hosts = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hosts.len() < 3 {
+        if let Some(body) = http_get(port) {
+            hosts.insert(body.trim().to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "three replicas answer through the frontend: {hosts:?}\n{}\n{}",
+            p.ok(&["ps"]),
+            p.ok(&["logs", "frontend"])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    scale("web=1");
+    std::thread::sleep(Duration::from_millis(500));
+    scale("web=2");
+    std::thread::sleep(Duration::from_millis(500));
+    // A crash that rcompose did not cause: the replica's process killed
+    // from the host.
+    let ps = p.ok(&["ps", "--format", "json", "web"]);
+    let id = ps
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["Name"].as_str().is_some_and(|n| n.ends_with("-web-2")))
+        .and_then(|v| v["ID"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("web-2 in {ps}"));
+    let dir = std::fs::read_dir(p.root.join("containers"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&id))
+        .unwrap_or_else(|| panic!("the state of {id}"));
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("status.json")).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pid = status["pid"].as_i64().unwrap_or(0);
+    assert!(pid > 0, "web-2's process: {status}");
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    std::thread::sleep(Duration::from_millis(500));
+    scale("web=1");
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failures) = load.finish();
+    eprintln!(
+        "native, under load, scaling 1 -> 3 -> 1 -> 2, SIGKILL of a replica, -> 1: {ok} requests succeeded, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok > 50, "too few requests to prove anything: {ok}");
+    p.ok(&["down", "-t", "0"]);
+    let left = leftovers(&p.root);
+    assert!(left.is_empty(), "down left: {left:#?}");
+}

@@ -56,6 +56,11 @@ pub struct Host {
     /// The group that owns the engine's socket, for balancers whose file
     /// mounts it.
     pub engine_socket_gid: Option<u32>,
+    /// Whether the project runs on the engine behind that socket. The
+    /// native runtime has none: a balancer's file that mounts the socket
+    /// (the dockercloud frontend's does) runs there without it, following
+    /// the network's names instead.
+    pub engine_socket: bool,
 }
 
 /// The host directory of a balancer's control socket.
@@ -1195,6 +1200,10 @@ pub fn prepare(project: &Project, image: &str, host: &Host) -> Result<Project, S
         };
         let dir = control_dir(host, &project.name, &name);
         spec.control_dir = Some(dir.clone());
+        if !host.engine_socket {
+            service.volumes.retain(|v| v.target != DOCKER_SOCKET);
+            spec.engine_events = false;
+        }
         // Certificate files named in the structured spelling are host
         // paths: each is mounted read-only and the spec points at it there.
         let mut cert_mounts: Vec<(String, String)> = Vec::new();
@@ -1430,6 +1439,7 @@ mod tests {
         let host = Host {
             control_root: "/var/lib/rcompose/balancers".into(),
             engine_socket_gid: Some(999),
+            engine_socket: true,
         };
         let prepared = prepare(&p, "rcompose-balancer:t", &host).unwrap();
         let service = &prepared.services["lb"];
@@ -1471,6 +1481,7 @@ mod tests {
         let host = Host {
             control_root: "/r".into(),
             engine_socket_gid: Some(999),
+            engine_socket: true,
         };
         let prepared = prepare(&p, "rcompose-balancer:t", &host).unwrap();
         let service = &prepared.services["lb"];
@@ -1478,6 +1489,18 @@ mod tests {
         assert_eq!(service.user, BALANCER_USER);
         assert_eq!(service.group_add, ["999"]);
         assert_eq!(service.cap_drop, ["ALL"]);
+
+        // On the native runtime there is no engine: no socket, no group,
+        // and the names of the network to follow.
+        let native = Host {
+            engine_socket: false,
+            ..host
+        };
+        let prepared = prepare(&p, "rcompose-balancer:t", &native).unwrap();
+        let service = &prepared.services["lb"];
+        assert!(!prepared_spec(service).unwrap().engine_events);
+        assert!(service.volumes.iter().all(|v| v.target != DOCKER_SOCKET));
+        assert!(service.group_add.is_empty());
     }
 
     #[test]
@@ -1537,6 +1560,7 @@ mod tests {
         let host = Host {
             control_root: "/r".into(),
             engine_socket_gid: None,
+            engine_socket: true,
         };
         let prepared = prepare(&p, "rcompose-balancer:t", &host).unwrap();
         let service = &prepared.services["lb"];

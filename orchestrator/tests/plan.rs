@@ -324,6 +324,7 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
     let host = orchestrator::balancer::Host {
         control_root: "/var/lib/rcompose/balancers".into(),
         engine_socket_gid: None,
+        engine_socket: true,
     };
     let p = orchestrator::balancer::prepare(&seed, "rcompose-balancer:test", &host)
         .unwrap_or_else(|e| panic!("{e}"));

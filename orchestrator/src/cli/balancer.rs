@@ -170,9 +170,15 @@ pub fn host() -> orchestrator::balancer::Host {
     let engine_socket_gid = std::fs::metadata("/var/run/docker.sock")
         .ok()
         .map(|m| std::os::unix::fs::MetadataExt::gid(&m));
+    // The native runtime: chosen, or the default when no engine socket.
+    let native = match super::chosen_runtime() {
+        Some(choice) => choice == super::RuntimeChoice::Native,
+        None => engine_socket_gid.is_none(),
+    };
     orchestrator::balancer::Host {
         control_root: control_root().display().to_string(),
         engine_socket_gid,
+        engine_socket: !native,
     }
 }
 

@@ -85,6 +85,11 @@ pub enum RuntimeChoice {
 
 static RUNTIME: std::sync::OnceLock<Option<RuntimeChoice>> = std::sync::OnceLock::new();
 
+/// The runtime named for the process (`None`: chosen at connection).
+pub(crate) fn chosen_runtime() -> Option<RuntimeChoice> {
+    RUNTIME.get().copied().flatten()
+}
+
 /// Sets the runtime for the process: the given one, or (with `None`) the
 /// Docker Engine when it answers and the native runtime otherwise.
 pub fn choose_runtime(choice: Option<RuntimeChoice>) {
