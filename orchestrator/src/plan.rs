@@ -813,12 +813,17 @@ fn verdict(want: &Wanted, c: &Container, now: Option<&Resources>, policy: Recrea
     }
 }
 
-/// Whether a container's limits `now` are those `wanted` (swap counts only
-/// when it is set: its default follows the memory limit).
+/// Whether a container's limits `now` are those `wanted`. Swap unset is
+/// the engine's default (none, unlimited, or twice the memory); -1 is also
+/// what an engine without swap accounting keeps whatever it was asked.
 fn limits_hold(now: &Resources, wanted: &Resources) -> bool {
+    let swap = match wanted.memory_swap {
+        0 => [0, -1, now.memory.saturating_mul(2)].contains(&now.memory_swap),
+        w => now.memory_swap == w || now.memory_swap == -1,
+    };
     now.memory == wanted.memory
         && now.memory_reservation == wanted.memory_reservation
-        && (wanted.memory_swap == 0 || now.memory_swap == wanted.memory_swap)
+        && swap
         && now.nano_cpus == wanted.nano_cpus
         && now.cpu_shares == wanted.cpu_shares
         && now.cpuset == wanted.cpuset
@@ -1233,7 +1238,9 @@ impl UpPlanner<'_> {
                     format!("service {name}: container is {}", c.state.as_str()),
                     prerequisites,
                 ));
-            } else if let Some((dep, after)) = self.restart_for(service) {
+            } else if let Some((dep, mut after)) = self.restart_for(service) {
+                // A restart after the limits change, so it starts with them.
+                after.extend(updated);
                 let restart = self.plan.push(
                     Action::Restart {
                         service: name.into(),

@@ -170,10 +170,14 @@ pub fn host() -> orchestrator::balancer::Host {
     let engine_socket_gid = std::fs::metadata("/var/run/docker.sock")
         .ok()
         .map(|m| std::os::unix::fs::MetadataExt::gid(&m));
-    // The native runtime: chosen, or the default when no engine socket.
+    // The native runtime: chosen, or the default when no engine answers
+    // (guessed here from the places `connect` tries).
     let native = match super::chosen_runtime() {
         Some(choice) => choice == super::RuntimeChoice::Native,
-        None => engine_socket_gid.is_none(),
+        None => {
+            engine_socket_gid.is_none()
+                && std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty())
+        }
     };
     orchestrator::balancer::Host {
         control_root: control_root().display().to_string(),
@@ -379,6 +383,9 @@ async fn build_image(rt: &dyn runtime_shim::Engine, tag: &str, dir: &Path) -> Re
     // runtime imports (the native one builds no Dockerfile yet).
     let mut archive = tar::Builder::new(Vec::new());
     archive.follow_symlinks(false);
+    // Owned by root with plain modes, whoever runs this and whatever the
+    // umask: the balancer, as nobody, must traverse and run it.
+    archive.mode(tar::HeaderMode::Deterministic);
     archive
         .append_dir_all(".", &root)
         .and_then(|()| archive.finish())

@@ -453,7 +453,8 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         },
     );
     let built = run_plan(&rt, &engine, &build, "Building", ExecuteOptions::default()).await;
-    let observed = observe(rt.as_ref(), &project).await?;
+    let mut observed = observe(rt.as_ref(), &project).await?;
+    orchestrator::observe::observe_limits(rt.as_ref(), &mut observed).await?;
     let up = UpOptions {
         services: vec![args.service.clone()],
         no_deps: args.no_deps,

@@ -28,8 +28,26 @@ pub(crate) async fn lock_project(
 
 /// Takes the lock file of `project` in `dir`.
 async fn lock_in(dir: &Path, project: &str) -> Result<ProjectLock> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the lock directory {}", dir.display()))?;
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating the lock directory {}", dir.display()))?;
+        // A directory someone else made (under a shared temporary
+        // directory) could be used to hold our commands up.
+        let owner = std::fs::metadata(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .uid();
+        let me = rustix::process::geteuid().as_raw();
+        if owner != me {
+            anyhow::bail!(
+                "the lock directory {} belongs to user {owner}, not to this user ({me})",
+                dir.display()
+            );
+        }
+    }
     let path = dir.join(format!("{project}.lock"));
     let file = File::options()
         .create(true)

@@ -930,7 +930,6 @@ pub async fn rm(
 ) -> Result<ExitCode> {
     let project = load_project(&options, named)?;
     let rt = connect().await?;
-    let _lock = lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     let observed = observe_containers(rt.as_ref(), &project).await?;
     let plan = plan_lifecycle(
         &project,
@@ -960,6 +959,8 @@ pub async fn rm(
             return Ok(ExitCode::SUCCESS);
         }
     }
+    // Not held at the question: a container gone meanwhile counts as removed.
+    let _lock = lock::lock_project(rt.as_ref(), &project.name, engine.dry_run).await?;
     let outcome = run_plan(&rt, &engine, &plan, "Removing", ExecuteOptions::default()).await;
     Ok(exit_code(&[&outcome]))
 }

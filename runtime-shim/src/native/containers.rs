@@ -784,9 +784,11 @@ impl NativeRuntime {
                 "net.ipv4.ip_unprivileged_port_start".to_string(),
                 "0".to_string(),
             );
+            // Under a remap only the map's groups exist in the namespace.
+            let last_group = record.userns.map_or(2_147_483_647, |m| m.size - 1);
             sysctls.insert(
                 "net.ipv4.ping_group_range".to_string(),
-                "0 2147483647".to_string(),
+                format!("0 {last_group}"),
             );
         }
         sysctls.extend(spec.sysctls.clone());

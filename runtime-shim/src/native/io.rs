@@ -331,6 +331,12 @@ impl NativeRuntime {
         if o.running() && o.status.pid > 0 {
             return f(Path::new(&format!("/proc/{}/root", o.status.pid)));
         }
+        if o.status.phase == Phase::Restarting {
+            return Err(refused(format!(
+                "container {} is restarting: try again once it runs",
+                o.record.name
+            )));
+        }
         let image = self.image_of(&o.record)?;
         let rootfs = bundle::mount_rootfs(&self.store, &image, &o.paths.dir, None, None)?;
         let result = f(&rootfs);
