@@ -47,6 +47,20 @@ fn native_ready() -> bool {
     true
 }
 
+/// Whether the Docker Engine and busybox (for the test images) are here;
+/// says why not (and fails under CI, where they must be).
+fn docker_ready() -> bool {
+    if docker_available() && Path::new("/bin/busybox").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the Docker Engine or busybox is missing on CI"
+    );
+    eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+    false
+}
+
 /// A project on the native runtime with a state root of its own; `down`
 /// and the root removed when dropped.
 struct Project {
@@ -131,6 +145,15 @@ impl Project {
             stderr(&o)
         );
         stdout(&o)
+    }
+
+    /// A busybox image `rctn-<tag>-<pid>:1` in the project's runtime; its
+    /// name.
+    fn busybox_image(&self, tag: &str) -> String {
+        let image = format!("rctn-{tag}-{}:1", std::process::id());
+        let tarball = rootfs_tarball(&self.dir, &[]);
+        self.import(&tarball, &image);
+        image
     }
 
     /// Imports a root filesystem tarball into the project's runtime as
@@ -737,9 +760,7 @@ fn dockremap() -> Option<(u32, u32)> {
 fn userns_demo(p: &Project) {
     let runtime = p.runtime;
     let (uid, gid) = dockremap().unwrap_or_else(|| panic!("no dockremap range in /etc/subuid"));
-    let image = format!("rctn-remap-{}:1", std::process::id());
-    let tarball = rootfs_tarball(&p.dir, &[]);
-    p.import(&tarball, &image);
+    let image = p.busybox_image("remap");
     let shared = p.dir.join("shared");
     std::fs::create_dir_all(&shared).unwrap_or_else(|e| panic!("{e}"));
     let mut perms = std::fs::metadata(&shared)
@@ -1115,12 +1136,7 @@ fn diff_and_commit_show_the_copy_on_write_natively() {
 
 #[test]
 fn diff_and_commit_show_the_copy_on_write_on_docker() {
-    if !docker_available() || !Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine or busybox is missing on CI"
-        );
-        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+    if !docker_ready() {
         return;
     }
     cow_demo("docker");
@@ -1131,9 +1147,7 @@ fn diff_and_commit_show_the_copy_on_write_on_docker() {
 /// same process); removing one recreates it.
 fn limits_demo(runtime: &'static str) {
     let p = Project::new(&format!("limits-{runtime}"), runtime);
-    let image = format!("rctn-limits-{}:1", std::process::id());
-    let tarball = rootfs_tarball(&p.dir, &[]);
-    p.import(&tarball, &image);
+    let image = p.busybox_image("limits");
     let file = |limits: &str| {
         format!(
             "services:\n  app:\n    image: {image}\n    command: [\"sleep\", \"300\"]\n    stop_signal: SIGKILL\n{limits}"
@@ -1224,12 +1238,7 @@ fn limits_change_in_place_natively() {
 
 #[test]
 fn limits_change_in_place_on_docker() {
-    if !docker_available() || !Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine or busybox is missing on CI"
-        );
-        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+    if !docker_ready() {
         return;
     }
     limits_demo("docker");
@@ -1239,9 +1248,7 @@ fn limits_change_in_place_on_docker() {
 /// included (on Docker it reaches the log only as the output closes).
 fn last_line_demo(runtime: &'static str) {
     let p = Project::new(&format!("lastline-{runtime}"), runtime);
-    let image = format!("rctn-lastline-{}:1", std::process::id());
-    let tarball = rootfs_tarball(&p.dir, &[]);
-    p.import(&tarball, &image);
+    let image = p.busybox_image("lastline");
     p.write(
         "compose.yaml",
         &format!("services:\n  app:\n    image: {image}\n"),
@@ -1276,12 +1283,7 @@ fn run_prints_a_last_line_without_a_newline_natively() {
 
 #[test]
 fn run_prints_a_last_line_without_a_newline_on_docker() {
-    if !docker_available() || !Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine or busybox is missing on CI"
-        );
-        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+    if !docker_ready() {
         return;
     }
     last_line_demo("docker");
@@ -1394,9 +1396,7 @@ impl Drop for Outside {
 /// published ports and port ranges from loopback.
 fn networks_demo(runtime: &'static str) {
     let p = Project::new(&format!("net-{runtime}"), runtime);
-    let image = format!("rctn-net-{}:1", std::process::id());
-    let tarball = rootfs_tarball(&p.dir, &[]);
-    p.import(&tarball, &image);
+    let image = p.busybox_image("net");
     // Host ports of this test's own: a range of two from the process id.
     let base = 21000 + (std::process::id() % 4000) as u16 * 2;
     let httpd = r#"["httpd", "-f", "-p", "8080", "-h", "/etc"]"#;
@@ -1570,12 +1570,7 @@ fn networks_names_isolation_and_ports_natively() {
 
 #[test]
 fn networks_names_isolation_and_ports_on_docker() {
-    if !docker_available() || !Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine or busybox is missing on CI"
-        );
-        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+    if !docker_ready() {
         return;
     }
     networks_demo("docker");
@@ -1585,9 +1580,7 @@ fn networks_names_isolation_and_ports_on_docker() {
 /// answers with every replica in rotating order.
 fn replicas_demo(runtime: &'static str) {
     let p = Project::new(&format!("spread-{runtime}"), runtime);
-    let image = format!("rctn-spread-{}:1", std::process::id());
-    let tarball = rootfs_tarball(&p.dir, &[]);
-    p.import(&tarball, &image);
+    let image = p.busybox_image("spread");
     p.write(
         "compose.yaml",
         &format!(
@@ -1633,12 +1626,7 @@ fn replicas_share_requests_by_name_natively() {
 
 #[test]
 fn replicas_share_requests_by_name_on_docker() {
-    if !docker_available() || !Path::new("/bin/busybox").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine or busybox is missing on CI"
-        );
-        eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
+    if !docker_ready() {
         return;
     }
     replicas_demo("docker");
