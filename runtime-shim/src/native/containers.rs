@@ -649,8 +649,14 @@ impl NativeRuntime {
             .and_then(|a| a.addresses.values().next().cloned())
             .unwrap_or_else(|| "127.0.1.1".into());
         hosts.push_str(&format!("{own}\t{fqdn}\n"));
-        // Legacy links: the linked container's address under its alias.
+        // Legacy links: the linked container's address under its alias,
+        // on networks without names (Docker's default `bridge`); where
+        // the network's DNS answers, it answers the aliases too, and
+        // follows the linked service's replicas.
         for a in &spec.networks {
+            if self.network(&a.network).is_none_or(|n| n.dns) {
+                continue;
+            }
             for link in &a.links {
                 let (target, alias) = link.split_once(':').unwrap_or((link, link));
                 let Ok(other) = self.find_container(target) else {
@@ -665,8 +671,8 @@ impl NativeRuntime {
         }
         let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let mut resolv = String::new();
-        // The DNS of the first network that answers names (aardvark-dns,
-        // on its gateway), which forwards the rest to the host's resolvers.
+        // The DNS of the first network that answers names (rcompose's, on
+        // its gateway), which forwards the rest to the host's resolvers.
         let embedded: Option<String> = attached.and_then(|a| {
             a.addresses
                 .keys()
@@ -784,6 +790,13 @@ impl NativeRuntime {
                 "net.ipv4.ip_unprivileged_port_start".to_string(),
                 "0".to_string(),
             );
+            // No IPv6 on IPv4 networks, as Docker leaves it: a link-local
+            // address would also make glibc sort a name's addresses by
+            // their likeness to the container's own (RFC 6724's rule 9),
+            // so every client would pick the same replica.
+            for scope in ["all", "default"] {
+                sysctls.insert(format!("net.ipv6.conf.{scope}.disable_ipv6"), "1".into());
+            }
             // Under a remap only the map's groups exist in the namespace.
             let last_group = record.userns.map_or(2_147_483_647, |m| m.size - 1);
             sysctls.insert(
@@ -1002,10 +1015,19 @@ impl NativeRuntime {
         };
         let netavark = network::netavark().ok_or_else(|| {
             RuntimeError::Unavailable(
-                "netavark and aardvark-dns, the network stack native containers use, are not installed (Debian's netavark and aardvark-dns packages; RCOMPOSE_NETAVARK names another netavark)".into(),
+                "netavark, the network stack native containers use, is not installed (Debian's netavark package; RCOMPOSE_NETAVARK names another netavark)".into(),
             )
         })?;
         let mut attached = Attached {
+            dns: super::dns::Publisher {
+                dir: self.run.join("dns").display().to_string(),
+                server: self.shim_binary()?.display().to_string(),
+            },
+            names: super::dns::Names {
+                id: record.id.clone(),
+                container: record.name.clone(),
+                entries: Vec::new(),
+            },
             netavark: netavark.display().to_string(),
             config: self.run.join("netavark").display().to_string(),
             netns: self
@@ -1036,14 +1058,30 @@ impl NativeRuntime {
                     self.reserve_address(&net, &subnet, gateway, &a.ipv4_address, &record.id)?;
                 attached.held.push(held.display().to_string());
                 attached.addresses.insert(net.name.clone(), ip.to_string());
-                let mut aliases: Vec<String> = a.aliases.clone();
-                aliases.push(record.name.clone());
-                aliases.push(record.id[..12].to_string());
-                aliases.dedup();
+                if net.dns {
+                    let mut names: Vec<String> = a.aliases.clone();
+                    names.push(record.id[..12].to_string());
+                    names.sort();
+                    names.dedup();
+                    attached.names.entries.push(super::dns::Entry {
+                        network: net.name.clone(),
+                        gateway,
+                        address: ip,
+                        internal: net.internal,
+                        names,
+                        links: a
+                            .links
+                            .iter()
+                            .map(|l| {
+                                let (target, alias) = l.split_once(':').unwrap_or((l, l));
+                                (alias.to_string(), target.to_string())
+                            })
+                            .collect(),
+                    });
+                }
                 let mut entry = json!({
                     "interface_name": format!("eth{i}"),
                     "static_ips": [ip.to_string()],
-                    "aliases": aliases,
                 });
                 let mac = if a.mac_address.is_empty() && i == 0 {
                     &spec.mac_address

@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod changes;
 pub mod containers;
+pub mod dns;
 pub mod events;
 mod io;
 pub mod layout;

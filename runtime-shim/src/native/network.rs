@@ -1,20 +1,19 @@
-//! Networking of native containers, through Podman's network stack:
-//! `netavark` makes the bridge, the veth pair into the container's network
+//! Networking of native containers. Podman's network stack, `netavark`,
+//! makes the bridge, the veth pair into the container's network
 //! namespace, the addresses, NAT, isolation between networks and the
 //! published ports (its rules sit before Docker's in the FORWARD chain and
-//! leave Docker's alone), and starts `aardvark-dns`, which answers the
-//! names and aliases of a network's containers (every replica of a
-//! service) on the network's gateway and forwards other names to the
-//! host's resolvers. rcompose does the addressing (subnets and
+//! leave Docker's alone). Names are rcompose's own ([`super::dns`]): a
+//! server per state root on each network's gateway, following the
+//! containers' records. rcompose does the addressing (subnets and
 //! addresses, recorded under the state root) and owns each container's
 //! network namespace, a bind mount under `<run>/netns/` that outlives the
 //! container's restarts.
 //!
 //! A container's network state is `network.json` in its directory: the
 //! input it was set up with (which tears it down again), its namespace,
-//! and the address and port files it holds. Whoever sees the container end
-//! for good (its monitor, or the runtime after a monitor that is gone)
-//! tears it down with [`teardown`].
+//! its names, and the address and port files it holds. Whoever sees the
+//! container end for good (its monitor, or the runtime after a monitor
+//! that is gone) tears it down with [`teardown`].
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,15 +32,13 @@ use crate::{Result, RuntimeError};
 
 /// Where Debian's podman network stack is.
 const NETAVARK: &str = "/usr/lib/podman/netavark";
-const AARDVARK: &str = "/usr/lib/podman/aardvark-dns";
 
-/// The binaries of the network stack: `RCOMPOSE_NETAVARK`, Debian's place,
-/// or the PATH.
+/// netavark: `RCOMPOSE_NETAVARK`, Debian's place, or the PATH.
 pub fn netavark() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("RCOMPOSE_NETAVARK").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    if Path::new(NETAVARK).is_file() && Path::new(AARDVARK).is_file() {
+    if Path::new(NETAVARK).is_file() {
         return Some(PathBuf::from(NETAVARK));
     }
     std::env::var_os("PATH").and_then(|p| {
@@ -56,7 +53,7 @@ pub fn netavark() -> Option<PathBuf> {
 pub struct Attached {
     /// netavark's binary.
     pub netavark: String,
-    /// netavark's configuration directory (aardvark-dns's files).
+    /// netavark's configuration directory.
     pub config: String,
     /// The network namespace's bind mount.
     pub netns: String,
@@ -68,6 +65,12 @@ pub struct Attached {
     pub held: Vec<String>,
     /// Published ports: (host ip, host port, container port, protocol).
     pub ports: Vec<(String, u16, u16, String)>,
+    /// Where its names are published (empty: nowhere).
+    #[serde(default)]
+    pub dns: super::dns::Publisher,
+    /// Its names on the networks that have names.
+    #[serde(default)]
+    pub names: super::dns::Names,
 }
 
 impl Attached {
@@ -162,8 +165,8 @@ fn run(
     Err(message)
 }
 
-/// Sets a container's networks up in its namespace; on failure, undoes
-/// what was done.
+/// Sets a container's networks up in its namespace and publishes its
+/// names; on failure, undoes what was done.
 pub fn setup(attached: &Attached) -> Result<()> {
     fs::create_dir_all(&attached.config).map_err(|e| failed("creating netavark's directory", e))?;
     if let Err(e) = attached.netavark("setup") {
@@ -173,98 +176,40 @@ pub fn setup(attached: &Attached) -> Result<()> {
             "setting up its networks: {e}"
         )));
     }
-    dns_answers(attached);
+    if !attached.dns.dir.is_empty() {
+        if let Err(e) = attached.dns.publish(&attached.names) {
+            attached.dns.withdraw(&attached.names.id);
+            let _ = attached.netavark("teardown");
+            return Err(e);
+        }
+    }
     Ok(())
-}
-
-/// Waits until aardvark-dns answers on the gateway of each of the
-/// container's networks that has names. aardvark-dns 1.4 (Debian 12's)
-/// drops and rebinds its sockets on every reload signal netavark sends,
-/// and a rebind that loses the race leaves it running but deaf until the
-/// next one: when it does not answer, it gets another reload. Bounded; a
-/// DNS that never answers is not a reason to fail the start.
-fn dns_answers(attached: &Attached) {
-    let Some(networks) = attached.setup["networks"].as_object() else {
-        return;
-    };
-    let name = attached.setup["container_name"]
-        .as_str()
-        .unwrap_or("rcompose");
-    for net in networks.keys() {
-        let info = &attached.setup["network_info"][net];
-        if info["dns_enabled"] != json!(true) {
-            continue;
-        }
-        let Some(gateway) = info["subnets"][0]["gateway"]
-            .as_str()
-            .and_then(|g| g.parse::<Ipv4Addr>().ok())
-        else {
-            continue;
-        };
-        for attempt in 0..12 {
-            if dns_reply(gateway, name) {
-                break;
-            }
-            if attempt % 3 == 2 {
-                reload_aardvark(&attached.config);
-            }
-        }
-    }
-}
-
-/// Whether a DNS server on `server`:53 replies (anything) to a query for
-/// `name` within 150 ms.
-fn dns_reply(server: Ipv4Addr, name: &str) -> bool {
-    let Ok(socket) =
-        std::net::UdpSocket::bind((server, 0)).or_else(|_| std::net::UdpSocket::bind("0.0.0.0:0"))
-    else {
-        return false;
-    };
-    let _ = socket.set_read_timeout(Some(std::time::Duration::from_millis(150)));
-    let id = fastrand::u16(..).to_be_bytes();
-    // Header: the id, recursion desired, one question.
-    let mut query = vec![id[0], id[1], 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.').filter(|l| !l.is_empty() && l.len() < 64) {
-        query.push(label.len() as u8);
-        query.extend_from_slice(label.as_bytes());
-    }
-    // The root, type A, class IN.
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    if socket.send_to(&query, (server, 53)).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 512];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(150);
-    while std::time::Instant::now() < deadline {
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) if n >= 2 && buf[..2] == id => return true,
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-/// Sends aardvark-dns of a netavark configuration its reload signal.
-fn reload_aardvark(config: &str) {
-    let file = Path::new(config).join("aardvark-dns").join("aardvark.pid");
-    let pid = fs::read_to_string(file)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw);
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
-    }
 }
 
 /// Tears a container's networks down (as recorded in `network.json` of
 /// its directory), removes its namespace and lets go of its addresses and
 /// ports. Nothing when it has none.
 pub fn teardown(dir: &Path) {
+    teardown_after(dir, std::time::Duration::ZERO);
+}
+
+/// How long the address of a container that ended unasked (a crash, a
+/// kill) stays after its names went: connections to it are refused
+/// meanwhile, which a balancer that follows names retries elsewhere,
+/// rather than left unanswered until they time out. A few of the
+/// balancer's DNS intervals.
+pub const CRASH_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// [`teardown`], with the names withdrawn `grace` before the address.
+pub fn teardown_after(dir: &Path, grace: std::time::Duration) {
     let file = dir.join("network.json");
     let Ok(attached) = read_json::<Attached>(&file) else {
         return;
     };
+    if !attached.dns.dir.is_empty() {
+        attached.dns.withdraw(&attached.names.id);
+        std::thread::sleep(grace);
+    }
     let _ = attached.netavark("teardown");
     remove_netns(Path::new(&attached.netns));
     for held in &attached.held {
@@ -513,7 +458,8 @@ pub fn network_info(
         "subnets": [{"subnet": subnet.to_string(), "gateway": gateway.to_string()}],
         "ipv6_enabled": false,
         "internal": net.internal,
-        "dns_enabled": net.dns,
+        // Names are rcompose's own (`super::dns`), not aardvark-dns's.
+        "dns_enabled": false,
         "options": opts,
     })
 }

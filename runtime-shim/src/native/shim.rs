@@ -102,14 +102,21 @@ pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
 }
 
 /// The entry point of the `rcompose-shim` binary: `rcompose-shim DIR`.
-/// Its other two uses: `--userns-holder` (see [`super::userns`]) and
+/// Its other uses: `--userns-holder` (see [`super::userns`]),
 /// `--network-hook DIR`, runc's `createRuntime` hook of a container in a
-/// user namespace.
+/// user namespace, and `--dns DIR`, the names of a state root's networks
+/// (see [`super::dns`]).
 pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let first = args.next();
     match first.as_ref().and_then(|a| a.to_str()) {
         Some("--userns-holder") => return super::userns::hold(),
+        Some("--dns") => {
+            return match args.next().map(PathBuf::from) {
+                Some(dir) => super::dns::serve(&dir),
+                None => ExitCode::from(2),
+            }
+        }
         Some("--network-hook") => {
             return match args.next().map(PathBuf::from) {
                 Some(dir) => network_hook(&dir),
@@ -853,7 +860,14 @@ impl Monitor {
         if let Some(check) = self.check.take() {
             let _ = check.thread.join();
         }
-        super::network::teardown(&self.dir);
+        // Nobody asked for this end: balancers get a moment to follow
+        // the names before the address goes.
+        let grace = if self.waiting.is_empty() {
+            super::network::CRASH_GRACE
+        } else {
+            Duration::ZERO
+        };
+        super::network::teardown_after(&self.dir, grace);
         let _ = super::bundle::unmount_rootfs(&self.dir);
         let _ = fs::remove_file(&self.config.socket);
         self.status.phase = Phase::Exited;
