@@ -4,7 +4,7 @@
 //! refused with nothing half-made, and the workshop's security demos on
 //! the native runtime and on the Docker Engine alike.
 //!
-//! They need root, runc, netavark with aardvark-dns and /bin/busybox (the
+//! They need root, runc, netavark and /bin/busybox (the
 //! README's test command installs them); without one they say SKIPPED,
 //! and under `CI=true` they fail instead, as the CI machine has them all.
 //! Each test has a state root and a project name of its own.
@@ -26,13 +26,12 @@ fn native_ready() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     let runc = Command::new("runc").arg("--version").output().is_ok();
-    let netavark = Path::new("/usr/lib/podman/netavark").exists()
-        && Path::new("/usr/lib/podman/aardvark-dns").exists();
+    let netavark = Path::new("/usr/lib/podman/netavark").exists();
     let busybox = Path::new("/bin/busybox").exists();
     for (ok, what) in [
         (root, "root"),
         (runc, "runc"),
-        (netavark, "netavark and aardvark-dns"),
+        (netavark, "netavark"),
         (busybox, "/bin/busybox"),
     ] {
         if !ok {
@@ -79,7 +78,7 @@ impl Project {
         // Native projects one at a time, across the test processes: their
         // networks share the host's firewall chains, and a container once
         // reached another network's address under load (ARCHITECTURE.md,
-        // "Networks"), not seen since rcompose's own DNS.
+        // native networking, "Still open").
         let serial = (runtime == "native").then(|| {
             let lock = std::fs::File::create(std::env::temp_dir().join("rctn-native.lock"))
                 .unwrap_or_else(|e| panic!("{e}"));
