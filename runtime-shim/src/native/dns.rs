@@ -19,15 +19,18 @@
 //! the container that declared it (after the networks' names, unlike
 //! Docker, so that `links: [web]` follows `scale`); reverse lookups of the
 //! network's addresses; other names forwarded to the host's resolvers
-//! (except on `internal` networks, which reach nothing outside).
+//! (except on `internal` networks, which reach nothing outside). Over
+//! UDP and TCP, for answers longer than a client's UDP size.
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -368,8 +371,10 @@ impl Table {
             .all(|e| e.internal)
     }
 
-    /// The reply to a query that arrived on `gateway` from `source`.
-    fn reply(&mut self, gateway: Ipv4Addr, source: IpAddr, bytes: &[u8]) -> Reply {
+    /// The reply to a query that arrived on `gateway` from `source`,
+    /// over a stream (TCP, no size limit) or not (UDP: truncated past the
+    /// size the client takes, which then asks again over TCP).
+    fn reply(&mut self, gateway: Ipv4Addr, source: IpAddr, bytes: &[u8], stream: bool) -> Reply {
         let Ok(request) = Message::from_vec(bytes) else {
             return Reply::Ignore;
         };
@@ -425,7 +430,11 @@ impl Table {
             }
             None => return Reply::Forward,
         }
-        let limit = usize::from(request.max_payload().max(512));
+        let limit = if stream {
+            usize::from(u16::MAX)
+        } else {
+            usize::from(request.max_payload().max(512))
+        };
         match response.to_vec() {
             Ok(b) if b.len() <= limit => Reply::Answer(b),
             Ok(_) => Reply::Answer(response.truncate().to_vec().unwrap_or_default()),
@@ -487,42 +496,138 @@ fn forward(reply_on: &UdpSocket, client: SocketAddr, query: Vec<u8>, in_flight: 
             buf.truncate(n);
             Some(buf)
         });
-        let answer = answer.or_else(|| {
-            let request = Message::from_vec(&query).ok()?;
-            let mut failure = Message::error_msg(
-                request.metadata.id,
-                request.metadata.op_code,
-                ResponseCode::ServFail,
-            );
-            failure.add_queries(request.queries);
-            failure.to_vec().ok()
-        });
-        if let Some(answer) = answer {
+        let answer = answer.unwrap_or_else(|| failure(&query));
+        if !answer.is_empty() {
             let _ = socket.send_to(&answer, client);
         }
         in_flight.fetch_sub(1, Ordering::SeqCst);
     });
 }
 
-/// A UDP socket on `gateway`:53. Bound freely: the address may not be on
+/// The DNS port.
+const PORT: u16 = 53;
+
+/// A socket on `gateway`:`port`. Bound freely: the address may not be on
 /// its bridge yet when the server reads a new network's first record.
-fn bind(gateway: Ipv4Addr) -> std::io::Result<UdpSocket> {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+fn bind(gateway: Ipv4Addr, port: u16, kind: rustix::net::SocketType) -> std::io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags};
     let fd = rustix::net::socket_with(
         AddressFamily::INET,
-        SocketType::DGRAM,
+        kind,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
     rustix::net::sockopt::set_ip_freebind(&fd, true)?;
-    rustix::net::bind(&fd, &SocketAddr::from((gateway, 53)))?;
-    Ok(UdpSocket::from(fd))
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &SocketAddr::from((gateway, port)))?;
+    Ok(fd)
+}
+
+/// What answers on one gateway: UDP, and TCP for answers UDP truncates.
+struct Listener {
+    gateway: Ipv4Addr,
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+impl Listener {
+    fn bind(gateway: Ipv4Addr, port: u16) -> std::io::Result<Listener> {
+        use rustix::net::SocketType;
+        let udp = UdpSocket::from(bind(gateway, port, SocketType::DGRAM)?);
+        let tcp = bind(gateway, port, SocketType::STREAM)?;
+        rustix::net::listen(&tcp, 64)?;
+        Ok(Listener {
+            gateway,
+            udp,
+            tcp: TcpListener::from(tcp),
+        })
+    }
+}
+
+/// Answers the queries of one TCP client (two-byte length, then the
+/// message, as many as it sends), on a thread of its own.
+fn serve_stream(
+    mut stream: TcpStream,
+    gateway: Ipv4Addr,
+    table: Arc<Mutex<Table>>,
+    in_flight: Arc<AtomicUsize>,
+) {
+    if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_FORWARDS {
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    std::thread::spawn(move || {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        let source = stream.peer_addr().map(|a| a.ip()).ok();
+        while let (Some(source), Some(query)) = (source, read_framed(&mut stream)) {
+            let reply = match table.lock() {
+                Ok(mut t) => t.reply(gateway, source, &query, true),
+                Err(_) => break,
+            };
+            let answer = match reply {
+                Reply::Answer(bytes) => bytes,
+                Reply::Forward => upstream()
+                    .into_iter()
+                    .find_map(|server| ask_over_tcp(server, &query))
+                    .unwrap_or_else(|| failure(&query)),
+                Reply::Ignore => break,
+            };
+            if write_framed(&mut stream, &answer).is_err() {
+                break;
+            }
+        }
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+fn read_framed(stream: &mut impl Read) -> Option<Vec<u8>> {
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).ok()?;
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(length))];
+    stream.read_exact(&mut message).ok()?;
+    Some(message)
+}
+
+fn write_framed(stream: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
+    let length = u16::try_from(message.len()).map_err(std::io::Error::other)?;
+    let mut framed = length.to_be_bytes().to_vec();
+    framed.extend_from_slice(message);
+    stream.write_all(&framed)
+}
+
+/// A query asked of an upstream resolver over TCP.
+fn ask_over_tcp(server: IpAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let mut s =
+        TcpStream::connect_timeout(&SocketAddr::from((server, 53)), UPSTREAM_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    write_framed(&mut s, query).ok()?;
+    read_framed(&mut s)
+}
+
+/// SERVFAIL for a query nobody could answer.
+fn failure(query: &[u8]) -> Vec<u8> {
+    let Ok(request) = Message::from_vec(query) else {
+        return Vec::new();
+    };
+    let mut failure = Message::error_msg(
+        request.metadata.id,
+        request.metadata.op_code,
+        ResponseCode::ServFail,
+    );
+    failure.add_queries(request.queries);
+    failure.to_vec().unwrap_or_default()
 }
 
 /// `rcompose-shim --dns DIR`: serves the records of `DIR` until none is
 /// left.
 pub fn serve(dir: &Path) -> ExitCode {
     let _ = rustix::process::setsid();
+    serve_on(dir, PORT)
+}
+
+fn serve_on(dir: &Path, port: u16) -> ExitCode {
     let Ok(server_lock) = open_lock(&dir.join("server.lock")) else {
         return ExitCode::from(1);
     };
@@ -546,17 +651,16 @@ pub fn serve(dir: &Path) -> ExitCode {
         return ExitCode::from(1);
     }
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut table = Table::default();
-    let mut sockets: Vec<(Ipv4Addr, UdpSocket)> = Vec::new();
+    let table = Arc::new(Mutex::new(Table::default()));
+    let mut listeners: Vec<Listener> = Vec::new();
+    let mut wanted: Vec<Ipv4Addr> = Vec::new();
     let mut reload = true;
     let mut buf = vec![0u8; 4096];
     loop {
         if reload {
             reload = false;
-            let rotation = std::mem::take(&mut table.rotation);
-            table = Table::read(dir);
-            table.rotation = rotation;
-            if table.records.is_empty() {
+            let read = Table::read(dir);
+            if read.records.is_empty() {
                 // The last record went: end, unless one is being written
                 // (its writer holds the lock and then finds no server).
                 let Ok(_lock) = super::volumes::lock(&dir.join("lock")) else {
@@ -569,12 +673,15 @@ pub fn serve(dir: &Path) -> ExitCode {
                 reload = true;
                 continue;
             }
-            let wanted = table.gateways();
-            sockets.retain(|(g, _)| wanted.contains(g));
-            for g in wanted {
-                if !sockets.iter().any(|(s, _)| *s == g) {
-                    if let Ok(s) = bind(g) {
-                        sockets.push((g, s));
+            wanted = read.gateways();
+            if let Ok(mut t) = table.lock() {
+                t.records = read.records;
+            }
+            listeners.retain(|l| wanted.contains(&l.gateway));
+            for g in &wanted {
+                if !listeners.iter().any(|l| l.gateway == *g) {
+                    if let Ok(l) = Listener::bind(*g, port) {
+                        listeners.push(l);
                     }
                 }
             }
@@ -582,13 +689,16 @@ pub fn serve(dir: &Path) -> ExitCode {
         let ready: Vec<bool> = {
             use rustix::event::{poll, PollFd, PollFlags};
             let mut fds = vec![PollFd::new(&watch, PollFlags::IN)];
-            fds.extend(sockets.iter().map(|(_, s)| PollFd::new(s, PollFlags::IN)));
-            // A gateway whose socket could not be bound is tried again.
+            for l in &listeners {
+                fds.push(PollFd::new(&l.udp, PollFlags::IN));
+                fds.push(PollFd::new(&l.tcp, PollFlags::IN));
+            }
+            // A gateway whose sockets could not be bound is tried again.
             let retry = rustix::event::Timespec {
                 tv_sec: 0,
                 tv_nsec: 100_000_000,
             };
-            let unbound = sockets.len() < table.gateways().len();
+            let unbound = listeners.len() < wanted.len();
             match poll(&mut fds, unbound.then_some(&retry)) {
                 Ok(0) => {
                     reload = true;
@@ -604,17 +714,25 @@ pub fn serve(dir: &Path) -> ExitCode {
             while rustix::io::read(&watch, &mut buf).is_ok_and(|n| n > 0) {}
             reload = true;
         }
-        for (i, (gateway, socket)) in sockets.iter().enumerate() {
-            if !ready[i + 1] {
-                continue;
-            }
-            while let Ok((n, client)) = socket.recv_from(&mut buf) {
-                match table.reply(*gateway, client.ip(), &buf[..n]) {
-                    Reply::Answer(bytes) => {
-                        let _ = socket.send_to(&bytes, client);
+        for (i, l) in listeners.iter().enumerate() {
+            if ready[1 + 2 * i] {
+                while let Ok((n, client)) = l.udp.recv_from(&mut buf) {
+                    let reply = match table.lock() {
+                        Ok(mut t) => t.reply(l.gateway, client.ip(), &buf[..n], false),
+                        Err(_) => Reply::Ignore,
+                    };
+                    match reply {
+                        Reply::Answer(bytes) => {
+                            let _ = l.udp.send_to(&bytes, client);
+                        }
+                        Reply::Forward => forward(&l.udp, client, buf[..n].to_vec(), &in_flight),
+                        Reply::Ignore => {}
                     }
-                    Reply::Forward => forward(socket, client, buf[..n].to_vec(), &in_flight),
-                    Reply::Ignore => {}
+                }
+            }
+            if ready[2 + 2 * i] {
+                while let Ok((stream, _)) = l.tcp.accept() {
+                    serve_stream(stream, l.gateway, table.clone(), in_flight.clone());
                 }
             }
         }
@@ -664,7 +782,12 @@ mod tests {
             Name::from_ascii(name).unwrap_or_default(),
             kind,
         ));
-        table.reply(gw, IpAddr::from(from), &q.to_vec().unwrap_or_default())
+        table.reply(
+            gw,
+            IpAddr::from(from),
+            &q.to_vec().unwrap_or_default(),
+            false,
+        )
     }
 
     fn decoded(reply: Reply) -> (ResponseCode, Vec<String>) {
@@ -794,7 +917,7 @@ mod tests {
     fn garbage_gets_no_reply() {
         let mut t = table();
         assert_eq!(
-            t.reply(GW, IpAddr::from([10, 9, 0, 2]), b"\x01\x02"),
+            t.reply(GW, IpAddr::from([10, 9, 0, 2]), b"\x01\x02", false),
             Reply::Ignore
         );
     }
@@ -809,6 +932,83 @@ mod tests {
         let t = Table::read(dir.path());
         assert_eq!(t.records, vec![names]);
         assert_eq!(t.gateways(), vec![GW]);
+    }
+
+    /// The server itself, on a loopback address and a port of the test's
+    /// own: a name with more replicas than UDP carries is truncated there
+    /// and answered whole over TCP; a record written later is answered at
+    /// once; the server ends after the last record goes.
+    #[test]
+    fn the_server_answers_over_udp_and_tcp_and_ends_with_its_records() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let gateway = Ipv4Addr::new(127, 88, fastrand::u8(1..255), 1);
+        let port = fastrand::u16(20_000..60_000);
+        for i in 0..70u8 {
+            let names = container(
+                &format!("c{i}"),
+                &format!("p-web-{i}"),
+                gateway,
+                [10, 7, 0, i + 2],
+                &["web"],
+            );
+            write_json(&dir.path().join(format!("c{i}.json")), &names)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let path = dir.path().to_path_buf();
+        let server = std::thread::spawn(move || serve_on(&path, port));
+        let query = |name: &str| {
+            let mut q = Message::query();
+            q.add_query(Query::query(
+                Name::from_ascii(name).unwrap_or_default(),
+                RecordType::A,
+            ));
+            q.to_vec().unwrap_or_default()
+        };
+        let udp = |name: &str| -> Option<Message> {
+            let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+            s.send_to(&query(name), (gateway, port)).ok()?;
+            let mut buf = [0u8; 1500];
+            let n = s.recv(&mut buf).ok()?;
+            Message::from_vec(&buf[..n]).ok()
+        };
+        let mut answered = None;
+        for _ in 0..100 {
+            answered = udp("web");
+            if answered.is_some() {
+                break;
+            }
+        }
+        let truncated = answered.unwrap_or_else(|| panic!("no answer over UDP"));
+        assert!(
+            truncated.metadata.truncation,
+            "70 addresses do not fit 512 bytes"
+        );
+        let mut tcp = TcpStream::connect((gateway, port)).unwrap_or_else(|e| panic!("{e}"));
+        write_framed(&mut tcp, &query("web")).unwrap_or_else(|e| panic!("{e}"));
+        let whole = read_framed(&mut tcp)
+            .and_then(|b| Message::from_vec(&b).ok())
+            .unwrap_or_else(|| panic!("no answer over TCP"));
+        assert_eq!(whole.answers.len(), 70);
+        drop(tcp);
+        // A container that starts now is answered at once.
+        let late = container("late", "p-api-1", gateway, [10, 7, 1, 2], &["api"]);
+        write_json(&dir.path().join("late.json"), &late).unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while udp("api").is_none_or(|m| m.answers.is_empty()) {
+            assert!(Instant::now() < deadline, "the new record was not answered");
+        }
+        for entry in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|x| x == "json") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !server.is_finished() {
+            assert!(Instant::now() < deadline, "the server outlived its records");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(server.join().ok(), Some(ExitCode::SUCCESS));
     }
 
     #[test]
