@@ -1472,6 +1472,26 @@ networks:
     eventually(&format!("{runtime}: middle reaches left and right"), || {
         reaches(&p, "middle", "left") && reaches(&p, "middle", "right")
     });
+    if runtime == "native" {
+        // A DNS server that is killed comes back with the next command
+        // that looks at the containers.
+        let root = p.root.display().to_string();
+        for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(proc.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("rcompose-shim --dns") && cmdline.contains(&root) {
+                let pid = proc.file_name().to_string_lossy().into_owned();
+                let _ = Command::new("kill").args(["-9", &pid]).status();
+            }
+        }
+        eventually("native: the killed DNS server is gone", || {
+            resolve(&p, "middle", "left").is_empty()
+        });
+        p.ok(&["ps"]);
+        eventually("native: names answer again after ps", || {
+            resolve(&p, "middle", "left").len() == 1
+        });
+    }
     // The outer ones do not know each other's names, nor reach the address.
     assert!(
         resolve(&p, "left", "right").is_empty(),

@@ -305,6 +305,15 @@ impl NativeRuntime {
             .filter_map(|id| self.observe(id).ok())
             .collect();
         out.sort_by_key(|o| std::cmp::Reverse(o.record.created));
+        // Names of running containers with no server (it was killed):
+        // every command that looks at the containers brings it back.
+        if let Ok(server) = self.shim_binary() {
+            super::dns::Publisher {
+                dir: self.run.join("dns").display().to_string(),
+                server: server.display().to_string(),
+            }
+            .heal();
+        }
         out
     }
 

@@ -143,6 +143,26 @@ impl Publisher {
         }
     }
 
+    /// Starts a server when there are records and none answers them.
+    pub fn heal(&self) {
+        let dir = Path::new(&self.dir);
+        let any = |dir: &Path| {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        };
+        if !any(dir) {
+            return;
+        }
+        if let Ok(_lock) = super::volumes::lock(&dir.join("lock")) {
+            if any(dir) {
+                let _ = self.ensure_server(dir);
+            }
+        }
+    }
+
     /// Starts a server unless one holds `server.lock`. Called under the
     /// directory's lock.
     fn ensure_server(&self, dir: &Path) -> crate::Result<()> {

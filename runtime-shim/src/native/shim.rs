@@ -860,9 +860,15 @@ impl Monitor {
         if let Some(check) = self.check.take() {
             let _ = check.thread.join();
         }
-        // Nobody asked for this end: balancers get a moment to follow
-        // the names before the address goes.
-        let grace = if self.waiting.is_empty() {
+        // Nobody asked for this end of a service's container: balancers
+        // get a moment to follow the names before the address goes. Not
+        // for a one-off of `run`, whose end its command waits for.
+        let oneoff = self
+            .config
+            .labels
+            .get("com.docker.compose.oneoff")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let grace = if self.waiting.is_empty() && !oneoff {
             super::network::CRASH_GRACE
         } else {
             Duration::ZERO
