@@ -290,7 +290,8 @@ fn leftovers(root: &Path) -> Vec<String> {
         for p in procs.flatten() {
             let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("rcompose-shim") && cmdline.contains(&root_text) {
+            let ours = cmdline.contains("rcompose-shim") || cmdline.contains("rcompose-dns");
+            if ours && cmdline.contains(&root_text) {
                 found.push(format!("process: {cmdline}"));
             }
         }
@@ -420,10 +421,7 @@ fn a_killed_monitor_leaves_an_exited_container_and_up_converges() {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
-            (cmdline.contains("rcompose-shim")
-                && !cmdline.contains("--dns")
-                && cmdline.contains(&root))
-            .then_some(pid)
+            (cmdline.contains("rcompose-shim") && cmdline.contains(&root)).then_some(pid)
         })
         .collect();
     assert_eq!(shims.len(), 1, "one monitor: {shims:?}");
@@ -1476,16 +1474,23 @@ networks:
         // A DNS server that is killed comes back with the next command
         // that looks at the containers.
         let root = p.root.display().to_string();
+        let mut killed = Vec::new();
         for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmdline = std::fs::read(proc.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("rcompose-shim --dns") && cmdline.contains(&root) {
+            if cmdline.contains("rcompose-dns") && cmdline.contains(&root) {
                 let pid = proc.file_name().to_string_lossy().into_owned();
                 let _ = Command::new("kill").args(["-9", &pid]).status();
+                killed.push(pid);
             }
         }
+        assert_eq!(killed.len(), 1, "native: one DNS server: {killed:?}");
         eventually("native: the killed DNS server is gone", || {
-            resolve(&p, "middle", "left").is_empty()
+            std::fs::read_to_string(format!("/proc/{}/stat", killed[0])).map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
         });
         p.ok(&["ps"]);
         eventually("native: names answer again after ps", || {

@@ -307,7 +307,7 @@ impl NativeRuntime {
         out.sort_by_key(|o| std::cmp::Reverse(o.record.created));
         // Names of running containers with no server (it was killed):
         // every command that looks at the containers brings it back.
-        if let Ok(server) = self.shim_binary() {
+        if let Ok(server) = self.dns_binary() {
             super::dns::Publisher {
                 dir: self.run.join("dns").display().to_string(),
                 server: server.display().to_string(),
@@ -575,6 +575,19 @@ impl NativeRuntime {
         candidates.into_iter().find(|c| c.is_file()).ok_or_else(|| {
             refused("rcompose-shim, the container monitor, is not installed next to rcompose or on the PATH (or set RCOMPOSE_SHIM)")
         })
+    }
+
+    /// `rcompose-dns`, the names' server: beside the monitor's binary.
+    fn dns_binary(&self) -> Result<PathBuf> {
+        let dns = self.shim_binary()?.with_file_name("rcompose-dns");
+        if dns.is_file() {
+            Ok(dns)
+        } else {
+            Err(refused(format!(
+                "{}, the DNS of native networks, is missing (it is built and installed with rcompose-shim)",
+                dns.display()
+            )))
+        }
     }
 
     fn shim_config(&self, record: &Record, image: &StoredImage, paths: &Paths) -> ShimConfig {
@@ -1030,7 +1043,7 @@ impl NativeRuntime {
         let mut attached = Attached {
             dns: super::dns::Publisher {
                 dir: self.run.join("dns").display().to_string(),
-                server: self.shim_binary()?.display().to_string(),
+                server: self.dns_binary()?.display().to_string(),
             },
             names: super::dns::Names {
                 id: record.id.clone(),

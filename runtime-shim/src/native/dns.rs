@@ -1,6 +1,6 @@
 //! The names of native networks: rcompose's own DNS server, one process
-//! per state root (`rcompose-shim --dns DIR`), answering on the gateway of
-//! every network that has names.
+//! per state root (`rcompose-dns DIR`), answering on the gateway of every
+//! network that has names.
 //!
 //! Each container with names has a file in the state root's `dns/`
 //! directory, `<id>.json` ([`Names`]): per network, its address and the
@@ -84,7 +84,7 @@ pub struct Entry {
 pub struct Publisher {
     /// The records' directory.
     pub dir: String,
-    /// `rcompose-shim`, started as `--dns DIR` when no server runs.
+    /// `rcompose-dns`, started with the directory when no server runs.
     pub server: String,
 }
 
@@ -173,7 +173,6 @@ impl Publisher {
         }
         drop(lock);
         let mut child = Command::new(&self.server)
-            .arg("--dns")
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -640,8 +639,7 @@ fn failure(query: &[u8]) -> Vec<u8> {
     failure.to_vec().unwrap_or_default()
 }
 
-/// `rcompose-shim --dns DIR`: serves the records of `DIR` until none is
-/// left.
+/// `rcompose-dns DIR`: serves the records of `DIR` until none is left.
 pub fn serve(dir: &Path) -> ExitCode {
     let _ = rustix::process::setsid();
     serve_on(dir, PORT)

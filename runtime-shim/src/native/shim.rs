@@ -102,21 +102,14 @@ pub fn send_signal(pid: i32, signal: i32) -> std::io::Result<()> {
 }
 
 /// The entry point of the `rcompose-shim` binary: `rcompose-shim DIR`.
-/// Its other uses: `--userns-holder` (see [`super::userns`]),
+/// Its other two uses: `--userns-holder` (see [`super::userns`]) and
 /// `--network-hook DIR`, runc's `createRuntime` hook of a container in a
-/// user namespace, and `--dns DIR`, the names of a state root's networks
-/// (see [`super::dns`]).
+/// user namespace.
 pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let first = args.next();
     match first.as_ref().and_then(|a| a.to_str()) {
         Some("--userns-holder") => return super::userns::hold(),
-        Some("--dns") => {
-            return match args.next().map(PathBuf::from) {
-                Some(dir) => super::dns::serve(&dir),
-                None => ExitCode::from(2),
-            }
-        }
         Some("--network-hook") => {
             return match args.next().map(PathBuf::from) {
                 Some(dir) => network_hook(&dir),
