@@ -43,7 +43,7 @@ pub struct IgnoreMatcher {
 }
 
 /// A path cleaned as Go's `filepath.Clean` does.
-fn clean_path(p: &str) -> String {
+pub fn clean_path(p: &str) -> String {
     let rooted = p.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
     for part in p.split('/') {
@@ -147,6 +147,15 @@ impl IgnoreMatcher {
         }
         matched
     }
+}
+
+/// Whether `path` (relative, `/`-separated) matches `pattern` as Go's
+/// `filepath.Match` does (`*` and `?` stop at `/`); `None` for a malformed
+/// pattern. The sources of a `COPY` are matched so.
+pub fn glob_matches(pattern: &str, path: &str) -> Option<bool> {
+    let tokens = tokenize(pattern)?;
+    let chars: Vec<char> = path.chars().collect();
+    Some(match_tokens(&tokens, &chars))
 }
 
 /// The tokens of a cleaned pattern, or `None` for a malformed one.

@@ -327,7 +327,11 @@ impl NativeRuntime {
     /// Runs `f` on a container's root: a running one's as its processes
     /// see it (volumes and tmpfs included), through `/proc`; a stopped
     /// one's root filesystem, mounted for the while.
-    fn with_root<T>(&self, o: &Observed, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    pub(super) fn with_root<T>(
+        &self,
+        o: &Observed,
+        f: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<T> {
         if o.running() && o.status.pid > 0 {
             return f(Path::new(&format!("/proc/{}/root", o.status.pid)));
         }

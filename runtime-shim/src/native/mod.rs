@@ -7,17 +7,18 @@
 //! as OCI bundles ([`bundle`]) run by runc under a monitor each
 //! ([`shim`], the `rcompose-shim` binary), with their state on disk
 //! ([`state`]), logs ([`logfile`]), events ([`events`]), volumes
-//! ([`volumes`]) and cgroups ([`cgroup`]). Networking (bridges, addresses,
-//! names, published ports) and builds are the next pieces: until they
-//! exist, a container has its loopback only, and the calls that need them
-//! say so.
+//! ([`volumes`]) and cgroups ([`cgroup`]); networks through netavark
+//! ([`network`]) with names of rcompose's own ([`dns`]); Dockerfile builds
+//! ([`dockerfile`], and the builder in `build`) on its own containers.
 
 pub mod archive;
+mod build;
 pub mod bundle;
 pub mod cgroup;
 pub mod changes;
 pub mod containers;
 pub mod dns;
+pub mod dockerfile;
 pub mod events;
 mod io;
 pub mod layout;
@@ -63,12 +64,6 @@ pub struct NativeRuntime {
     /// `RCOMPOSE_USERNS_REMAP`: the user-namespace remap of the
     /// containers it creates (as dockerd's `--userns-remap`), if any.
     remap: Option<String>,
-}
-
-fn not_yet(what: &str) -> RuntimeError {
-    RuntimeError::Engine(format!(
-        "the native runtime cannot {what} yet; use the Docker Engine (--runtime docker)"
-    ))
 }
 
 /// Runs blocking store work off the async threads.
@@ -366,8 +361,19 @@ impl Runtime for NativeRuntime {
             .collect())
     }
 
-    async fn build_image(&self, _spec: &BuildSpec) -> Result<BoxStream<String>> {
-        Err(not_yet("build images"))
+    async fn build_image(&self, spec: &BuildSpec) -> Result<BoxStream<String>> {
+        self.ready()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let rt = self.clone();
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            if let Err(e) = build::build(&rt, &spec, tx.clone()).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Box::pin(futures_util::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
     }
 
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {

@@ -527,6 +527,17 @@ impl Store {
             if let Some(i) = matching.first() {
                 return Ok(Some((*i).clone()));
             }
+            // A whole id may name an unnamed image that a pin keeps (a
+            // build's steps).
+            if hex.len() == 64 {
+                for manifest in self.pinned() {
+                    if let Ok(image) = self.image(&manifest, Vec::new()) {
+                        if image.id.hex() == hex {
+                            return Ok(Some(image));
+                        }
+                    }
+                }
+            }
         }
         Ok(None)
     }
@@ -706,6 +717,12 @@ impl Store {
         let dir = self.dir.join("pins");
         fs::create_dir_all(&dir).map_err(|e| failed("pinning an image", e))?;
         fs::write(dir.join(owner), manifest.to_string()).map_err(|e| failed("pinning an image", e))
+    }
+
+    /// The manifest an owner pins, if any.
+    pub fn pinned_by(&self, owner: &str) -> Option<Digest> {
+        let text = fs::read_to_string(self.dir.join("pins").join(owner)).ok()?;
+        Digest::parse(text.trim()).filter(|d| self.has_blob(d))
     }
 
     /// Lets go of an owner's pin.
