@@ -326,8 +326,25 @@ async fn announce(
         return Ok(());
     }
     let client = control(balancer)?;
-    client.apply(&changes).await.map_err(|e| e.to_string())
+    // A balancer that has just started may not listen on its control
+    // socket yet.
+    let deadline = tokio::time::Instant::now() + CONTROL_WAIT;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match client.apply(&changes).await {
+            Ok(_) => return Ok(()),
+            Err(e @ lb::ControlError::Refused { .. }) => return Err(e.to_string()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.to_string()),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(250));
+            }
+        }
+    }
 }
+
+/// How long an announcement waits for a balancer's control socket.
+const CONTROL_WAIT: Duration = Duration::from_secs(10);
 
 /// Drains a container's endpoints in the balancer (every endpoint on one
 /// of its addresses, however the balancer learnt of it), all at once, and

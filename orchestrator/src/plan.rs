@@ -412,6 +412,8 @@ impl Plan {
             })
             .collect();
         let mut targets: Vec<BalancerTarget> = Vec::new();
+        // Balancers this plan starts: (target, index of the start).
+        let mut starting: Vec<(BalancerTarget, usize)> = Vec::new();
         for (name, service) in &project.services {
             let Some(spec) = balancer::prepared_spec(service) else {
                 continue;
@@ -424,8 +426,19 @@ impl Plan {
                     });
                 }
             }
+            for (i, op) in self.ops.iter().enumerate() {
+                if let Action::Start { service, container } = &op.action {
+                    if service == name {
+                        let target = BalancerTarget {
+                            container: container.clone(),
+                            spec: Box::new(spec.clone()),
+                        };
+                        starting.push((target, i));
+                    }
+                }
+            }
         }
-        if targets.is_empty() {
+        if targets.is_empty() && starting.is_empty() {
             return self;
         }
         let feeds = |service: &str| -> Vec<&BalancerTarget> {
@@ -512,6 +525,53 @@ impl Plan {
                         },
                         reason: format!("balancer {} sends to it", t.container),
                         after: vec![index[i]],
+                    });
+                }
+            }
+        }
+        // A balancer that starts now learns of its services' containers
+        // that run (or start in this plan) from rcompose too: what its
+        // discovery cannot tell by itself (the image's exposed port, when
+        // the file declares none, and no engine to ask) it knows at once.
+        for (t, start) in &starting {
+            for m in &t.spec.members {
+                let checked = project
+                    .services
+                    .get(&m.service)
+                    .and_then(|s| s.healthcheck.as_ref())
+                    .is_some_and(|h| !h.disable && !h.test.is_empty());
+                if checked {
+                    continue;
+                }
+                let mut members: Vec<(String, Vec<usize>)> = Vec::new();
+                for c in observed.service_containers(&m.service) {
+                    if c.state == ContainerState::Running && !touched.contains(c.name.as_str()) {
+                        members.push((c.name.clone(), vec![index[*start]]));
+                    }
+                }
+                for (i, op) in self.ops.iter().enumerate() {
+                    if let Action::Start { service, container } = &op.action {
+                        if *service == m.service {
+                            members.push((container.clone(), vec![index[*start], index[i]]));
+                        }
+                    }
+                }
+                for (container, after) in members {
+                    let known = ops.iter().any(|o| {
+                        matches!(&o.action, Action::Announce { container: c, balancer, .. }
+                            if *c == container && balancer.container == t.container)
+                    });
+                    if known {
+                        continue;
+                    }
+                    ops.push(Op {
+                        action: Action::Announce {
+                            service: m.service.clone(),
+                            container,
+                            balancer: t.clone(),
+                        },
+                        reason: format!("balancer {} starts and sends to it", t.container),
+                        after,
                     });
                 }
             }

@@ -329,7 +329,8 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
     let p = orchestrator::balancer::prepare(&seed, "rcompose-balancer:test", &host)
         .unwrap_or_else(|e| panic!("{e}"));
     let mut log = String::new();
-    // The balancer starts with the project: it finds the replicas itself.
+    // The balancer starts with the project: rcompose announces the
+    // replicas to it once it runs (its own discovery may lack their port).
     up(&rt, &p, &UpOptions::default(), &mut log, "first up").await;
     let mut options = UpOptions::default();
     options.scale.insert("web".into(), 3);
