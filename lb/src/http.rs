@@ -496,9 +496,16 @@ impl Proxy {
                     continue;
                 }
             };
-            let Some(req) = outgoing.take() else {
+            let Some(mut req) = outgoing.take() else {
                 return error(StatusCode::BAD_GATEWAY, "request lost");
             };
+            // HTTP/1.1 wants a Host: an HTTP/1.0 client that sent none
+            // gets the endpoint's address there (RFC 9112 §3.2).
+            if !req.headers().contains_key(header::HOST) {
+                if let Ok(h) = HeaderValue::from_str(&replica.addr.to_string()) {
+                    req.headers_mut().insert(header::HOST, h);
+                }
+            }
             let sent = Instant::now();
             let result = answer_within(
                 sender.try_send_request(req),
