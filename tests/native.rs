@@ -1863,3 +1863,157 @@ fn the_seed_frontend_drops_no_request_while_scaling_natively() {
     let left = leftovers(&p.root);
     assert!(left.is_empty(), "down left: {left:#?}");
 }
+
+/// The workshop's stack as compose-examples/workshop has it, built and run
+/// by one runtime: the counter climbs by one per request through the
+/// frontend, three replicas answer after `scale php=3` and no request fails
+/// while scaling 1 -> 3 -> 1, `down` removes everything, and a second
+/// `up -d --build` takes every step from the build cache.
+fn workshop_demo(runtime: &'static str) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose-examples/workshop");
+    // A free port for the frontend.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let p = Project::new(&format!("ws-{runtime}"), runtime)
+        .with_env("WORKSHOP_PORT", &port.to_string());
+    for file in [
+        "compose.yaml",
+        "php/Dockerfile",
+        "php/index.php",
+        "redis/Dockerfile",
+    ] {
+        let text = std::fs::read_to_string(example.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        p.write(file, &text);
+    }
+    // The Debian base the Dockerfiles start from, in this runtime.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/base-image");
+    let base = Command::new(&script)
+        .env("RCOMPOSE_ROOT", &p.root)
+        .env("RCOMPOSE_RUNTIME", runtime)
+        .env("RCOMPOSE_BIN", rcompose_bin())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        base.status.success(),
+        "scripts/base-image: {}{}",
+        stdout(&base),
+        stderr(&base)
+    );
+
+    let built = p.rc(&["up", "-d", "--build"]);
+    assert!(
+        built.status.success(),
+        "{runtime}: up -d --build:\n{}{}",
+        stdout(&built),
+        stderr(&built)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_status(port).ok() != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "{runtime}: the frontend does not serve php: {:?}\n{}\n{}",
+            http_get(port),
+            p.ok(&["ps", "-a"]),
+            p.ok(&["logs", "-t"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One visit per request, counted in Redis.
+    let visits = |body: &str| -> (u64, String) {
+        let count = body
+            .lines()
+            .find_map(|l| l.strip_prefix("visits: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{runtime}: no counter in {body:?}"));
+        let host = body
+            .lines()
+            .find_map(|l| l.strip_prefix("served by: "))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        (count, host)
+    };
+    let counts: Vec<u64> = (0..5)
+        .map(|_| visits(&http_get(port).unwrap_or_default()).0)
+        .collect();
+    for pair in counts.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{runtime}: the counter: {counts:?}");
+    }
+
+    // Scaling 1 -> 3 -> 1 under load: three replicas answer, nothing fails.
+    let load = Load::start(port, 2);
+    p.ok(&["scale", "php=3"]);
+    let mut hosts = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hosts.len() < 3 {
+        if let Some(body) = http_get(port) {
+            hosts.insert(visits(&body).1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{runtime}: three replicas answer: {hosts:?}\n{}",
+            p.ok(&["ps"])
+        );
+    }
+    p.ok(&["scale", "php=1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failures) = load.finish();
+    eprintln!(
+        "{runtime}: the workshop under load, scaling php 1 -> 3 -> 1: {ok} requests succeeded, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{runtime}: failed requests: {failures:?}\n{}",
+        p.ok(&["logs", "-t", "frontend"])
+    );
+    assert!(
+        ok > 20,
+        "{runtime}: too few requests to prove anything: {ok}"
+    );
+
+    p.ok(&["down", "-t", "1"]);
+    assert!(
+        p.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+        "{runtime}: containers left after down"
+    );
+    if runtime == "native" {
+        let left = leftovers(&p.root);
+        assert!(left.is_empty(), "native: down left: {left:#?}");
+    }
+
+    // Again: every step from the cache, nothing installed anew.
+    let again = p.rc(&["up", "-d", "--build"]);
+    let text = stdout(&again) + &stderr(&again);
+    assert!(again.status.success(), "{runtime}: second up:\n{text}");
+    let cached = text
+        .lines()
+        .filter(|l| l.contains("CACHED") || l.contains("Using cache"))
+        .count();
+    assert!(
+        cached >= 3 && !text.contains("Setting up "),
+        "{runtime}: the second build is not served from the cache:\n{text}"
+    );
+    eventually(&format!("{runtime}: served again"), || {
+        http_status(port).ok() == Some(200)
+    });
+    p.ok(&["down", "-t", "1", "--rmi", "local"]);
+}
+
+#[test]
+fn the_workshop_stack_builds_and_scales_natively() {
+    if !native_ready() {
+        return;
+    }
+    workshop_demo("native");
+}
+
+#[test]
+fn the_workshop_stack_builds_and_scales_on_docker() {
+    if !docker_ready() {
+        return;
+    }
+    workshop_demo("docker");
+}
