@@ -1967,7 +1967,7 @@ fn workshop_demo(runtime: &'static str) {
     assert!(
         failures.is_empty(),
         "{runtime}: failed requests: {failures:?}\n{}",
-        p.ok(&["logs", "-t", "frontend"])
+        p.ok(&["logs", "-t", "--tail", "80"])
     );
     assert!(
         ok > 20,
@@ -2016,4 +2016,146 @@ fn the_workshop_stack_builds_and_scales_on_docker() {
         return;
     }
     workshop_demo("docker");
+}
+
+/// A Dockerfile built natively, instruction by instruction: multi-stage
+/// with `COPY --from`, build arguments and environment in the expansion,
+/// `WORKDIR`, `--chown` by name (from the image's own /etc/passwd),
+/// `--chmod`, a glob, `.dockerignore`, `ADD` of a local archive, deletions
+/// across steps, `LABEL`/`EXPOSE`/`CMD` in the image; then the cache: an
+/// unchanged rebuild runs nothing, a changed file reruns from its `COPY`
+/// on; and a bad line is an error naming it, with nothing named.
+#[test]
+fn native_builds_follow_the_dockerfile() {
+    if !native_ready() {
+        return;
+    }
+    let p = Project::new("build", "native");
+    let base = p.busybox_image("build");
+    p.write("ctx/app/a.txt", "hello\n");
+    p.write("ctx/app/sub/b.txt", "deep\n");
+    p.write("ctx/app/skip.log", "left out\n");
+    p.write("ctx/app/c.php", "<?php\n");
+    p.write("ctx/.dockerignore", "app/*.log\n");
+    p.write("ctx/payload/inner.txt", "from the archive\n");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(p.dir.join("ctx/payload"))
+        .arg("-czf")
+        .arg(p.dir.join("ctx/payload.tar.gz"))
+        .arg("inner.txt")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(tar.status.success(), "tar: {}", stderr(&tar));
+    p.write(
+        "ctx/Dockerfile",
+        r#"ARG BASE
+FROM ${BASE} AS build
+ARG GREETING=hi
+ENV WHO=world
+WORKDIR /work
+RUN echo "$GREETING $WHO" > greet && mkdir -p /gone && touch /gone/x \
+ && echo 'app:x:1001:1002::/:/bin/sh' >> /etc/passwd && echo 'app:x:1002:' >> /etc/group
+COPY --chown=app:app app/ ./app/
+COPY --chmod=700 app/a.txt /single
+COPY app/*.php /php/
+ADD payload.tar.gz /extracted/
+RUN rm -rf /gone
+
+FROM ${BASE}
+COPY --from=build /work /copied
+COPY --from=build /single /extracted/ /from-build/
+LABEL made.by=rcompose
+EXPOSE 8080
+CMD ["cat", "/copied/greet"]
+"#,
+    );
+    p.write(
+        "compose.yaml",
+        &format!(
+            "services:\n  app:\n    build:\n      context: ./ctx\n      args:\n        BASE: {base}\n        GREETING: hello\n    image: rctn-built-{}\n",
+            std::process::id()
+        ),
+    );
+    let first = p.rc(&["build"]);
+    let text = stdout(&first) + &stderr(&first);
+    assert!(first.status.success(), "build:\n{text}");
+    assert!(text.contains("RUN rm -rf /gone"), "progress: {text}");
+    assert_eq!(p.ok(&["run", "--rm", "-T", "app"]).trim(), "hello world");
+    let check = p.ok(&[
+        "run",
+        "--rm",
+        "-T",
+        "app",
+        "sh",
+        "-c",
+        "cd /copied && find . | sort | tr '\\n' ' '; echo; \
+         stat -c '%u:%g %n' app/a.txt app/sub; stat -c '%a %n' /from-build/single; \
+         cat /from-build/inner.txt; test -e /gone && echo gone-is-there; echo end",
+    ]);
+    let lines: Vec<&str> = check.lines().collect();
+    assert_eq!(
+        lines[0].trim(),
+        ". ./app ./app/a.txt ./app/c.php ./app/sub ./app/sub/b.txt ./greet",
+        "{check}"
+    );
+    assert_eq!(lines[1], "1001:1002 app/a.txt", "{check}");
+    assert_eq!(lines[2], "1001:1002 app/sub", "{check}");
+    assert_eq!(lines[3], "700 /from-build/single", "{check}");
+    assert_eq!(lines[4], "from the archive", "{check}");
+    assert_eq!(lines[5], "end", "the deleted /gone came back: {check}");
+    let inspect = p.ok(&[
+        "image",
+        "inspect",
+        &format!("rctn-built-{}", std::process::id()),
+    ]);
+    assert!(
+        inspect.contains("\"made.by\": \"rcompose\"") && inspect.contains("8080/tcp"),
+        "{inspect}"
+    );
+
+    // Unchanged: every step from the cache.
+    let again = p.rc(&["build"]);
+    let text = stdout(&again) + &stderr(&again);
+    assert!(again.status.success(), "{text}");
+    let cached = text.lines().filter(|l| l.ends_with("CACHED")).count();
+    let done = text.lines().filter(|l| l.contains(" DONE ")).count();
+    assert_eq!(cached, 8, "every layer step cached:\n{text}");
+    // The FROMs of the two stages and the export.
+    assert_eq!(done, 3, "nothing else ran:\n{text}");
+    // The archive changed: its ADD and what follows run again.
+    p.write("ctx/payload/inner.txt", "changed\n");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(p.dir.join("ctx/payload"))
+        .arg("-czf")
+        .arg(p.dir.join("ctx/payload.tar.gz"))
+        .arg("inner.txt")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(tar.status.success(), "tar: {}", stderr(&tar));
+    let changed = p.rc(&["build"]);
+    let text = stdout(&changed) + &stderr(&changed);
+    assert!(changed.status.success(), "{text}");
+    let cached = text.lines().filter(|l| l.ends_with("CACHED")).count();
+    assert_eq!(cached, 4, "the steps before ADD cached:\n{text}");
+    let inner = p.ok(&["run", "--rm", "-T", "app", "cat", "/from-build/inner.txt"]);
+    assert_eq!(inner.trim(), "changed");
+
+    // A bad line: the error names the file and the line; no image is made.
+    p.write("ctx/Dockerfile", "FROM scratch\nCOPY a b\nBOGUS x\n");
+    p.write(
+        "compose.yaml",
+        "services:\n  bad:\n    build: ./ctx\n    image: rctn-never\n",
+    );
+    let bad = p.rc(&["build"]);
+    let text = stdout(&bad) + &stderr(&bad);
+    assert!(!bad.status.success(), "{text}");
+    assert!(
+        text.contains("Dockerfile: line 3: unknown instruction: BOGUS"),
+        "{text}"
+    );
+    assert!(!p.rc(&["image", "inspect", "rctn-never"]).status.success());
+    let left = leftovers(&p.root);
+    assert!(left.is_empty(), "a build left: {left:#?}");
 }

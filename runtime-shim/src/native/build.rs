@@ -1128,6 +1128,16 @@ fn store_pinned(store: &super::store::Store, image: &Image) -> Result<(Digest, D
 /// ready to be the next step's lower layer).
 fn layer_of(rt: &NativeRuntime, container: &str) -> Result<(Descriptor, Digest)> {
     let o = rt.find_container(container)?;
+    // The files a container's own /etc/hosts, /etc/hostname and
+    // /etc/resolv.conf are mounted on, when the image had none: runc's
+    // empty stubs, not the step's work (what the step wrote to them went
+    // to the mounted files).
+    for stub in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let path = o.paths.upper().join(stub);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = fs::remove_file(&path);
+        }
+    }
     let scratch = rt.store.scratch()?;
     let path = scratch.path().join("layer.tar");
     let written = (|| -> std::io::Result<fs::File> {
@@ -1187,6 +1197,8 @@ struct Copying {
 struct Source {
     path: PathBuf,
     name: String,
+    /// Its path in the build context (none from an image).
+    rel: Option<String>,
     /// A directory whose content (not itself) goes to the destination.
     contents: bool,
 }
@@ -1243,10 +1255,11 @@ fn context_sources(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             out.push((
-                m,
+                m.clone(),
                 Source {
                     path,
                     name,
+                    rel: Some(m),
                     contents: is_dir,
                 },
             ));
@@ -1376,6 +1389,7 @@ impl Copying {
                 out.push(Source {
                     path,
                     name,
+                    rel: None,
                     contents: is_dir,
                 });
             }
@@ -1392,14 +1406,17 @@ impl Copying {
                 .collect(),
             Some(r) => self.image_sources(r)?,
         };
-        // Owners: root's, or `--chown`'s as the image's files name them.
-        let (uid, gid) = match &plan.chown {
+        // Owners: `--chown`'s as the image's files name them; else root's
+        // for the context's files (sent as root's, as the Docker CLI does)
+        // and the source's own for a `--from`'s, as BuildKit keeps them.
+        let owner = match &plan.chown {
             Some(c) => {
                 let (u, g, _) = super::bundle::resolve_user(root, c)
                     .map_err(|e| format!("--chown={c}: {e}"))?;
-                (u, g)
+                Some((u, g))
             }
-            None => (0, 0),
+            None if src_root.is_none() => Some((0, 0)),
+            None => None,
         };
         let dest = if plan.dest.starts_with('/') {
             plan.dest.clone()
@@ -1446,11 +1463,16 @@ impl Copying {
                     continue;
                 }
             }
+            let walk = Walk {
+                owner,
+                chmod: plan.chmod,
+                keep: s.rel.as_ref().map(|_| &self.entries),
+            };
             if s.contents {
-                append_tree(&mut tar, &s.path, "", uid, gid, plan.chmod)?;
+                walk.tree(&mut tar, &s.path, "", s.rel.as_deref().unwrap_or(""))?;
             } else {
                 let name = rename.clone().unwrap_or_else(|| s.name.clone());
-                append_one(&mut tar, &s.path, &name, uid, gid, plan.chmod)?;
+                walk.one(&mut tar, &s.path, &name)?;
             }
         }
         let bytes = tar.into_inner().map_err(|e| e.to_string())?;
@@ -1566,71 +1588,102 @@ fn archive_reader(path: &Path) -> std::result::Result<Option<Box<dyn Read>>, Str
     Ok(None)
 }
 
-fn header_for(md: &fs::Metadata, uid: u32, gid: u32, chmod: Option<u32>) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(chmod.unwrap_or(md.mode() & 0o7777));
-    h.set_uid(uid as u64);
-    h.set_gid(gid as u64);
-    h.set_mtime(md.mtime().max(0) as u64);
-    h
+/// How sources go into a copy's archive.
+struct Walk<'a> {
+    /// Owner of every entry; `None` keeps the source's.
+    owner: Option<(u32, u32)>,
+    /// Mode of every entry; `None` keeps the source's.
+    chmod: Option<u32>,
+    /// The context's paths after `.dockerignore`: what a walk of a context
+    /// directory may take (none for an image's files).
+    keep: Option<&'a BTreeSet<String>>,
 }
 
-/// One file, link or directory (the directory alone) under `name`.
-fn append_one(
-    tar: &mut tar::Builder<Vec<u8>>,
-    path: &Path,
-    name: &str,
-    uid: u32,
-    gid: u32,
-    chmod: Option<u32>,
-) -> std::result::Result<(), String> {
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
-    let md = fs::symlink_metadata(path).map_err(fail)?;
-    let mut h = header_for(&md, uid, gid, chmod);
-    if md.file_type().is_symlink() {
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_mode(0o777);
-        h.set_size(0);
-        let target = fs::read_link(path).map_err(fail)?;
-        tar.append_link(&mut h, name, target).map_err(fail)
-    } else if md.is_dir() {
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_size(0);
-        tar.append_data(&mut h, format!("{name}/"), std::io::empty())
-            .map_err(fail)
-    } else if md.is_file() {
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_size(md.len());
-        let f = fs::File::open(path).map_err(fail)?;
-        tar.append_data(&mut h, name, f).map_err(fail)
-    } else {
-        Ok(()) // sockets, fifos, devices are not copied
+impl Walk<'_> {
+    fn header(&self, md: &fs::Metadata) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(self.chmod.unwrap_or(md.mode() & 0o7777));
+        let (uid, gid) = self.owner.unwrap_or((md.uid(), md.gid()));
+        h.set_uid(u64::from(uid));
+        h.set_gid(u64::from(gid));
+        h.set_mtime(md.mtime().max(0) as u64);
+        h
     }
-}
 
-/// A directory's content, under `prefix`.
-fn append_tree(
-    tar: &mut tar::Builder<Vec<u8>>,
-    dir: &Path,
-    prefix: &str,
-    uid: u32,
-    gid: u32,
-    chmod: Option<u32>,
-) -> std::result::Result<(), String> {
-    let mut children: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .collect();
-    children.sort_by_key(|e| e.file_name());
-    for c in children {
-        let name = format!("{prefix}{}", c.file_name().to_string_lossy());
-        let path = c.path();
-        append_one(tar, &path, &name, uid, gid, chmod)?;
-        if c.file_type().is_ok_and(|t| t.is_dir()) {
-            append_tree(tar, &path, &format!("{name}/"), uid, gid, chmod)?;
+    /// One file, link or directory (the directory alone) under `name`.
+    fn one(
+        &self,
+        tar: &mut tar::Builder<Vec<u8>>,
+        path: &Path,
+        name: &str,
+    ) -> std::result::Result<(), String> {
+        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        let md = fs::symlink_metadata(path).map_err(fail)?;
+        let mut h = self.header(&md);
+        if md.file_type().is_symlink() {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            let target = fs::read_link(path).map_err(fail)?;
+            tar.append_link(&mut h, name, target).map_err(fail)
+        } else if md.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            tar.append_data(&mut h, format!("{name}/"), std::io::empty())
+                .map_err(fail)
+        } else if md.is_file() {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(md.len());
+            let f = fs::File::open(path).map_err(fail)?;
+            tar.append_data(&mut h, name, f).map_err(fail)
+        } else {
+            Ok(()) // sockets, fifos, devices are not copied
         }
     }
-    Ok(())
+
+    /// A directory's content, under `prefix`; `rel` is the directory's
+    /// path in the context (for `.dockerignore`).
+    fn tree(
+        &self,
+        tar: &mut tar::Builder<Vec<u8>>,
+        dir: &Path,
+        prefix: &str,
+        rel: &str,
+    ) -> std::result::Result<(), String> {
+        let mut children: Vec<_> = fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .collect();
+        children.sort_by_key(|e| e.file_name());
+        for c in children {
+            let file = c.file_name().to_string_lossy().into_owned();
+            let name = format!("{prefix}{file}");
+            let child_rel = if rel.is_empty() || rel == "." {
+                file
+            } else {
+                format!("{rel}/{file}")
+            };
+            let kept = self.keep.is_none_or(|k| k.contains(&child_rel));
+            let path = c.path();
+            if kept {
+                self.one(tar, &path, &name)?;
+            }
+            // An excluded directory may hold paths a `!pattern` brings
+            // back: they are in the kept set on their own.
+            let inside = format!("{child_rel}/");
+            let brought_back = |k: &BTreeSet<String>| {
+                k.range(inside.clone()..)
+                    .next()
+                    .is_some_and(|e| e.starts_with(&inside))
+            };
+            if c.file_type().is_ok_and(|t| t.is_dir())
+                && (kept || self.keep.is_some_and(brought_back))
+            {
+                self.tree(tar, &path, &format!("{name}/"), &child_rel)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -148,6 +148,9 @@ fn run(
         .wait_with_output()
         .map_err(|e| format!("running {netavark}: {e}"))?;
     if out.status.success() {
+        if verb == "setup" {
+            pin_bridge_addresses(input);
+        }
         return Ok(());
     }
     let text =
@@ -163,6 +166,38 @@ fn run(
         })
         .unwrap_or_else(|| text.trim().to_string());
     Err(message)
+}
+
+/// Keeps each bridge of a setup at the hardware address it has. A Linux
+/// bridge whose address was never set takes the lowest of its ports', so
+/// it changed as containers came and went: the containers' ARP entries for
+/// the gateway (their name server) then pointed at a port that had gone,
+/// and their lookups went unanswered for seconds. Called under netavark's
+/// lock, right after the setup that may have made the bridge (before any
+/// container on it runs a process, for a new one).
+fn pin_bridge_addresses(input: &serde_json::Value) {
+    let Some(networks) = input.get("network_info").and_then(|n| n.as_object()) else {
+        return;
+    };
+    for net in networks.values() {
+        let Some(bridge) = net.get("network_interface").and_then(|b| b.as_str()) else {
+            continue;
+        };
+        let sys = Path::new("/sys/class/net").join(bridge);
+        // 3: NET_ADDR_SET, pinned already.
+        if fs::read_to_string(sys.join("addr_assign_type")).is_ok_and(|t| t.trim() == "3") {
+            continue;
+        }
+        let Ok(address) = fs::read_to_string(sys.join("address")) else {
+            continue;
+        };
+        let _ = Command::new("ip")
+            .args(["link", "set", "dev", bridge, "address", address.trim()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Sets a container's networks up in its namespace and publishes its
