@@ -429,6 +429,21 @@ fn store_image(
     layers: Vec<Descriptor>,
     name: Option<String>,
 ) -> Result<Digest> {
+    let (manifest_digest, config_digest) = store_document(store, image_config, layers)?;
+    let what = name.clone().unwrap_or_else(|| config_digest.to_string());
+    let descriptor = store.complete(&manifest_digest, &what)?;
+    store.name(&descriptor, name.as_slice())?;
+    Ok(config_digest)
+}
+
+/// Stores an image's configuration and its manifest over `layers` (already
+/// in the store), neither checked nor named; returns the manifest's digest
+/// and the image's id.
+pub(super) fn store_document(
+    store: &Store,
+    image_config: &serde_json::Value,
+    layers: Vec<Descriptor>,
+) -> Result<(Digest, Digest)> {
     let bytes =
         serde_json::to_vec(image_config).map_err(|e| failed("writing a configuration", e))?;
     let config_digest = store.put_bytes(&bytes, "a configuration")?;
@@ -447,10 +462,7 @@ fn store_image(
     let manifest_bytes =
         serde_json::to_vec(&manifest).map_err(|e| failed("writing a manifest", e))?;
     let manifest_digest = store.put_bytes(&manifest_bytes, "a manifest")?;
-    let what = name.clone().unwrap_or_else(|| config_digest.to_string());
-    let descriptor = store.complete(&manifest_digest, &what)?;
-    store.name(&descriptor, name.as_slice())?;
-    Ok(config_digest)
+    Ok((manifest_digest, config_digest))
 }
 
 /// Applies one `--change` instruction to an image's `config`.

@@ -36,7 +36,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::dockerfile::{self, Command, Copy, Health, Instruction, Stage};
-use super::layout::{Descriptor, Digest, Manifest, Platform, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
+use super::layout::{Descriptor, Digest, Platform, OCI_LAYER};
 use super::store::failed;
 use super::{blocking, NativeRuntime};
 use crate::{BuildSpec, ContainerSpec, LogOptions, NetworkMode, Result, RuntimeError};
@@ -1092,27 +1092,10 @@ fn health(h: &Health, shell: &[String]) -> std::result::Result<Value, String> {
     Ok(out)
 }
 
-/// Stores an image's configuration and manifest (its layers are in the
-/// store already); returns the manifest's digest and the image's id.
+/// Stores an image's configuration and manifest; the manifest's digest
+/// and the image's id.
 fn store_document(store: &super::store::Store, image: &Image) -> Result<(Digest, Digest)> {
-    let bytes =
-        serde_json::to_vec(&image.config).map_err(|e| failed("writing a configuration", e))?;
-    let config = store.put_bytes(&bytes, "a configuration")?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: OCI_CONFIG.to_string(),
-            digest: config.clone(),
-            size: bytes.len() as u64,
-            annotations: BTreeMap::new(),
-            platform: None,
-        },
-        layers: image.layers.clone(),
-    };
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| failed("writing a manifest", e))?;
-    let digest = store.put_bytes(&bytes, "a manifest")?;
-    Ok((digest, config))
+    super::archive::store_document(store, &image.config, image.layers.clone())
 }
 
 /// Stores an image unnamed, kept by the pin of its cache key.
