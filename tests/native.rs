@@ -2114,7 +2114,13 @@ CMD ["cat", "/copied/greet"]
         "{inspect}"
     );
 
-    // Unchanged: every step from the cache.
+    // Unchanged: every step from the cache, and the very same image.
+    let image_id = |inspect: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(inspect).unwrap_or_else(|e| panic!("{e}: {inspect}"));
+        v[0]["Id"].as_str().unwrap_or_default().to_string()
+    };
+    let first = image_id(&inspect);
     let again = p.rc(&["build"]);
     let text = stdout(&again) + &stderr(&again);
     assert!(again.status.success(), "{text}");
@@ -2123,6 +2129,13 @@ CMD ["cat", "/copied/greet"]
     assert_eq!(cached, 8, "every layer step cached:\n{text}");
     // The FROMs of the two stages and the export.
     assert_eq!(done, 3, "nothing else ran:\n{text}");
+    let second = image_id(&p.ok(&[
+        "image",
+        "inspect",
+        &format!("rctn-built-{}", std::process::id()),
+    ]));
+    assert!(first.starts_with("sha256:"), "{inspect}");
+    assert_eq!(first, second, "an unchanged rebuild made another image");
     // The archive changed: its ADD and what follows run again.
     p.write("ctx/payload/inner.txt", "changed\n");
     let tar = Command::new("tar")

@@ -11,6 +11,7 @@ pub mod context;
 pub mod docker;
 pub mod fake;
 pub mod native;
+pub mod reference;
 mod types;
 
 use std::pin::Pin;

@@ -12,9 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use runtime_shim::native::archive;
 use runtime_shim::native::bundle::{mount_rootfs, runtime_spec, unmount_rootfs};
 use runtime_shim::native::store::Store;
-use runtime_shim::native::{archive, reference};
+use runtime_shim::reference;
 use runtime_shim::ContainerSpec;
 
 fn ready() -> bool {

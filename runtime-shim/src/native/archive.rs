@@ -12,8 +12,8 @@ use super::layout::{
     Compression, Descriptor, Digest, Index, Manifest, Platform, CONTAINERD_NAME, OCI_CONFIG,
     OCI_INDEX, OCI_LAYER, OCI_MANIFEST, REF_NAME,
 };
-use super::reference;
 use super::store::{failed, Store, StoredImage};
+use crate::reference;
 use crate::{Result, RuntimeError};
 
 /// The largest metadata file (`manifest.json`, `index.json`) read whole.

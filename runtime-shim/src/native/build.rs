@@ -36,7 +36,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::dockerfile::{self, Command, Copy, Health, Instruction, Stage};
-use super::layout::{Descriptor, Digest, Platform, OCI_LAYER};
+use super::layout::{Descriptor, Digest, Platform, OCI_LAYER, REF_NAME};
 use super::store::failed;
 use super::{blocking, NativeRuntime};
 use crate::{BuildSpec, ContainerSpec, LogOptions, NetworkMode, Result, RuntimeError};
@@ -946,12 +946,18 @@ impl Builder<'_> {
                 inner["Labels"][k] = json!(v);
             }
         }
+        // The same build twice is the same image, as BuildKit's: the first
+        // one, found by the pin of its key, creation time and all (and so
+        // `up --build` recreates nothing when nothing changed).
+        let labels = serde_json::to_string(&self.spec.labels).unwrap_or_default();
+        let owner = format!("build-final-{}", hash(&[&image.key, &labels]));
+        let reuse = !self.spec.no_cache;
         image.config["created"] = json!(jiff::Timestamp::now().to_string());
         let names = self
             .spec
             .tags
             .iter()
-            .map(|t| super::reference::normalize(t))
+            .map(|t| crate::reference::normalize(t))
             .collect::<Result<Vec<_>>>()?;
         let v = self.progress.begin("exporting to image").await?;
         let store = self.rt.store.clone();
@@ -959,9 +965,32 @@ impl Builder<'_> {
         let names2 = names.clone();
         let id = blocking(move || {
             let _writing = store.writing()?;
-            let (manifest, id) = store_document(&store, &img)?;
-            let descriptor = store.complete(&manifest, &id.to_string())?;
-            store.name(&descriptor, &names2)?;
+            let earlier = store
+                .pinned_by(&owner)
+                .filter(|_| reuse)
+                .and_then(|m| store.image(&m, Vec::new()).ok());
+            let (manifest, id) = match earlier {
+                Some(found) => (found.manifest, found.id),
+                None => {
+                    let stored = store_document(&store, &img)?;
+                    store.pin(&owner, &stored.0)?;
+                    stored
+                }
+            };
+            // The index is written again only when a name moves.
+            let named: BTreeSet<&String> = BTreeSet::from_iter(&names2);
+            let index = store.index()?;
+            let already = index
+                .manifests
+                .iter()
+                .filter(|d| d.digest == manifest)
+                .filter_map(|d| d.annotations.get(REF_NAME))
+                .filter(|n| named.contains(n))
+                .count();
+            if already != named.len() || names2.is_empty() {
+                let descriptor = store.complete(&manifest, &id.to_string())?;
+                store.name(&descriptor, &names2)?;
+            }
             Ok(id)
         })
         .await?;

@@ -24,7 +24,6 @@ mod io;
 pub mod layout;
 pub mod logfile;
 pub mod network;
-pub mod reference;
 pub mod registry;
 pub mod seccomp;
 pub mod shim;
@@ -38,6 +37,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::reference;
 use crate::{
     Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
     ContainerSpec, Exec, ExecSpec, Image, Images, LabelFilter, LoadedImage, LogLine, LogOptions,

@@ -22,8 +22,8 @@ use super::layout::{
     is_index, Compression, ConfigFile, Descriptor, Digest, Hasher, Index, Manifest, Platform,
     DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
 };
-use super::reference;
 use super::store::{failed, Store};
+use crate::reference;
 use crate::{Result, RuntimeError};
 
 /// Parallel layer downloads.

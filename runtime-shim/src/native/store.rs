@@ -44,7 +44,7 @@ use super::layout::{
     is_index, is_manifest, Compression, ConfigFile, Descriptor, Digest, Hashing, Index, Manifest,
     Platform, REF_NAME,
 };
-use super::reference;
+use crate::reference;
 use crate::{Result, RuntimeError};
 
 /// The annotation of an index entry that says when the name was given.
