@@ -13,3 +13,4 @@ pub mod model;
 pub mod observe;
 pub mod output;
 pub mod plan;
+pub mod watch;

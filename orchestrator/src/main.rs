@@ -91,6 +91,8 @@ enum Command {
     Rm(cli::RmArgs),
     /// Build or rebuild services
     Build(cli::BuildArgs),
+    /// Watch build context for service and rebuild/refresh containers when files are updated
+    Watch(cli::watch::WatchArgs),
     /// View output from containers
     Logs(cli::LogsArgs),
     /// List images used by the created containers
@@ -424,6 +426,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             args,
         )),
         Command::Build(args) => cli::block_on(cli::build(engine()?, load(&[])?, args)),
+        Command::Watch(args) => {
+            cli::block_on(cli::watch::watch(engine()?, load(&args.services)?, args))
+        }
         Command::Logs(args) => cli::block_on(cli::logs(load(&[])?, g.project_name.is_some(), args)),
         Command::Images(args) => {
             cli::block_on(cli::images(load(&[])?, g.project_name.is_some(), args))

@@ -71,7 +71,7 @@ pub fn clean_path(p: &str) -> String {
 
 impl IgnoreMatcher {
     /// Reads the patterns of a `.dockerignore` file.
-    fn parse(content: &str) -> Result<IgnoreMatcher> {
+    pub fn parse(content: &str) -> Result<IgnoreMatcher> {
         let mut patterns = Vec::new();
         let content = content.strip_prefix('\u{feff}').unwrap_or(content);
         for line in content.lines() {
@@ -115,12 +115,24 @@ impl IgnoreMatcher {
         Ok(())
     }
 
+    /// These patterns, then `more`'s (which decide over these).
+    pub fn then(mut self, more: IgnoreMatcher) -> IgnoreMatcher {
+        self.patterns.extend(more.patterns);
+        self
+    }
+
+    /// Whether no pattern was given.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     fn has_exclusions(&self) -> bool {
         self.patterns.iter().any(|p| p.exclusion)
     }
 
-    /// Whether `path` (relative, `/`-separated) is left out of the context.
-    fn excluded(&self, path: &str) -> bool {
+    /// Whether `path` (relative, `/`-separated) is left out of the context:
+    /// the last pattern that matches it or one of its parents decides.
+    pub fn excluded(&self, path: &str) -> bool {
         let file: Vec<char> = path.chars().collect();
         let parents: Vec<&str> = match path.rfind('/') {
             Some(i) => path[..i].split('/').collect(),

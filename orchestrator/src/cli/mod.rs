@@ -8,6 +8,7 @@ pub mod image;
 pub mod interactive;
 mod lock;
 pub mod progress;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -30,6 +31,7 @@ use orchestrator::plan::{
 use runtime_shim::{Container, ContainerState, LabelFilter, LogOptions};
 
 /// Settings shared by the commands that change the engine.
+#[derive(Clone)]
 pub struct Engine {
     /// Print plans instead of running them.
     pub dry_run: bool,
@@ -294,6 +296,9 @@ pub struct UpArgs {
     /// Pull image before running (only `missing` and `never` work without a registry)
     #[arg(long = "pull")]
     pub pull: Option<String>,
+    /// Watch source code and rebuild/refresh containers when files are updated.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
     /// Services to start (with their dependencies)
     pub services: Vec<String>,
 }
@@ -610,6 +615,25 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     if args.pull.as_deref().is_some_and(|p| p == "always") {
         bail!("--pull always needs a registry, which rcompose does not contact");
     }
+    if args.watch {
+        if args.detach {
+            bail!("--detach cannot be combined with --abort-on-container-exit, --abort-on-container-failure, --attach, --attach-dependencies or --watch");
+        }
+        if args.wait {
+            bail!("--wait cannot be combined with --abort-on-container-exit, --abort-on-container-failure, --attach, --attach-dependencies or --watch");
+        }
+        if args.no_build {
+            bail!("--no-build and --watch are incompatible");
+        }
+        // Before anything starts: a project with nothing to watch.
+        let setup = orchestrator::watch::rules(&project, &args.services, &|p| {
+            std::fs::read_to_string(p).ok()
+        })
+        .map_err(anyhow::Error::msg)?;
+        if setup.rules.is_empty() {
+            bail!("none of the selected services is configured for watch, see https://docs.docker.com/compose/how-tos/file-watch/");
+        }
+    }
     let rt = connect().await?;
     let up_options = UpOptions {
         services: args.services.clone(),
@@ -646,7 +670,35 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     if args.detach || args.no_start {
         return Ok(ExitCode::SUCCESS);
     }
-    attach(&engine, &rt, &project, &args).await
+    if !args.watch {
+        return attach(&engine, &rt, &project, &args).await;
+    }
+    // Logs and the watch side by side; the watch ends with the attachment.
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let options = watch::Options {
+        prune: false,
+        quiet: false,
+        no_deps: args.no_deps,
+    };
+    let watching = watch::run(
+        &engine,
+        &rt,
+        &project,
+        &args.services,
+        &options,
+        async {
+            let _ = ended.await;
+        },
+        "see https://docs.docker.com/compose/how-tos/file-watch/",
+    );
+    let attached = async {
+        let code = attach(&engine, &rt, &project, &args).await;
+        let _ = done.send(());
+        code
+    };
+    let (code, watched) = tokio::join!(attached, watching);
+    watched?;
+    code
 }
 
 /// Attached `up`: streams prefixed logs until Ctrl-C (or a container exit with
