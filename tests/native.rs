@@ -2172,3 +2172,162 @@ CMD ["cat", "/copied/greet"]
     let left = leftovers(&p.root);
     assert!(left.is_empty(), "a build left: {left:#?}");
 }
+
+/// `watch` on a running project: files synced into the container as they
+/// are written, renamed and removed (ignored ones left out), a sync+exec
+/// command run, a sync+restart restarting, a Dockerfile edit rebuilding
+/// and recreating; then a project without rules, refused.
+fn watch_demo(runtime: &'static str) {
+    let p = Project::new("watch", runtime);
+    let image = p.busybox_image("watch");
+    p.write("app/Dockerfile", &format!("FROM {image}\nLABEL v=1\n"));
+    p.write("src/first.txt", "first\n");
+    p.write("conf/c.conf", "c1\n");
+    p.write("restart.txt", "0\n");
+    p.write(
+        "compose.yaml",
+        "services:\n  app:\n    build: ./app\n    \
+         command: [\"sh\", \"-c\", \"echo start >> /tmp/starts; exec sleep 3600\"]\n    \
+         develop:\n      watch:\n        \
+         - path: ./src\n          target: /srv\n          action: sync\n          \
+           ignore: [node_modules/]\n          initial_sync: true\n        \
+         - path: ./conf\n          target: /etc/app\n          action: sync+exec\n          \
+           exec:\n            command: sh -c \"cat /etc/app/c.conf > /tmp/ran\"\n        \
+         - path: ./restart.txt\n          target: /srv/restart.txt\n          action: sync+restart\n        \
+         - path: ./app/Dockerfile\n          action: rebuild\n",
+    );
+    let log = p.dir.join("watch.log");
+    let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = p
+        .command()
+        .arg("watch")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    let cat = |path: &str| -> Option<String> {
+        let o = p.rc(&["exec", "-T", "app", "cat", path]);
+        o.status.success().then(|| stdout(&o))
+    };
+    let exists = |path: &str| {
+        p.rc(&["exec", "-T", "app", "test", "-e", path])
+            .status
+            .success()
+    };
+    eventually("Watch enabled", || output().contains("Watch enabled"));
+    // The initial sync copied what was there.
+    assert_eq!(
+        cat("/srv/first.txt").as_deref(),
+        Some("first\n"),
+        "{}",
+        output()
+    );
+
+    p.write("src/a.txt", "one\n");
+    eventually("a new file synced", || {
+        cat("/srv/a.txt").as_deref() == Some("one\n")
+    });
+    p.write("src/a.txt", "two\n");
+    eventually("a changed file synced", || {
+        cat("/srv/a.txt").as_deref() == Some("two\n")
+    });
+    p.write("src/d/e/f.txt", "deep\n");
+    eventually("a new tree synced", || {
+        cat("/srv/d/e/f.txt").as_deref() == Some("deep\n")
+    });
+    p.write("src/d/e/g.txt", "in the new tree\n");
+    eventually("a file in a new directory synced", || {
+        cat("/srv/d/e/g.txt").as_deref() == Some("in the new tree\n")
+    });
+    std::fs::rename(p.dir.join("src/a.txt"), p.dir.join("src/b.txt"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("a rename synced", || {
+        cat("/srv/b.txt").as_deref() == Some("two\n") && !exists("/srv/a.txt")
+    });
+    std::fs::remove_dir_all(p.dir.join("src/d")).unwrap_or_else(|e| panic!("{e}"));
+    eventually("a removed tree removed", || !exists("/srv/d"));
+    p.write("src/node_modules/x.js", "ignored\n");
+    p.write("src/.b.txt.swp", "an editor's\n");
+    p.write("src/last.txt", "last\n");
+    eventually("the last file synced", || cat("/srv/last.txt").is_some());
+    assert!(!exists("/srv/node_modules"), "an ignored tree was synced");
+    assert!(!exists("/srv/.b.txt.swp"), "an editor's file was synced");
+
+    p.write("conf/c.conf", "c2\n");
+    eventually("the sync+exec command ran", || {
+        cat("/tmp/ran").as_deref() == Some("c2\n")
+    });
+
+    p.write("restart.txt", "1\n");
+    eventually("sync+restart restarted", || {
+        cat("/tmp/starts").is_some_and(|s| s.lines().count() == 2)
+    });
+    assert_eq!(cat("/srv/restart.txt").as_deref(), Some("1\n"));
+
+    let before = p.ok(&["ps", "-q", "app"]);
+    p.write("app/Dockerfile", &format!("FROM {image}\nLABEL v=2\n"));
+    eventually("the rebuild recreated the container", || {
+        let now = p.ok(&["ps", "-q", "app"]);
+        !now.trim().is_empty() && now != before
+    });
+    let text = output();
+    for expected in [
+        "Syncing service \"app\" after ",
+        "service(s) [\"app\"] restarted",
+        "Rebuilding service(s) [\"app\"] after changes were detected...",
+        "service(s) [\"app\"] successfully built",
+    ] {
+        eventually(expected, || output().contains(expected));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watch did not end on SIGINT:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The containers stay up after the watch, as Compose leaves them.
+    assert!(!p.ok(&["ps", "-q", "app"]).trim().is_empty());
+
+    // No rules: a clear error, and nothing started.
+    p.write("other/compose.yaml", "services:\n  plain:\n    image: x\n");
+    let o = Command::new(rcompose_bin())
+        .env("RCOMPOSE_ROOT", &p.root)
+        .args(["--runtime", runtime, "-f", "other/compose.yaml", "watch"])
+        .current_dir(&p.dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(
+            "none of the selected services is configured for watch, consider setting a 'develop' section"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn watch_syncs_restarts_and_rebuilds_natively() {
+    if !native_ready() {
+        return;
+    }
+    watch_demo("native");
+}
+
+#[test]
+fn watch_syncs_restarts_and_rebuilds_on_docker() {
+    if !docker_ready() {
+        return;
+    }
+    watch_demo("docker");
+}

@@ -56,10 +56,21 @@ pub struct WatchArgs {
 /// under Compose's half second.
 const QUIET: Duration = Duration::from_millis(40);
 
+/// How `watch` ends the error of a project with no rules.
+const NO_RULES: &str = "consider setting a 'develop' section";
+
 /// `watch`.
 pub async fn watch(engine: Engine, options: LoadOptions, args: WatchArgs) -> Result<ExitCode> {
     let project = load_project(&options, false)?;
     check_services(&project, &args.services)?;
+    // Nothing starts for a project with bad rules or none.
+    let setup = watch::rules(&project, &args.services, &|p| {
+        std::fs::read_to_string(p).ok()
+    })
+    .map_err(|e| anyhow!(e))?;
+    if setup.rules.is_empty() {
+        bail!("none of the selected services is configured for watch, {NO_RULES}");
+    }
     let rt = connect().await?;
     if !args.no_up {
         // Services built for watching are built again at start, as
@@ -104,7 +115,7 @@ pub async fn watch(engine: Engine, options: LoadOptions, args: WatchArgs) -> Res
         &args.services,
         &options,
         stop,
-        "consider setting a 'develop' section",
+        NO_RULES,
     )
     .await?;
     Ok(ExitCode::from(130))
