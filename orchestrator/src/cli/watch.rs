@@ -165,6 +165,7 @@ pub async fn run(
         project,
         rules: &rules,
         options,
+        shells: std::sync::Mutex::new(BTreeMap::new()),
     };
     // The first copies, before anything is watched.
     let mut initial = Batch::default();
@@ -447,6 +448,8 @@ struct Applier<'a> {
     project: &'a Project,
     rules: &'a [Rule],
     options: &'a Options,
+    /// Each container's open shell; `None` when it has none.
+    shells: std::sync::Mutex<BTreeMap<String, Option<Shell>>>,
 }
 
 impl Applier<'_> {
@@ -577,35 +580,51 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Copies (and removes) files in every container of the service.
+    /// Copies (and removes) files in every container of the service. A
+    /// file is never seen missing or half-written by the container's
+    /// processes: files land under a staging name beside their place and
+    /// are renamed over it, with the removals, by one shell command per
+    /// container (a container without a shell gets them written in place,
+    /// as Compose does, and no removal).
     async fn sync(&self, service: &str, copies: &BTreeSet<Copy>) -> Result<()> {
         let copies: Vec<Copy> = copies.iter().cloned().collect();
-        let (tar, gone) = tokio::task::spawn_blocking(move || archive(&copies))
+        let nonce = format!("{:08x}", fastrand::u32(..));
+        let staged = tokio::task::spawn_blocking(move || archive(&copies, &nonce))
             .await
             .map_err(|e| anyhow!("{e}"))??;
         let containers = self.containers(service).await?;
         let jobs = containers.iter().map(|c| {
-            let tar = tar.clone();
-            let gone = gone.clone();
+            let staged = &staged;
             async move {
-                if !gone.is_empty() {
-                    if c.state != ContainerState::Running {
-                        return Ok(());
-                    }
-                    let mut command = vec!["rm".to_string(), "-rf".to_string(), "--".to_string()];
-                    command.extend(gone);
-                    let code = self
-                        .run_in(&c.id, command, &ExecDefaults::default())
-                        .await?;
-                    if code != 0 {
-                        bail!("deleting paths in {}: exit code {code}", c.name);
-                    }
-                }
+                let running = c.state == ContainerState::Running;
+                let work = !staged.renames.is_empty() || !staged.gone.is_empty();
+                // A shell in the container places staged files; without
+                // one (or stopped) they are written in place.
+                let shell = running && work && self.shell_ready(&c.id).await;
+                let tar = if shell {
+                    staged.staged.clone()
+                } else {
+                    staged.direct.clone()
+                };
                 if let Some(tar) = tar {
                     self.rt
                         .copy_to(&c.id, "/", tar)
                         .await
                         .map_err(|e| anyhow!("copying files to {}: {e}", c.name))?;
+                }
+                if !shell {
+                    if !staged.gone.is_empty() && running {
+                        eprintln!(
+                            "WARN[0000] {}: no shell to remove {} in",
+                            c.name,
+                            staged.gone.join(", ")
+                        );
+                    }
+                    return Ok(());
+                }
+                let code = self.in_shell(&c.id, &staged.script()).await?;
+                if code != 0 {
+                    bail!("placing the synced files in {}: exit code {code}", c.name);
                 }
                 Ok(())
             }
@@ -619,6 +638,82 @@ impl Applier<'_> {
             bail!("{}", errors.join("; "));
         }
         Ok(())
+    }
+
+    /// Whether a shell with `mv`, `rm` and `rmdir` runs in the container
+    /// (kept open for the next batches: a command per batch costs the
+    /// Docker Engine an exec each, about 60 ms).
+    async fn shell_ready(&self, id: &str) -> bool {
+        if let Some(known) = self
+            .shells
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).map(Option::is_some))
+        {
+            return known;
+        }
+        let shell = self.open_shell(id).await;
+        let ready = shell.is_some();
+        if let Ok(mut m) = self.shells.lock() {
+            m.insert(id.to_string(), shell);
+        }
+        ready
+    }
+
+    async fn open_shell(&self, id: &str) -> Option<Shell> {
+        let spec = ExecSpec {
+            command: vec!["sh".to_string()],
+            env: Vec::new(),
+            user: String::new(),
+            working_dir: String::new(),
+            tty: false,
+            stdin: true,
+            privileged: false,
+            detach: false,
+        };
+        let session = self.rt.exec(id, &spec).await.ok()?;
+        let mut shell = Shell {
+            input: session.input?,
+            output: session.output?,
+            _process: session.process,
+            seen: String::new(),
+        };
+        match shell.run("command -v mv rm rmdir >/dev/null").await {
+            Ok(0) => Some(shell),
+            _ => None,
+        }
+    }
+
+    /// Runs a script in the container's shell (opened again once if the
+    /// container has restarted since); its exit code.
+    async fn in_shell(&self, id: &str, script: &str) -> Result<i64> {
+        let taken = self
+            .shells
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(id))
+            .flatten();
+        let mut shell = match taken {
+            Some(shell) => shell,
+            None => self
+                .open_shell(id)
+                .await
+                .ok_or_else(|| anyhow!("no shell in the container"))?,
+        };
+        let code = match shell.run(script).await {
+            Ok(code) => code,
+            Err(_) => {
+                shell = self
+                    .open_shell(id)
+                    .await
+                    .ok_or_else(|| anyhow!("no shell in the container"))?;
+                shell.run(script).await?
+            }
+        };
+        if let Ok(mut m) = self.shells.lock() {
+            m.insert(id.to_string(), Some(shell));
+        }
+        Ok(code)
     }
 
     async fn exec(&self, rule: &Rule) -> Result<()> {
@@ -693,6 +788,53 @@ fn rule_command(rule: &Rule) -> Vec<String> {
     rule.exec.command.clone().map(|c| c.0).unwrap_or_default()
 }
 
+/// A shell kept running in a container, fed scripts on its input.
+struct Shell {
+    input: runtime_shim::Input,
+    output: runtime_shim::BoxStream<runtime_shim::LogLine>,
+    _process: Box<dyn runtime_shim::Process>,
+    /// Output read and not yet matched.
+    seen: String,
+}
+
+/// Ends each script's output, with its status.
+const DONE: &str = "__rcompose_sync_done__";
+
+impl Shell {
+    /// Runs a script in a subshell (so `set -e` ends only it); its status.
+    async fn run(&mut self, script: &str) -> Result<i64> {
+        use tokio::io::AsyncWriteExt;
+        let text = format!("(\n{script}\n)\nprintf '\\n{DONE} %s\\n' \"$?\"\n");
+        self.input.write_all(text.as_bytes()).await?;
+        self.input.flush().await?;
+        let read = async {
+            loop {
+                if let Some(at) = self.seen.find(&format!("\n{DONE} ")) {
+                    let rest = &self.seen[at + DONE.len() + 2..];
+                    if let Some(end) = rest.find('\n') {
+                        let code = rest[..end].trim().parse().unwrap_or(-1);
+                        let before = self.seen[..at].to_string();
+                        if !before.trim().is_empty() {
+                            print!("{before}");
+                        }
+                        self.seen = rest[end + 1..].to_string();
+                        return Ok(code);
+                    }
+                }
+                match self.output.next().await {
+                    Some(Ok(chunk)) if chunk.stderr => eprint!("{}", chunk.text),
+                    Some(Ok(chunk)) => self.seen.push_str(&chunk.text),
+                    Some(Err(e)) => bail!("the container's shell: {e}"),
+                    None => bail!("the container's shell ended"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .map_err(|_| anyhow!("the container's shell did not answer in 60 s"))?
+    }
+}
+
 #[derive(Default)]
 struct ExecDefaults {
     user: String,
@@ -701,38 +843,138 @@ struct ExecDefaults {
     env: Vec<String>,
 }
 
-/// One tar archive of the copies that exist on the host (directories with
-/// what they hold, symbolic links as links), named by their paths in the
-/// container; and the container paths whose host files are gone.
-fn archive(copies: &[Copy]) -> Result<(Option<Vec<u8>>, Vec<String>)> {
+/// A batch's files as archives: `staged` puts each regular file in a
+/// directory `.rcompose-sync-<nonce>` beside its place (`renames`: from
+/// which staging directory to which directory, what names), `direct` at its
+/// place; directories and links are in both as they are. `gone`: container
+/// paths whose host files are gone.
+struct Staged {
+    staged: Option<Vec<u8>>,
+    direct: Option<Vec<u8>>,
+    renames: BTreeMap<(String, String), Vec<String>>,
+    gone: Vec<String>,
+}
+
+impl Staged {
+    /// The shell script that removes what is gone and moves the staged
+    /// files over their places: one `mv` per directory, each file renamed
+    /// (so never seen missing or half-written), the staging directories
+    /// removed.
+    fn script(&self) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut lines = vec!["set -e".to_string()];
+        if !self.gone.is_empty() {
+            let paths: Vec<String> = self.gone.iter().map(|p| quote(p)).collect();
+            lines.push(format!("rm -rf -- {}", paths.join(" ")));
+        }
+        for ((stage, dir), names) in &self.renames {
+            let sources: Vec<String> = names
+                .iter()
+                .map(|n| quote(&format!("{stage}/{n}")))
+                .collect();
+            lines.push(format!(
+                "mv -f -- {} {}",
+                sources.join(" "),
+                quote(&format!("{dir}/"))
+            ));
+            lines.push(format!("rmdir -- {}", quote(stage)));
+        }
+        lines.join("\n")
+    }
+}
+
+fn archive(copies: &[Copy], nonce: &str) -> Result<Staged> {
+    let mut entries: Vec<(PathBuf, String)> = Vec::new();
     let mut gone = Vec::new();
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    let mut any = false;
-    let mut seen: HashSet<String> = HashSet::new();
     for copy in copies {
-        let name = copy.container.trim_start_matches('/').to_string();
         match std::fs::symlink_metadata(&copy.host) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(copy.container.clone()),
             Err(e) => bail!("{}: {e}", copy.host.display()),
-            Ok(md) => {
-                if !seen.insert(name.clone()) {
-                    continue;
-                }
-                let added = if md.is_dir() {
-                    builder.append_dir_all(&name, &copy.host)
-                } else {
-                    builder.append_path_with_name(&copy.host, &name)
-                };
-                match added {
-                    Ok(()) => any = true,
-                    // Removed while being read: the next batch tells.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => bail!("adding {} to the archive: {e}", copy.host.display()),
-                }
-            }
+            Ok(md) if md.is_dir() => tree(&copy.host, &copy.container, &mut entries)?,
+            Ok(_) => entries.push((copy.host.clone(), copy.container.clone())),
         }
     }
-    let bytes = builder.into_inner()?;
-    Ok((any.then_some(bytes), gone))
+    let mut seen: HashSet<String> = HashSet::new();
+    entries.retain(|(_, to)| seen.insert(to.clone()));
+    let mut staged = tar::Builder::new(Vec::new());
+    let mut direct = tar::Builder::new(Vec::new());
+    staged.follow_symlinks(false);
+    direct.follow_symlinks(false);
+    let mut renames: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (host, to) in &entries {
+        let md = match std::fs::symlink_metadata(host) {
+            Ok(md) => md,
+            // Removed while being read: the next batch tells.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => bail!("{}: {e}", host.display()),
+        };
+        let name = to.trim_start_matches('/');
+        let added = if md.is_dir() {
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata(&md);
+            header.set_entry_type(tar::EntryType::Directory);
+            staged
+                .append_data(&mut header.clone(), name, std::io::empty())
+                .and_then(|()| direct.append_data(&mut header, name, std::io::empty()))
+        } else if md.is_file() {
+            let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+            let stage = format!("/{dir}/.rcompose-sync-{nonce}").replace("//", "/");
+            let temporary = format!("{}/{file}", stage.trim_start_matches('/'));
+            renames
+                .entry((stage, format!("/{dir}")))
+                .or_insert_with(Vec::new)
+                .push(file.to_string());
+            staged
+                .append_path_with_name(host, &temporary)
+                .and_then(|()| direct.append_path_with_name(host, name))
+        } else {
+            staged
+                .append_path_with_name(host, name)
+                .and_then(|()| direct.append_path_with_name(host, name))
+        };
+        match added {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
+                for ((_, d), names) in renames.iter_mut() {
+                    if d.trim_start_matches('/') == dir {
+                        names.retain(|n| n != file);
+                    }
+                }
+                renames.retain(|_, names| !names.is_empty());
+            }
+            Err(e) => bail!("adding {} to the archive: {e}", host.display()),
+        }
+    }
+    let any = !entries.is_empty();
+    let staged = staged.into_inner()?;
+    let direct = direct.into_inner()?;
+    Ok(Staged {
+        staged: any.then_some(staged),
+        direct: any.then_some(direct),
+        renames,
+        gone,
+    })
+}
+
+/// A directory's entries, itself first, each with its container path.
+fn tree(host: &Path, to: &str, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    out.push((host.to_path_buf(), to.to_string()));
+    let entries = match std::fs::read_dir(host) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("{}: {e}", host.display()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let child = format!("{}/{name}", to.trim_end_matches('/'));
+        if entry.file_type()?.is_dir() {
+            tree(&path, &child, out)?;
+        } else {
+            out.push((path, child));
+        }
+    }
+    Ok(())
 }
