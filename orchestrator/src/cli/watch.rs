@@ -922,7 +922,7 @@ fn archive(copies: &[Copy], nonce: &str) -> Result<Staged> {
             let temporary = format!("{}/{file}", stage.trim_start_matches('/'));
             renames
                 .entry((stage, format!("/{dir}")))
-                .or_insert_with(Vec::new)
+                .or_default()
                 .push(file.to_string());
             staged
                 .append_path_with_name(host, &temporary)
