@@ -1999,6 +1999,68 @@ fn workshop_demo(runtime: &'static str) {
     eventually(&format!("{runtime}: served again"), || {
         http_status(port).ok() == Some(200)
     });
+
+    // `watch` under load: an edit of index.php reaches both replicas
+    // through the frontend, and no request fails meanwhile.
+    p.ok(&["scale", "php=2"]);
+    let log = p.dir.join("watch.log");
+    let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut watcher = p
+        .command()
+        .args(["watch", "--no-up"])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually(&format!("{runtime}: Watch enabled"), || {
+        output().contains("Watch enabled")
+    });
+    let load = Load::start(port, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let page = std::fs::read_to_string(p.dir.join("php/index.php")).unwrap_or_default();
+    for round in 1..=3 {
+        p.write(
+            "php/index.php",
+            &format!("{page}echo \"edited: {round}\\n\";\n"),
+        );
+        let wanted = format!("edited: {round}");
+        let mut hosts = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hosts.len() < 2 {
+            if let Some(body) = http_get(port) {
+                if body.contains(&wanted) {
+                    hosts.insert(visits(&body).1);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{runtime}: edit {round} not served by both replicas: {hosts:?}\n{}",
+                output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (ok, failures) = load.finish();
+    let _ = Command::new("kill")
+        .args(["-INT", &watcher.id().to_string()])
+        .status();
+    let _ = watcher.wait();
+    eprintln!(
+        "{runtime}: the workshop under load, index.php edited 3 times under watch: {ok} requests succeeded, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{runtime}: failed requests while watching: {failures:?}\n{}",
+        output()
+    );
+    assert!(
+        output().contains("Syncing service \"php\" after 1 changes were detected"),
+        "{}",
+        output()
+    );
     p.ok(&["down", "-t", "1", "--rmi", "local"]);
 }
 
