@@ -2248,7 +2248,7 @@ fn watch_demo(runtime: &'static str) {
     p.write("restart.txt", "0\n");
     p.write(
         "compose.yaml",
-        "services:\n  app:\n    build: ./app\n    \
+        &format!("services:\n  app:\n    build: ./app\n    \
          command: [\"sh\", \"-c\", \"echo start >> /tmp/starts; exec sleep 3600\"]\n    \
          develop:\n      watch:\n        \
          - path: ./src\n          target: /srv\n          action: sync\n          \
@@ -2256,7 +2256,10 @@ fn watch_demo(runtime: &'static str) {
          - path: ./conf\n          target: /etc/app\n          action: sync+exec\n          \
            exec:\n            command: sh -c \"cat /etc/app/c.conf > /tmp/ran\"\n        \
          - path: ./restart.txt\n          target: /srv/restart.txt\n          action: sync+restart\n        \
-         - path: ./app/Dockerfile\n          action: rebuild\n",
+         - path: ./app/Dockerfile\n          action: rebuild\n        \
+         - path: ./restart-only.txt\n          action: restart\n  \
+         plain:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n    \
+         develop:\n      watch:\n        - path: ./plain\n          action: rebuild\n"),
     );
     let log = p.dir.join("watch.log");
     let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
@@ -2310,6 +2313,15 @@ fn watch_demo(runtime: &'static str) {
     });
     std::fs::remove_dir_all(p.dir.join("src/d")).unwrap_or_else(|e| panic!("{e}"));
     eventually("a removed tree removed", || !exists("/srv/d"));
+    // Made again: watched again.
+    p.write("src/d/e/h.txt", "again\n");
+    eventually("a tree made again synced", || {
+        cat("/srv/d/e/h.txt").is_some()
+    });
+    p.write("src/d/e/h.txt", "and changed\n");
+    eventually("a file in a tree made again synced", || {
+        cat("/srv/d/e/h.txt").as_deref() == Some("and changed\n")
+    });
     p.write("src/node_modules/x.js", "ignored\n");
     p.write("src/.b.txt.swp", "an editor's\n");
     p.write("src/last.txt", "last\n");
@@ -2327,6 +2339,13 @@ fn watch_demo(runtime: &'static str) {
         cat("/tmp/starts").is_some_and(|s| s.lines().count() == 2)
     });
     assert_eq!(cat("/srv/restart.txt").as_deref(), Some("1\n"));
+    p.write("restart-only.txt", "x\n");
+    eventually("restart restarted", || {
+        cat("/tmp/starts").is_some_and(|s| s.lines().count() == 3)
+    });
+    // No staging left behind.
+    let listing = p.ok(&["exec", "-T", "app", "ls", "-a", "/srv"]);
+    assert!(!listing.contains(".rcompose-sync"), "{listing}");
 
     let before = p.ok(&["ps", "-q", "app"]);
     p.write("app/Dockerfile", &format!("FROM {image}\nLABEL v=2\n"));
@@ -2336,6 +2355,7 @@ fn watch_demo(runtime: &'static str) {
     });
     let text = output();
     for expected in [
+        "service \"plain\", develop.watch[0]: can't watch service \"plain\" with action rebuild without a build context, this rule is not watched",
         "Syncing service \"app\" after ",
         "service(s) [\"app\"] restarted",
         "Rebuilding service(s) [\"app\"] after changes were detected...",

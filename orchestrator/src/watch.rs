@@ -62,6 +62,8 @@ const EDITOR_FILES: &[&str] = &[
     "**/*-go-tmp-umask",
     // Version control, at any depth.
     "**/.git",
+    // rcompose's own staging, should a target lead back to the host.
+    "**/.rcompose-sync-*",
 ];
 
 /// One rule of a service, ready to match paths.
@@ -85,6 +87,10 @@ pub struct Rule {
     ignore: IgnoreMatcher,
     /// The build context and its `.dockerignore`.
     context: Option<(PathBuf, IgnoreMatcher)>,
+    /// Host directories the service mounts: what changes there changed
+    /// in the containers already (and a sync into them would come back
+    /// as a change).
+    binds: Vec<PathBuf>,
 }
 
 /// Errors are fatal to the watch; warnings are printed and the rest goes on.
@@ -114,19 +120,16 @@ pub fn rules(
         let context = match &service.build {
             Some(build) if !build.context.contains("://") => {
                 let root = PathBuf::from(&build.context);
-                let own = if build.dockerfile.is_empty() {
-                    None
-                } else {
-                    dockerignore(&root.join(format!("{}.dockerignore", build.dockerfile)))
-                };
-                let text = own.or_else(|| dockerignore(&root.join(".dockerignore")));
-                let matcher = match text {
-                    Some(t) => IgnoreMatcher::parse(&t).map_err(|e| {
-                        format!(
-                            "service {name:?}: {}: {e}",
-                            root.join(".dockerignore").display()
-                        )
-                    })?,
+                let mut files = vec![root.join(".dockerignore")];
+                if !build.dockerfile.is_empty() {
+                    files.insert(0, root.join(format!("{}.dockerignore", build.dockerfile)));
+                }
+                let read = files
+                    .into_iter()
+                    .find_map(|f| dockerignore(&f).map(|text| (f, text)));
+                let matcher = match read {
+                    Some((file, text)) => IgnoreMatcher::parse(&text)
+                        .map_err(|e| format!("service {name:?}: {}: {e}", file.display()))?,
                     None => IgnoreMatcher::default(),
                 };
                 Some((root, matcher))
@@ -134,21 +137,43 @@ pub fn rules(
             _ => None,
         };
         for (index, w) in develop.watch.iter().enumerate() {
+            // A rule that cannot work is left out with a warning naming
+            // it; the others are watched.
             let where_ = format!("service {name:?}, develop.watch[{index}]");
-            let action = Action::read(&w.action)
-                .ok_or_else(|| format!("{where_}: unknown action {:?}", w.action))?;
-            if action == Action::Rebuild && service.build.is_none() {
-                return Err(format!(
-                    "can't watch service {name:?} with action rebuild without a build context"
+            let Some(action) = Action::read(&w.action) else {
+                setup.warnings.push(format!(
+                    "{where_}: unknown action {:?}, this rule is not watched",
+                    w.action
                 ));
+                continue;
+            };
+            if action == Action::Rebuild && service.build.is_none() {
+                setup.warnings.push(format!(
+                    "{where_}: can't watch service {name:?} with action rebuild without a build context, this rule is not watched"
+                ));
+                continue;
             }
             if action.syncs() && w.target.is_empty() {
-                return Err(format!(
-                    "{where_}: target is required for action {}",
+                setup.warnings.push(format!(
+                    "{where_}: target is required for action {}, this rule is not watched",
                     w.action
+                ));
+                continue;
+            }
+            if action.syncs() && !w.target.starts_with('/') {
+                setup.warnings.push(format!(
+                    "{where_}: target {:?} is not absolute: it is taken from the container's root, /{}",
+                    w.target,
+                    w.target.trim_start_matches("./")
                 ));
             }
             let path = PathBuf::from(&w.path);
+            if !project.working_dir.is_empty() && !path.starts_with(&project.working_dir) {
+                setup.warnings.push(format!(
+                    "{where_}: path {} is outside the project directory {}",
+                    w.path, project.working_dir
+                ));
+            }
             if action.syncs() {
                 if let Some(bind) = bound(&service.volumes, &path) {
                     setup.warnings.push(format!(
@@ -172,7 +197,7 @@ pub fn rules(
             let mut target = w.target.clone();
             if action.syncs() && !target.starts_with('/') {
                 // Compose extracts at `/`: a relative target is from the root.
-                target = format!("/{target}");
+                target = format!("/{}", target.trim_start_matches("./"));
             }
             setup.rules.push(Rule {
                 service: name.clone(),
@@ -185,6 +210,12 @@ pub fn rules(
                 include,
                 ignore,
                 context: context.clone(),
+                binds: service
+                    .volumes
+                    .iter()
+                    .filter(|v| v.kind == "bind" && !v.source.is_empty())
+                    .map(|v| PathBuf::from(&v.source))
+                    .collect(),
             });
         }
     }
@@ -237,6 +268,9 @@ impl Rule {
         let Some(rel) = relative(&self.path, path) else {
             return false;
         };
+        if self.binds.iter().any(|b| path.starts_with(b)) {
+            return false;
+        }
         if !rel.is_empty() {
             if self.ignore.excluded(&rel) {
                 return false;
@@ -256,7 +290,9 @@ impl Rule {
     pub fn skips_dir(&self, dir: &Path) -> bool {
         match relative(&self.path, dir) {
             Some(rel) if !rel.is_empty() => {
-                self.ignore.excluded(&rel) || self.ignored_by_context(dir)
+                self.ignore.excluded(&rel)
+                    || self.ignored_by_context(dir)
+                    || self.binds.iter().any(|b| dir.starts_with(b))
             }
             Some(_) => false,
             None => true,
@@ -446,10 +482,31 @@ services:
         let p = project(
             "services:\n  db:\n    image: x\n    develop:\n      watch:\n        - path: /a\n          action: rebuild\n",
         );
-        let e = rules(&p, &[], &|_| None).err().unwrap_or_default();
+        let setup = rules(&p, &[], &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(setup.rules.is_empty());
         assert_eq!(
-            e,
-            "can't watch service \"db\" with action rebuild without a build context"
+            setup.warnings,
+            ["service \"db\", develop.watch[0]: can't watch service \"db\" with action rebuild without a build context, this rule is not watched"]
+        );
+        let p = project(
+            "services:\n  web:\n    image: x\n    develop:\n      watch:\n        - path: /elsewhere\n          target: srv\n          action: sync\n        - path: /tmp/x\n          action: restart\n",
+        );
+        let setup = rules(&p, &[], &|_| None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(setup.rules.len(), 2, "the other rules are watched");
+        assert_eq!(setup.rules[0].target, "/srv");
+        assert!(
+            setup
+                .warnings
+                .iter()
+                .any(|w| w.contains("develop.watch[0]: target \"srv\" is not absolute")),
+            "{:?}",
+            setup.warnings
+        );
+        assert!(
+            setup.warnings.iter().any(|w| w
+                .contains("develop.watch[0]: path /elsewhere is outside the project directory")),
+            "{:?}",
+            setup.warnings
         );
         let p = project(
             "services:\n  db:\n    image: x\n    volumes: [/src:/src]\n    develop:\n      watch:\n        - path: /src/a\n          target: /a\n          action: sync\n",
@@ -457,7 +514,10 @@ services:
         let setup = rules(&p, &[], &|_| None).unwrap_or_else(|e| panic!("{e}"));
         assert!(setup.rules.is_empty());
         assert!(
-            setup.warnings[0].starts_with("path '/src/a' also declared by a bind mount volume"),
+            setup
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("path '/src/a' also declared by a bind mount volume")),
             "{:?}",
             setup.warnings
         );

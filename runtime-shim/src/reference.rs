@@ -126,9 +126,6 @@ pub fn read(s: &str) -> std::result::Result<Reference, Fault> {
             Fault::Format
         });
     }
-    if name.len() > 255 {
-        return Err(Fault::TooLong);
-    }
     let domain = if domain == "index.docker.io" {
         "docker.io"
     } else {
@@ -139,6 +136,10 @@ pub fn read(s: &str) -> std::result::Result<Reference, Fault> {
     } else {
         path
     };
+    // Measured as Docker measures it: the full name, `library/` and all.
+    if domain.len() + 1 + path.len() > 255 {
+        return Err(Fault::TooLong);
+    }
     Ok(Reference {
         domain: domain.to_string(),
         path,
@@ -377,7 +378,10 @@ mod tests {
             fault(&format!("redis@md5:{}", "a".repeat(32))),
             Some(Fault::DigestAlgorithm)
         );
-        assert_eq!(fault(&"a".repeat(256)), Some(Fault::TooLong));
+        // docker.io/library/ counts: 238 characters are one too many.
+        assert_eq!(fault(&"a".repeat(238)), Some(Fault::TooLong));
+        assert!(fault(&"a".repeat(237)).is_none());
+        assert!(fault(&format!("localhost:5000/{}", "a".repeat(240))).is_none());
         assert_eq!(
             fault(&format!("a:{}", "t".repeat(129))),
             Some(Fault::Format)

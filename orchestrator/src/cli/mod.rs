@@ -696,8 +696,13 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         let _ = done.send(());
         code
     };
-    let (code, watched) = tokio::join!(attached, watching);
-    watched?;
+    // A watch that fails is said at once; the logs go on.
+    let watching = async {
+        if let Err(e) = watching.await {
+            eprintln!("Error: watch: {e:#}");
+        }
+    };
+    let (code, ()) = tokio::join!(attached, watching);
     code
 }
 
@@ -724,16 +729,20 @@ async fn attach(
             .join(", ")
     );
     let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, i64)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, i64)>();
     let width = containers
         .iter()
         .map(|c| short_name(project, c).len())
         .max()
         .unwrap_or(0);
-    for (i, c) in containers.iter().enumerate() {
+    // A container followed again (restarted under `--watch`) shows its
+    // output from then on.
+    let follow = |c: &Container,
+                  i: usize,
+                  since: Option<i64>,
+                  tx: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>| {
         let rt = rt.clone();
-        let tx = tx.clone();
-        let name = c.name.clone();
+        let name = c.id.clone();
         let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
         let prefix = log_prefix(
             &short_name(project, c),
@@ -745,6 +754,7 @@ async fn attach(
         tokio::spawn(async move {
             let opts = LogOptions {
                 follow: true,
+                since,
                 ..LogOptions::default()
             };
             if let Ok(mut stream) = rt.logs(&name, &opts).await {
@@ -754,9 +764,19 @@ async fn attach(
             }
             let code = rt.wait_container(&name).await.unwrap_or(-1);
             println!("{prefix}exited with code {code}");
-            let _ = tx.send((service, code));
+            let _ = tx.send((name, service, code));
         });
+    };
+    for (i, c) in containers.iter().enumerate() {
+        follow(c, i, None, tx.clone());
     }
+    // Under `--watch`, containers come and go (a rebuild recreates them,
+    // a restart ends their log): the new ones are followed too, and the
+    // session lasts until Ctrl-C.
+    let mut watching = tokio::time::interval(Duration::from_secs(1));
+    let mut followed: std::collections::HashSet<String> =
+        containers.iter().map(|c| c.id.clone()).collect();
+    let keep = args.watch.then(|| tx.clone());
     drop(tx);
     let mut exit = ExitCode::SUCCESS;
     loop {
@@ -765,9 +785,23 @@ async fn attach(
                 eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
                 break;
             }
+            _ = watching.tick(), if keep.is_some() => {
+                if let (Some(tx), Ok(now)) = (&keep, observe_containers(rt.as_ref(), project).await) {
+                    let running = orchestrator::plan::target_containers(&now, &args.services)
+                        .into_iter()
+                        .filter(|c| c.state == ContainerState::Running && !followed.contains(&c.id))
+                        .cloned()
+                        .collect::<Vec<_>>();
+                    for c in running {
+                        followed.insert(c.id.clone());
+                        follow(&c, followed.len(), Some(now_seconds()), tx.clone());
+                    }
+                }
+            }
             ended = rx.recv() => {
                 match ended {
-                    Some((service, code)) => {
+                    Some((id, service, code)) => {
+                        followed.remove(&id);
                         if let Some(from) = &args.exit_code_from {
                             if *from == service {
                                 exit = ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));

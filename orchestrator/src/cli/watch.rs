@@ -202,7 +202,7 @@ pub async fn run(
     let mut watching = Watching::start(tx)?;
     let roots: BTreeSet<PathBuf> = rules.iter().map(|r| r.path.clone()).collect();
     for root in &roots {
-        watching.tree(root, &rules)?;
+        watching = watching.cover(root, &roots, &rules)?;
     }
     println!("Watch enabled");
     tokio::pin!(stop);
@@ -216,8 +216,12 @@ pub async fn run(
         };
         // What follows closely belongs to the same batch.
         let mut results = vec![first];
-        while let Ok(Some(more)) = tokio::time::timeout(GATHER, rx.recv()).await {
-            results.push(more);
+        let gathering = std::time::Instant::now();
+        while gathering.elapsed() < Duration::from_secs(1) {
+            match tokio::time::timeout(GATHER, rx.recv()).await {
+                Ok(Some(more)) => results.push(more),
+                _ => break,
+            }
         }
         let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
         for result in results {
@@ -231,7 +235,7 @@ pub async fn run(
                 Err(errors) => {
                     for e in errors {
                         if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-                            watching = watching.poll(&roots, &rules, &e)?;
+                            watching = watching.poll(&roots, &rules)?;
                         } else {
                             eprintln!("Watch error: {e}");
                         }
@@ -239,11 +243,20 @@ pub async fn run(
                 }
             }
         }
-        // A new directory: watch it, and take what is already in it.
+        // A removed directory's watch went with it; a new directory (or
+        // one on the way to a rule's path) is watched, and what is already
+        // in it taken.
         let mut found = Vec::new();
         for p in &paths {
-            if p.is_dir() && !watching.has(p) {
-                watching.tree(p, &rules)?;
+            if !p.is_dir() {
+                watching.forget(p);
+                continue;
+            }
+            let wanted = rules
+                .iter()
+                .any(|r| !r.skips_dir(p) || (r.path.starts_with(p) && r.path != *p));
+            if wanted && !watching.has(p) {
+                watching = watching.cover(p, &roots, &rules)?;
                 for rule in rules.iter().filter(|r| r.matches(p)) {
                     let _ = walk(rule, p, &mut found);
                 }
@@ -319,6 +332,23 @@ impl Watching {
         })
     }
 
+    /// `tree`, falling back to polling when inotify's watches run out.
+    fn cover(mut self, root: &Path, roots: &BTreeSet<PathBuf>, rules: &[Rule]) -> Result<Watching> {
+        match self.tree(root, rules) {
+            Ok(()) => Ok(self),
+            Err(e) if e.downcast_ref::<WatchesExhausted>().is_some() => self.poll(roots, rules),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops what was watched at or under a path that is gone.
+    fn forget(&mut self, gone: &Path) {
+        let watched = match self {
+            Watching::Events { watched, .. } | Watching::Polling { watched, .. } => watched,
+        };
+        watched.retain(|w| !w.starts_with(gone));
+    }
+
     fn has(&self, dir: &Path) -> bool {
         match self {
             Watching::Events { watched, .. } | Watching::Polling { watched, .. } => {
@@ -354,7 +384,10 @@ impl Watching {
             for entry in entries.flatten() {
                 let p = entry.path();
                 let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                if is_dir && rules.iter().any(|r| !r.skips_dir(&p)) {
+                let wanted = rules
+                    .iter()
+                    .any(|r| !r.skips_dir(&p) || (r.path.starts_with(&p) && r.path != p));
+                if is_dir && wanted {
                     dirs.push(p);
                 }
             }
@@ -389,23 +422,23 @@ impl Watching {
             }
             // Gone meanwhile: its parent's events tell.
             Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => Ok(()),
-            Err(e) => Err(anyhow!("watching {}: {e}", path.display())),
+            // Unreadable (a container's own data under a bind mount, say):
+            // said, and the rest watched.
+            Err(e) => {
+                eprintln!("WARN[0000] not watching {}: {e}", path.display());
+                Ok(())
+            }
         }
     }
 
     /// Falls back to polling (inotify's watches are exhausted).
-    fn poll(
-        self,
-        roots: &BTreeSet<PathBuf>,
-        rules: &[Rule],
-        why: &notify::Error,
-    ) -> Result<Watching> {
+    fn poll(self, roots: &BTreeSet<PathBuf>, rules: &[Rule]) -> Result<Watching> {
         let tx = match self {
             Watching::Events { tx, .. } => tx,
             polling @ Watching::Polling { .. } => return Ok(polling),
         };
         eprintln!(
-            "WARN[0000] {why}: inotify's watches are used up (fs.inotify.max_user_watches); polling the watched paths every second instead"
+            "WARN[0000] inotify's watches are used up (fs.inotify.max_user_watches): polling the watched paths every second instead"
         );
         let sender = tx.clone();
         let config = notify::Config::default().with_poll_interval(Duration::from_secs(1));
@@ -458,6 +491,17 @@ impl Applier<'_> {
     async fn apply(&self, batch: &Batch) -> Result<()> {
         if !batch.rebuild.is_empty() {
             self.rebuild(&batch.rebuild).await?;
+            // The new containers have it all: nothing more for them.
+            let mut rest = Batch {
+                sync: batch.sync.clone(),
+                restart: batch.restart.clone(),
+                exec: batch.exec.clone(),
+                ..Batch::default()
+            };
+            rest.sync.retain(|s, _| !batch.rebuild.contains(s));
+            rest.restart.retain(|s| !batch.rebuild.contains(s));
+            rest.exec.retain(|s, _| !batch.rebuild.contains(s));
+            return Box::pin(self.apply(&rest)).await;
         }
         for (service, copies) in &batch.sync {
             println!(
@@ -564,6 +608,10 @@ impl Applier<'_> {
             bail!("the build failed");
         }
         println!("service(s) {} successfully built", watch::quoted(services));
+        // Shells of the replaced containers are gone with them.
+        if let Ok(mut m) = self.shells.lock() {
+            m.clear();
+        }
         if !ran.success() {
             println!("Application failed to start after update.");
         }
@@ -593,6 +641,10 @@ impl Applier<'_> {
             .await
             .map_err(|e| anyhow!("{e}"))??;
         let containers = self.containers(service).await?;
+        if containers.is_empty() {
+            eprintln!("WARN[0000] service {service:?} has no container: nothing synced");
+            return Ok(());
+        }
         let jobs = containers.iter().map(|c| {
             let staged = &staged;
             async move {
@@ -652,35 +704,58 @@ impl Applier<'_> {
         {
             return known;
         }
-        let shell = self.open_shell(id).await;
-        let ready = shell.is_some();
-        if let Ok(mut m) = self.shells.lock() {
-            m.insert(id.to_string(), shell);
+        match self.open_shell(id).await {
+            Ok(shell) => {
+                let ready = shell.is_some();
+                if let Ok(mut m) = self.shells.lock() {
+                    m.insert(id.to_string(), shell);
+                }
+                ready
+            }
+            // Not known yet (the container restarting, say): asked again
+            // next time.
+            Err(_) => false,
         }
-        ready
     }
 
-    async fn open_shell(&self, id: &str) -> Option<Shell> {
+    /// A shell in the container, as root (files are placed where the
+    /// archive put them, owned by root); `None` when it has no `sh` with
+    /// `mv`, `rm` and `rmdir`, an error when that could not be asked.
+    async fn open_shell(&self, id: &str) -> Result<Option<Shell>> {
         let spec = ExecSpec {
             command: vec!["sh".to_string()],
             env: Vec::new(),
-            user: String::new(),
+            user: "0:0".to_string(),
             working_dir: String::new(),
             tty: false,
             stdin: true,
             privileged: false,
             detach: false,
         };
-        let session = self.rt.exec(id, &spec).await.ok()?;
+        let session = match self.rt.exec(id, &spec).await {
+            Ok(session) => session,
+            // No `sh` to start: the runtime says so in its own words.
+            Err(e)
+                if e.to_string().contains("not found")
+                    || e.to_string().contains("no such file") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(anyhow!("{e}")),
+        };
+        let (Some(input), Some(output)) = (session.input, session.output) else {
+            return Ok(None);
+        };
         let mut shell = Shell {
-            input: session.input?,
-            output: session.output?,
+            input,
+            output,
             _process: session.process,
             seen: String::new(),
         };
         match shell.run("command -v mv rm rmdir >/dev/null").await {
-            Ok(0) => Some(shell),
-            _ => None,
+            Ok(0) => Ok(Some(shell)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -697,7 +772,7 @@ impl Applier<'_> {
             Some(shell) => shell,
             None => self
                 .open_shell(id)
-                .await
+                .await?
                 .ok_or_else(|| anyhow!("no shell in the container"))?,
         };
         let code = match shell.run(script).await {
@@ -705,7 +780,7 @@ impl Applier<'_> {
             Err(_) => {
                 shell = self
                     .open_shell(id)
-                    .await
+                    .await?
                     .ok_or_else(|| anyhow!("no shell in the container"))?;
                 shell.run(script).await?
             }
@@ -857,96 +932,98 @@ struct Staged {
 
 impl Staged {
     /// The shell script that removes what is gone and moves the staged
-    /// files over their places: one `mv` per directory, each file renamed
-    /// (so never seen missing or half-written), the staging directories
-    /// removed.
+    /// files over their places (each file renamed, so never seen missing
+    /// or half-written; a few hundred to an `mv`), then removes the
+    /// staging directories whatever happened; its status says whether all
+    /// went well.
     fn script(&self) -> String {
         let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-        let mut lines = vec!["set -e".to_string()];
-        if !self.gone.is_empty() {
-            let paths: Vec<String> = self.gone.iter().map(|p| quote(p)).collect();
-            lines.push(format!("rm -rf -- {}", paths.join(" ")));
+        let mut lines = vec!["s=0".to_string()];
+        for chunk in self.gone.chunks(200) {
+            let paths: Vec<String> = chunk.iter().map(|p| quote(p)).collect();
+            lines.push(format!("rm -rf -- {} || s=1", paths.join(" ")));
         }
         for ((stage, dir), names) in &self.renames {
-            let sources: Vec<String> = names
-                .iter()
-                .map(|n| quote(&format!("{stage}/{n}")))
-                .collect();
-            lines.push(format!(
-                "mv -f -- {} {}",
-                sources.join(" "),
-                quote(&format!("{dir}/"))
-            ));
-            lines.push(format!("rmdir -- {}", quote(stage)));
+            for chunk in names.chunks(200) {
+                let sources: Vec<String> = chunk
+                    .iter()
+                    .map(|n| quote(&format!("{stage}/{n}")))
+                    .collect();
+                lines.push(format!(
+                    "mv -f -- {} {} || s=1",
+                    sources.join(" "),
+                    quote(&format!("{}/", dir.trim_end_matches('/')))
+                ));
+            }
         }
+        for (stage, _) in self.renames.keys() {
+            lines.push(format!("rm -rf -- {}", quote(stage)));
+        }
+        lines.push("exit $s".to_string());
         lines.join("\n")
     }
 }
 
 fn archive(copies: &[Copy], nonce: &str) -> Result<Staged> {
-    let mut entries: Vec<(PathBuf, String)> = Vec::new();
-    let mut gone = Vec::new();
-    for copy in copies {
-        match std::fs::symlink_metadata(&copy.host) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(copy.container.clone()),
-            Err(e) => bail!("{}: {e}", copy.host.display()),
-            Ok(md) if md.is_dir() => tree(&copy.host, &copy.container, &mut entries)?,
-            Ok(_) => entries.push((copy.host.clone(), copy.container.clone())),
-        }
-    }
-    let mut seen: HashSet<String> = HashSet::new();
-    entries.retain(|(_, to)| seen.insert(to.clone()));
     let mut staged = tar::Builder::new(Vec::new());
     let mut direct = tar::Builder::new(Vec::new());
-    staged.follow_symlinks(false);
-    direct.follow_symlinks(false);
     let mut renames: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for (host, to) in &entries {
-        let md = match std::fs::symlink_metadata(host) {
+    let mut gone = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut any = false;
+    for copy in copies {
+        let name = copy.container.trim_start_matches('/');
+        // The container's root itself is no entry; a path twice, once.
+        if name.is_empty() || !seen.insert(name) {
+            continue;
+        }
+        let md = match std::fs::symlink_metadata(&copy.host) {
             Ok(md) => md,
-            // Removed while being read: the next batch tells.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => bail!("{}: {e}", host.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                gone.push(copy.container.clone());
+                continue;
+            }
+            Err(e) => bail!("{}: {e}", copy.host.display()),
         };
-        let name = to.trim_start_matches('/');
-        let added = if md.is_dir() {
-            let mut header = tar::Header::new_gnu();
-            header.set_metadata(&md);
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata(&md);
+        // A directory is the directory alone: what it holds comes as
+        // changes of its own, filtered by the rules.
+        if md.is_dir() {
             header.set_entry_type(tar::EntryType::Directory);
-            staged
-                .append_data(&mut header.clone(), name, std::io::empty())
-                .and_then(|()| direct.append_data(&mut header, name, std::io::empty()))
+            header.set_size(0);
+            staged.append_data(&mut header.clone(), name, std::io::empty())?;
+            direct.append_data(&mut header, name, std::io::empty())?;
         } else if md.is_file() {
+            // Read once, so both archives hold the same bytes.
+            let bytes = match std::fs::read(&copy.host) {
+                Ok(b) => b,
+                // Removed while being read: the next batch tells.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => bail!("reading {}: {e}", copy.host.display()),
+            };
+            header.set_size(bytes.len() as u64);
             let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
             let stage = format!("/{dir}/.rcompose-sync-{nonce}").replace("//", "/");
             let temporary = format!("{}/{file}", stage.trim_start_matches('/'));
+            staged.append_data(&mut header.clone(), &temporary, bytes.as_slice())?;
+            direct.append_data(&mut header, name, bytes.as_slice())?;
             renames
                 .entry((stage, format!("/{dir}")))
                 .or_default()
                 .push(file.to_string());
-            staged
-                .append_path_with_name(host, &temporary)
-                .and_then(|()| direct.append_path_with_name(host, name))
+        } else if md.file_type().is_symlink() {
+            let target = std::fs::read_link(&copy.host)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            staged.append_link(&mut header.clone(), name, &target)?;
+            direct.append_link(&mut header, name, &target)?;
         } else {
-            staged
-                .append_path_with_name(host, name)
-                .and_then(|()| direct.append_path_with_name(host, name))
-        };
-        match added {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (dir, file) = name.rsplit_once('/').unwrap_or(("", name));
-                for ((_, d), names) in renames.iter_mut() {
-                    if d.trim_start_matches('/') == dir {
-                        names.retain(|n| n != file);
-                    }
-                }
-                renames.retain(|_, names| !names.is_empty());
-            }
-            Err(e) => bail!("adding {} to the archive: {e}", host.display()),
+            // Sockets, pipes, devices: nothing a tar carries.
+            continue;
         }
+        any = true;
     }
-    let any = !entries.is_empty();
     let staged = staged.into_inner()?;
     let direct = direct.into_inner()?;
     Ok(Staged {
@@ -955,26 +1032,4 @@ fn archive(copies: &[Copy], nonce: &str) -> Result<Staged> {
         renames,
         gone,
     })
-}
-
-/// A directory's entries, itself first, each with its container path.
-fn tree(host: &Path, to: &str, out: &mut Vec<(PathBuf, String)>) -> Result<()> {
-    out.push((host.to_path_buf(), to.to_string()));
-    let entries = match std::fs::read_dir(host) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => bail!("{}: {e}", host.display()),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let child = format!("{}/{name}", to.trim_end_matches('/'));
-        if entry.file_type()?.is_dir() {
-            tree(&path, &child, out)?;
-        } else {
-            out.push((path, child));
-        }
-    }
-    Ok(())
 }

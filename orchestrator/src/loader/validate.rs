@@ -139,6 +139,19 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 ));
             }
         }
+        // Compose's consistency check: every action but rebuild and
+        // restart copies files, and so needs a target.
+        if let Some(develop) = &s.develop {
+            for (i, w) in develop.watch.iter().enumerate() {
+                if !matches!(w.action.as_str(), "rebuild" | "restart") && w.target.is_empty() {
+                    out.push(Diagnostic::at(
+                        None,
+                        at.key("develop").key("watch").index(i),
+                        "target is required for non-rebuild actions",
+                    ));
+                }
+            }
+        }
         if !s.network_mode.is_empty() && !s.networks.is_empty() {
             out.push(Diagnostic::at(
                 None,

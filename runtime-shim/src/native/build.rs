@@ -973,6 +973,9 @@ impl Builder<'_> {
                 Some(found) => (found.manifest, found.id),
                 None => {
                     let stored = store_document(&store, &img)?;
+                    // Pinned once known whole: a later build must not
+                    // take an image that cannot be used.
+                    store.complete(&stored.0, &stored.1.to_string())?;
                     store.pin(&owner, &stored.0)?;
                     stored
                 }
