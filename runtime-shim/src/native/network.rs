@@ -150,6 +150,7 @@ fn run(
     if out.status.success() {
         if verb == "setup" {
             pin_bridge_addresses(input);
+            isolation_first();
         }
         return Ok(());
     }
@@ -166,6 +167,40 @@ fn run(
         })
         .unwrap_or_else(|| text.trim().to_string());
     Err(message)
+}
+
+/// Keeps netavark's isolation jump before its forwarding one in FORWARD.
+/// netavark inserts both at the top when it makes its chains; once they
+/// were found the other way round (with Docker's rules between, while
+/// Docker's own network test ran), and then NETAVARK_FORWARD's accept of a
+/// network's source subnet let its containers reach another network's
+/// addresses before isolation could drop it. Called under netavark's lock.
+fn isolation_first() {
+    let Some(rules) = iptables(&["-S", "FORWARD"]) else {
+        return;
+    };
+    let rules: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
+    let forward = rules
+        .iter()
+        .position(|l| l.ends_with("-j NETAVARK_FORWARD"));
+    let isolation = rules
+        .iter()
+        .position(|l| l.ends_with("-j NETAVARK_ISOLATION_1"));
+    if let (Some(f), Some(i)) = (forward, isolation) {
+        if i > f {
+            // Inserted before the forwarding jump first, then the late one
+            // removed by its number (one further down by then): never a
+            // moment without isolation.
+            let before = (f + 1).to_string();
+            if iptables(&["-I", "FORWARD", &before, "-j", "NETAVARK_ISOLATION_1"]).is_some() {
+                let late = (i + 2).to_string();
+                let _ = iptables(&["-D", "FORWARD", &late]);
+            }
+        }
+    }
 }
 
 /// Keeps each bridge of a setup at the hardware address it has. A Linux
