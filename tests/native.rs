@@ -78,7 +78,7 @@ impl Project {
         // Native projects one at a time, across the test processes: their
         // networks share the host's firewall chains, and a container once
         // reached another network's address under load (ARCHITECTURE.md,
-        // native networking, "Still open").
+        // native networking, "Isolation and Docker's rules").
         let serial = (runtime == "native").then(|| {
             let lock = std::fs::File::create(std::env::temp_dir().join("rctn-native.lock"))
                 .unwrap_or_else(|e| panic!("{e}"));
