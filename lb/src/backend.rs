@@ -25,6 +25,12 @@ pub struct Endpoint {
     /// Its share of traffic relative to the others; 0 sends it none.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// What provides it (a container's id, say), when the feeder knows: a
+    /// drain or removal that names another instance leaves it alone, so
+    /// that late news of a container that has gone cannot take out the
+    /// new one given the same address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -38,6 +44,15 @@ impl Endpoint {
             id: id.into(),
             addr,
             weight: 1,
+            instance: None,
+        }
+    }
+
+    /// The same endpoint, provided by `instance`.
+    pub fn of_instance(self, instance: impl Into<String>) -> Self {
+        Endpoint {
+            instance: Some(instance.into()),
+            ..self
         }
     }
 }
@@ -59,6 +74,9 @@ pub enum Change {
         backend: String,
         /// The endpoint's id.
         id: String,
+        /// Only if this instance provides it (see [`Endpoint::instance`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
     },
     /// Forgets an endpoint at once, closing its tunnels.
     Remove {
@@ -66,6 +84,9 @@ pub enum Change {
         backend: String,
         /// The endpoint's id.
         id: String,
+        /// Only if this instance provides it (see [`Endpoint::instance`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
     },
     /// Health learned elsewhere (a container's own healthcheck): an
     /// unhealthy endpoint gets no new work until it is healthy again.
@@ -114,6 +135,8 @@ pub(crate) struct Replica {
     /// The value of the sticky cookie that pins a client to this endpoint.
     pub key: String,
     weight: AtomicU32,
+    /// What provides it, when known (see [`Endpoint::instance`]).
+    instance: std::sync::Mutex<Option<String>>,
     added: Instant,
     state: AtomicU8,
     /// Whether it is new and has not accepted a connection yet.
@@ -153,6 +176,7 @@ impl Replica {
             id: endpoint.id.clone(),
             addr: endpoint.addr,
             weight: AtomicU32::new(endpoint.weight),
+            instance: std::sync::Mutex::new(endpoint.instance.clone()),
             added: Instant::now(),
             state: AtomicU8::new(ACTIVE),
             probing: AtomicBool::new(false),
@@ -177,6 +201,22 @@ impl Replica {
 
     pub fn is_draining(&self) -> bool {
         self.state.load(Relaxed) != ACTIVE
+    }
+
+    fn instance(&self) -> Option<String> {
+        match self.instance.lock() {
+            Ok(i) => i.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Whether a change naming `instance` is about this replica: unless
+    /// both name one, and different ones.
+    fn is_instance(&self, instance: Option<&str>) -> bool {
+        match (instance, self.instance()) {
+            (Some(wanted), Some(mine)) => wanted == mine,
+            _ => true,
+        }
     }
 
     /// Marks the start of a request (or, with `tunnel`, a connection).
@@ -443,16 +483,21 @@ impl BackendState {
         self.replicas().iter().find(|r| r.id == id).cloned()
     }
 
+    /// The replica `id`, if `instance` provides it.
+    fn find_of(&self, id: &str, instance: Option<&str>) -> Option<Arc<Replica>> {
+        self.find(id).filter(|r| r.is_instance(instance))
+    }
+
     /// Applies one change; the backend name has been matched already.
     pub fn apply(&self, change: &Change) {
         match change {
             Change::Add { endpoint, .. } => self.add(endpoint),
-            Change::Drain { id, .. } => {
-                if let Some(r) = self.find(id) {
+            Change::Drain { id, instance, .. } => {
+                if let Some(r) = self.find_of(id, instance.as_deref()) {
                     self.start_draining(&r);
                 }
             }
-            Change::Remove { id, .. } => self.remove(id),
+            Change::Remove { id, instance, .. } => self.remove(id, instance.as_deref()),
             Change::Health { id, healthy, .. } => {
                 if let Some(r) = self.find(id) {
                     r.reported_healthy.store(*healthy, Relaxed);
@@ -462,7 +507,7 @@ impl BackendState {
                 for r in self.replicas().iter() {
                     if !endpoints.iter().any(|e| e.id == r.id) {
                         self.start_draining(r);
-                        self.remove(&r.id);
+                        self.remove(&r.id, None);
                     }
                 }
                 for e in endpoints {
@@ -481,12 +526,20 @@ impl BackendState {
         self.replace(|list| {
             if let Some(i) = list.iter().position(|r| r.id == endpoint.id) {
                 let r = &list[i];
-                if r.addr == endpoint.addr && !r.is_draining() {
+                if r.addr == endpoint.addr
+                    && !r.is_draining()
+                    && r.is_instance(endpoint.instance.as_deref())
+                {
                     r.weight.store(endpoint.weight, Relaxed);
+                    if endpoint.instance.is_some() {
+                        if let Ok(mut i) = r.instance.lock() {
+                            i.clone_from(&endpoint.instance);
+                        }
+                    }
                     return;
                 }
-                // A new address (or a comeback after draining) is a new
-                // replica.
+                // A new address, a new instance at the same address, or a
+                // comeback after draining: a new replica.
                 replaced = Some(list.remove(i));
             }
             let replica = Arc::new(Replica::new(endpoint));
@@ -518,10 +571,13 @@ impl BackendState {
         r.raw.clear();
     }
 
-    fn remove(&self, id: &str) {
+    fn remove(&self, id: &str, instance: Option<&str>) {
         let mut removed = None;
         self.replace(|list| {
-            if let Some(i) = list.iter().position(|r| r.id == id) {
+            if let Some(i) = list
+                .iter()
+                .position(|r| r.id == id && r.is_instance(instance))
+            {
                 removed = Some(list.remove(i));
             }
         });
@@ -776,6 +832,9 @@ pub struct EndpointStats {
     pub id: String,
     /// Its address.
     pub addr: SocketAddr,
+    /// What provides it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// `up`, `starting` (not yet accepting connections), `draining`,
     /// `unhealthy` or `ejected`.
     pub state: String,
@@ -827,6 +886,7 @@ impl BackendState {
                 EndpointStats {
                     id: r.id.clone(),
                     addr: r.addr,
+                    instance: r.instance(),
                     state: state.to_string(),
                     weight: r.weight.load(Relaxed),
                     active: r.active.load(Relaxed),
@@ -865,8 +925,52 @@ mod tests {
                 id: id.into(),
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 weight,
+                instance: None,
             },
         });
+    }
+
+    #[test]
+    fn news_of_an_old_instance_leaves_the_new_one_at_its_address_alone() {
+        let b = backend(Policy::RoundRobin);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let endpoint = |instance: &str| Change::Add {
+            backend: "web".into(),
+            endpoint: Endpoint::new("a", addr).of_instance(instance),
+        };
+        b.apply(&endpoint("old"));
+        b.apply(&Change::Drain {
+            backend: "web".into(),
+            id: "a".into(),
+            instance: Some("old".into()),
+        });
+        // The address is given to a new container before the old one's
+        // stop and removal are reported.
+        b.apply(&endpoint("new"));
+        b.apply(&Change::Drain {
+            backend: "web".into(),
+            id: "a".into(),
+            instance: Some("old".into()),
+        });
+        b.apply(&Change::Remove {
+            backend: "web".into(),
+            id: "a".into(),
+            instance: Some("old".into()),
+        });
+        let stats = b.stats();
+        assert_eq!(stats.endpoints.len(), 1);
+        assert_eq!(stats.endpoints[0].instance.as_deref(), Some("new"));
+        assert_ne!(stats.endpoints[0].state, "draining");
+        // A new instance at an address still held by an active one replaces it.
+        b.apply(&endpoint("newer"));
+        assert_eq!(b.stats().endpoints[0].instance.as_deref(), Some("newer"));
+        // News naming no instance, or the right one, applies.
+        b.apply(&Change::Remove {
+            backend: "web".into(),
+            id: "a".into(),
+            instance: Some("newer".into()),
+        });
+        assert!(b.stats().endpoints.is_empty());
     }
 
     fn picks(b: &BackendState, n: usize, hints: impl Fn(usize) -> Hints<'static>) -> Vec<String> {
@@ -908,6 +1012,7 @@ mod tests {
         b.apply(&Change::Drain {
             backend: "web".into(),
             id: "a".into(),
+            instance: None,
         });
         b.apply(&Change::Health {
             backend: "web".into(),
@@ -924,10 +1029,12 @@ mod tests {
         b.apply(&Change::Remove {
             backend: "web".into(),
             id: "c".into(),
+            instance: None,
         });
         b.apply(&Change::Remove {
             backend: "web".into(),
             id: "b".into(),
+            instance: None,
         });
         assert_eq!(b.pick(&Hints::default()).map(|r| r.id.clone()), None);
         assert_eq!(
@@ -944,6 +1051,7 @@ mod tests {
         b.apply(&Change::Drain {
             backend: "web".into(),
             id: "a".into(),
+            instance: None,
         });
         assert!(b.pick(&Hints::default()).is_none());
         add(&b, "a", 1, 1);
@@ -1086,6 +1194,7 @@ mod tests {
         b.apply(&Change::Remove {
             backend: "web".into(),
             id: "d".into(),
+            instance: None,
         });
         let after: Vec<String> = uris
             .iter()
@@ -1152,6 +1261,7 @@ mod tests {
         b.apply(&Change::Drain {
             backend: "web".into(),
             id: "b".into(),
+            instance: None,
         });
         assert_eq!(
             b.pick(&Hints {

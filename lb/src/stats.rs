@@ -360,6 +360,7 @@ mod tests {
                 endpoints: vec![EndpointStats {
                     id: "abc\"def".into(),
                     addr: "10.0.0.2:80".parse().unwrap(),
+                    instance: None,
                     state: "up".into(),
                     weight: 1,
                     active: 0,

@@ -514,6 +514,7 @@ async fn draining_waits_for_requests_in_flight_and_sends_new_ones_elsewhere() {
         .apply(&Change::Remove {
             backend: "web".into(),
             id: "a".into(),
+            instance: None,
         })
         .unwrap();
     let ids: Vec<String> = handle.snapshot().backends[0]

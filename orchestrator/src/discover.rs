@@ -173,7 +173,11 @@ async fn on_event(
         // A stop begins with a signal: stop sending new work at once.
         EventKind::Killed { .. } => {
             for (backend, id) in of_container(known) {
-                let _ = handle.apply(&lb::Change::Drain { backend, id });
+                let _ = handle.apply(&lb::Change::Drain {
+                    backend,
+                    id,
+                    instance: Some(event.id.clone()),
+                });
             }
         }
         EventKind::Died { .. }
@@ -182,7 +186,11 @@ async fn on_event(
         | EventKind::Removed
         | EventKind::OutOfMemory => {
             for (backend, id) in known.remove(&event.id).unwrap_or_default() {
-                let _ = handle.apply(&lb::Change::Remove { backend, id });
+                let _ = handle.apply(&lb::Change::Remove {
+                    backend,
+                    id,
+                    instance: Some(event.id.clone()),
+                });
             }
         }
         _ => {}
@@ -224,7 +232,7 @@ pub async fn follow_dns(spec: BalancerSpec, handle: lb::Handle) {
 fn describe(change: &lb::Change) -> String {
     match change {
         lb::Change::Add { backend, endpoint } => format!("{backend}: {} found", endpoint.id),
-        lb::Change::Remove { backend, id } => format!("{backend}: {id} gone"),
+        lb::Change::Remove { backend, id, .. } => format!("{backend}: {id} gone"),
         other => format!("{other:?}"),
     }
 }
@@ -331,9 +339,12 @@ pub fn dns_changes(
             let ips: BTreeSet<IpAddr> = found.iter().map(SocketAddr::ip).collect();
             for e in held {
                 if !ips.contains(&e.addr.ip()) {
+                    // Only the instance the answers were judged against: a
+                    // container given the address meanwhile stays.
                     changes.push(lb::Change::Remove {
                         backend: backend.name.clone(),
                         id: e.id.clone(),
+                        instance: e.instance.clone(),
                     });
                 }
             }
@@ -385,6 +396,7 @@ mod tests {
                 .map(|a| lb::EndpointStats {
                     id: (*a).into(),
                     addr: a.parse().unwrap(),
+                    instance: None,
                     state: "up".into(),
                     weight: 100,
                     active: 0,
