@@ -1191,11 +1191,32 @@ const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// (unless the file names a user), a read-only root filesystem and no
 /// privilege escalation. The spec is part of the service's config, so a
 /// change to the balancer's backends or options recreates it.
+///
+/// A balancer that a selection of services left out (`up web`) is prepared
+/// too, when its spec can be made: it may run, and still send to the
+/// services selected, which the planner then drains and announces in it.
 pub fn prepare(project: &Project, image: &str, host: &Host) -> Result<Project, SettingError> {
     let mut out = project.clone();
-    for (name, spec) in balancers(project) {
-        let mut spec = spec?;
-        let Some(service) = out.services.get_mut(&name) else {
+    let mut whole = project.clone();
+    whole.services.extend(
+        project
+            .disabled_services
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    for (name, spec) in balancers(&whole) {
+        let selected = project.services.contains_key(&name);
+        let mut spec = match spec {
+            Ok(spec) => spec,
+            Err(e) if selected => return Err(e),
+            Err(_) => continue,
+        };
+        let service = if selected {
+            out.services.get_mut(&name)
+        } else {
+            out.disabled_services.get_mut(&name)
+        };
+        let Some(service) = service else {
             continue;
         };
         let dir = control_dir(host, &project.name, &name);
@@ -1324,7 +1345,8 @@ pub fn endpoints_of(
                 .collect(),
         };
         for port in ports {
-            out.push((m.backend.clone(), endpoint(SocketAddr::new(ip, port))));
+            let e = endpoint(SocketAddr::new(ip, port)).of_instance(&c.id);
+            out.push((m.backend.clone(), e));
         }
     }
     out

@@ -399,6 +399,12 @@ impl Plan {
     /// balancer sends to is drained in it before it stops, restarts or is
     /// removed, and announced to it once started (when it has no
     /// healthcheck; a healthy one is picked up from the engine's events).
+    ///
+    /// Replicas that go out and come back (recreated or restarted) are
+    /// replaced one at a time: the next one is drained only once the one
+    /// before is back in rotation (announced, after its healthcheck passed
+    /// when it has one), so the service always has a replica serving, and a
+    /// replacement that fails to start leaves the remaining ones running.
     fn with_balancers(self, project: &Project, observed: &Observed) -> Plan {
         let touched: BTreeSet<&str> = self
             .ops
@@ -414,7 +420,9 @@ impl Plan {
         let mut targets: Vec<BalancerTarget> = Vec::new();
         // Balancers this plan starts: (target, index of the start).
         let mut starting: Vec<(BalancerTarget, usize)> = Vec::new();
-        for (name, service) in &project.services {
+        // A running balancer left out of the selection still sends to the
+        // services selected.
+        for (name, service) in project.services.iter().chain(&project.disabled_services) {
             let Some(spec) = balancer::prepared_spec(service) else {
                 continue;
             };
@@ -461,6 +469,20 @@ impl Plan {
                 _ => None,
             })
             .collect();
+        // Containers this plan stops and starts again (a recreate).
+        let returning: BTreeSet<&str> = self
+            .ops
+            .iter()
+            .filter_map(|op| match &op.action {
+                Action::Start { container, .. } if stopped.contains(container.as_str()) => {
+                    Some(container.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        // Per service: the ops after which its last replaced replica is
+        // back in rotation.
+        let mut back: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut ops: Vec<Op> = Vec::new();
         let mut index = vec![0; self.ops.len()];
         for (i, op) in self.ops.iter().enumerate() {
@@ -487,7 +509,9 @@ impl Plan {
                 Action::Start { service, container } => (service, container, false, true),
                 _ => {
                     index[i] = ops.len();
-                    ops.push(op.clone());
+                    let mut this = op.clone();
+                    this.after = op.after.iter().map(|a| index[*a]).collect();
+                    ops.push(this);
                     continue;
                 }
             };
@@ -496,18 +520,31 @@ impl Plan {
                 .get(service)
                 .and_then(|s| s.healthcheck.as_ref())
                 .is_some_and(|h| !h.disable && !h.test.is_empty());
+            let fed = feeds(service);
+            // Whether the container comes back after going out of rotation
+            // (a recreate, a restart): the service's next drain waits for it.
+            let returns = !fed.is_empty()
+                && match &op.action {
+                    Action::Restart { .. } => before,
+                    Action::Start { .. } => returning.contains(container.as_str()),
+                    _ => false,
+                };
             let mut drains = Vec::new();
             if before {
-                for t in feeds(service) {
+                for t in &fed {
+                    // Not while a replica before is still being replaced
+                    // (nor, scaling down, before the replacements are in).
+                    let mut wait: Vec<usize> = op.after.iter().map(|a| index[*a]).collect();
+                    wait.extend(back.get(service).into_iter().flatten());
                     drains.push(ops.len());
                     ops.push(Op {
                         action: Action::Drain {
                             service: service.clone(),
                             container: container.clone(),
-                            balancer: t.clone(),
+                            balancer: (*t).clone(),
                         },
                         reason: format!("balancer {} sends to it", t.container),
-                        after: op.after.iter().map(|a| index[*a]).collect(),
+                        after: wait,
                     });
                 }
             }
@@ -515,18 +552,38 @@ impl Plan {
             let mut this = op.clone();
             this.after = op.after.iter().map(|a| index[*a]).chain(drains).collect();
             ops.push(this);
-            if after && !checked {
-                for t in feeds(service) {
-                    ops.push(Op {
-                        action: Action::Announce {
-                            service: service.clone(),
-                            container: container.clone(),
-                            balancer: t.clone(),
-                        },
-                        reason: format!("balancer {} sends to it", t.container),
-                        after: vec![index[i]],
-                    });
-                }
+            if !after || fed.is_empty() || (checked && !returns) {
+                continue;
+            }
+            let mut ready = index[i];
+            if checked {
+                // The next replica waits for this one's healthcheck.
+                ready = ops.len();
+                ops.push(Op {
+                    action: Action::WaitHealthy {
+                        service: service.clone(),
+                        container: container.clone(),
+                        require_healthcheck: false,
+                    },
+                    reason: "replicas behind a balancer are replaced one at a time".into(),
+                    after: vec![index[i]],
+                });
+            }
+            let mut announced = Vec::new();
+            for t in fed {
+                announced.push(ops.len());
+                ops.push(Op {
+                    action: Action::Announce {
+                        service: service.clone(),
+                        container: container.clone(),
+                        balancer: t.clone(),
+                    },
+                    reason: format!("balancer {} sends to it", t.container),
+                    after: vec![ready],
+                });
+            }
+            if returns {
+                back.insert(service.clone(), announced);
             }
         }
         // A balancer that starts now learns of its services' containers
@@ -620,8 +677,12 @@ pub struct UpOptions {
     pub services: Vec<String>,
     /// Do not converge dependencies of the named services.
     pub no_deps: bool,
-    /// When to recreate.
+    /// When to recreate the named services' containers (all services'
+    /// when none is named).
     pub recreate: Recreate,
+    /// When to recreate the containers of their dependencies
+    /// (`--always-recreate-deps` forces it, as Compose).
+    pub recreate_deps: Recreate,
     /// Replicas per service, overriding the project (`--scale`).
     pub scale: BTreeMap<String, u32>,
     /// Remove containers of services no longer in the project.
@@ -1180,6 +1241,13 @@ impl UpPlanner<'_> {
         let hash = config_hash(service);
         let without_limits = config_hash(&convert::without_limits(service));
         let limits = convert::resources(service);
+        let policy = if self.options.services.is_empty()
+            || self.options.services.iter().any(|s| s == name)
+        {
+            self.options.recreate
+        } else {
+            self.options.recreate_deps
+        };
         let want = Wanted {
             hash: &hash,
             without_limits: &without_limits,
@@ -1191,7 +1259,7 @@ impl UpPlanner<'_> {
             .service_containers(name)
             .map(|c| {
                 let now = self.observed.limits.get(&c.name);
-                (verdict(&want, c, now, self.options.recreate), c)
+                (verdict(&want, c, now, policy), c)
             })
             .collect();
         // Obsolete containers first, then the highest numbers: they go first when scaling down.
@@ -1311,9 +1379,7 @@ impl UpPlanner<'_> {
                     after,
                 );
                 started.push(restart);
-            } else if updated.is_none()
-                && (self.options.recreate != Recreate::Never || self.options.no_start)
-            {
+            } else if updated.is_none() && (policy != Recreate::Never || self.options.no_start) {
                 self.plan
                     .notes
                     .push(format!("container {} is up to date", c.name));

@@ -12,7 +12,7 @@ use orchestrator::model::Project;
 use orchestrator::observe::{observe, observe_limits};
 use orchestrator::plan::{
     plan_build, plan_down, plan_lifecycle, plan_pull, plan_up, plan_wait, BuildOptions,
-    DownOptions, Lifecycle, Plan, PullOptions, UpOptions,
+    DownOptions, Lifecycle, Plan, PullOptions, Recreate, UpOptions,
 };
 use runtime_shim::fake::FakeRuntime;
 use runtime_shim::Runtime;
@@ -293,6 +293,34 @@ async fn down_removes_containers_networks_and_volumes() {
 }
 
 #[tokio::test]
+async fn force_recreate_of_a_service_leaves_its_dependencies_unless_asked() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("db:1");
+    rt.add_image("app:1");
+    let p = project(
+        "services:\n  db:\n    image: db:1\n  app:\n    image: app:1\n    depends_on: [db]\n",
+    );
+    let mut log = String::new();
+    up(&rt, &p, &UpOptions::default(), &mut log, "up").await;
+    let mut options = UpOptions {
+        services: vec!["app".into()],
+        recreate: Recreate::Force,
+        ..UpOptions::default()
+    };
+    up(&rt, &p, &options, &mut log, "up --force-recreate app").await;
+    options.recreate_deps = Recreate::Force;
+    up(
+        &rt,
+        &p,
+        &options,
+        &mut log,
+        "up --force-recreate --always-recreate-deps app",
+    )
+    .await;
+    check("recreate_deps", &log);
+}
+
+#[tokio::test]
 async fn dependants_with_restart_follow_a_recreated_dependency() {
     let rt = Arc::new(FakeRuntime::new());
     rt.add_image("db:1");
@@ -335,6 +363,22 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
     let mut options = UpOptions::default();
     options.scale.insert("web".into(), 3);
     up(&rt, &p, &options, &mut log, "scale web to 3").await;
+    // A forced recreate replaces one replica at a time: each drain waits
+    // for the replica before to be announced again.
+    options.recreate = Recreate::Force;
+    options.services = vec!["web".into()];
+    up(&rt, &p, &options, &mut log, "recreate web").await;
+    // Recreated and scaled down at once: the replica that goes is drained
+    // once the one that stays is back.
+    options.scale.insert("web".into(), 2);
+    let observed = observe(rt.as_ref(), &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plan = plan_up(&p, &observed, &options);
+    log.push_str(&format!("== recreate web, scaling it to 2\n{plan}"));
+    options.scale.insert("web".into(), 3);
+    options.recreate = Recreate::Diverged;
+    options.services.clear();
     options.scale.insert("web".into(), 1);
     up(&rt, &p, &options, &mut log, "scale web to 1").await;
     let observed = observe(rt.as_ref(), &p)
@@ -343,6 +387,80 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
     let restart = plan_lifecycle(&p, &observed, &["web".into()], &Lifecycle::Restart(None));
     log.push_str(&format!("== restart web\n{restart}"));
     check("balancer", &log);
+}
+
+#[tokio::test]
+async fn a_balancer_left_out_of_the_selection_still_drains_and_announces() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("web:1");
+    rt.add_image("rcompose-balancer:test");
+    let yaml = "services:\n  web:\n    image: web:1\n    scale: 2\n    expose: [\"80\"]\n  frontend:\n    image: dockercloud/haproxy\n    links: [web]\n    ports: [\"80:80\"]\n";
+    let host = orchestrator::balancer::Host {
+        control_root: "/var/lib/rcompose/balancers".into(),
+        engine_socket_gid: None,
+        engine_socket: false,
+    };
+    let all = orchestrator::balancer::prepare(&project(yaml), "rcompose-balancer:test", &host)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut log = String::new();
+    up(&rt, &all, &UpOptions::default(), &mut log, "first up").await;
+    // `up --force-recreate web`: the loader leaves the frontend out.
+    let mut selected = project(yaml);
+    if let Some(frontend) = selected.services.remove("frontend") {
+        selected
+            .disabled_services
+            .insert("frontend".into(), frontend);
+    }
+    let selected = orchestrator::balancer::prepare(&selected, "rcompose-balancer:test", &host)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let options = UpOptions {
+        services: vec!["web".into()],
+        recreate: Recreate::Force,
+        ..UpOptions::default()
+    };
+    up(
+        &rt,
+        &selected,
+        &options,
+        &mut log,
+        "recreate web, frontend not selected",
+    )
+    .await;
+    check("balancer_not_selected", &log);
+}
+
+#[tokio::test]
+async fn healthchecked_replicas_behind_a_balancer_are_replaced_once_healthy() {
+    let rt = Arc::new(FakeRuntime::new());
+    rt.add_image("web:1");
+    rt.add_image("rcompose-balancer:test");
+    let seed = project(
+        "services:\n  web:\n    image: web:1\n    scale: 2\n    expose: [\"80\"]\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n  frontend:\n    image: dockercloud/haproxy\n    links: [web]\n    ports: [\"80:80\"]\n",
+    );
+    let host = orchestrator::balancer::Host {
+        control_root: "/var/lib/rcompose/balancers".into(),
+        engine_socket_gid: None,
+        engine_socket: true,
+    };
+    let p = orchestrator::balancer::prepare(&seed, "rcompose-balancer:test", &host)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut log = String::new();
+    up(&rt, &p, &UpOptions::default(), &mut log, "first up").await;
+    let observed = observe(rt.as_ref(), &p)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let options = UpOptions {
+        services: vec!["web".into()],
+        recreate: Recreate::Force,
+        ..UpOptions::default()
+    };
+    log.push_str(&format!(
+        "== recreate web\n{}",
+        plan_up(&p, &observed, &options)
+    ));
+    let restart = plan_lifecycle(&p, &observed, &["web".into()], &Lifecycle::Restart(None));
+    log.push_str(&format!("== restart web\n{restart}"));
+    check("balancer_healthchecked", &log);
 }
 
 #[tokio::test]

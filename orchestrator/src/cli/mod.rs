@@ -260,6 +260,9 @@ pub struct UpArgs {
     /// If containers already exist, don't recreate them
     #[arg(long = "no-recreate")]
     pub no_recreate: bool,
+    /// Recreate dependent containers. Incompatible with --no-recreate.
+    #[arg(long = "always-recreate-deps", conflicts_with = "no_recreate")]
+    pub always_recreate_deps: bool,
     /// Don't start linked services
     #[arg(long = "no-deps")]
     pub no_deps: bool,
@@ -639,6 +642,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         services: args.services.clone(),
         no_deps: args.no_deps,
         recreate: recreate_policy(args.force_recreate, args.no_recreate),
+        recreate_deps: recreate_policy(args.always_recreate_deps, args.no_recreate),
         scale: parse_scale(&args.scale)?,
         remove_orphans: args.remove_orphans,
         no_start: args.no_start,
@@ -679,6 +683,11 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         prune: false,
         quiet: false,
         no_deps: args.no_deps,
+        mark: watch::log_mark(
+            args.no_color
+                || std::env::var_os("NO_COLOR").is_some()
+                || !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ),
     };
     let watching = watch::run(
         &engine,
@@ -874,6 +883,7 @@ pub async fn create(engine: Engine, options: LoadOptions, args: CreateArgs) -> R
     let up_options = UpOptions {
         services: args.services.clone(),
         recreate: recreate_policy(args.force_recreate, args.no_recreate),
+        recreate_deps: recreate_policy(false, args.no_recreate),
         scale: parse_scale(&args.scale)?,
         remove_orphans: args.remove_orphans,
         no_start: true,
