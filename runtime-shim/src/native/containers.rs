@@ -1235,15 +1235,30 @@ impl NativeRuntime {
             }
             return Ok((ip, file));
         }
+        // In turn, after the last address given (as Docker's and
+        // netavark's allocators do), not the lowest free one: a container
+        // made again would get its predecessor's address at once, which
+        // its peers (a balancer) still have in their neighbour caches for
+        // the interface that is gone, and their connections stall.
         let range = Subnet::parse(&net.ip_range).unwrap_or(*subnet);
-        let mut n = 1;
-        while let Some(ip) = subnet.nth(n) {
-            n += 1;
+        let cursor = dir.join("last");
+        let size = (1u64 << (32 - subnet.prefix)).saturating_sub(2).max(1);
+        let last = fs::read_to_string(&cursor)
+            .ok()
+            .and_then(|s| s.trim().parse::<std::net::Ipv4Addr>().ok())
+            .filter(|ip| subnet.contains(*ip))
+            .map_or(0, |ip| u64::from(u32::from(ip) - u32::from(subnet.base)));
+        for step in 1..=size {
+            let Ok(n) = u32::try_from((last + step - 1) % size + 1) else {
+                continue;
+            };
+            let Some(ip) = subnet.nth(n) else { continue };
             if ip == gateway || !range.contains(ip) {
                 continue;
             }
             let file = dir.join(ip.to_string());
             if self.take(&file, id) {
+                let _ = fs::write(&cursor, ip.to_string());
                 return Ok((ip, file));
             }
         }
