@@ -2042,22 +2042,57 @@ fn workshop_demo(runtime: &'static str) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // A Dockerfile edit: the image is rebuilt (its packages from the
+    // cache) and both replicas replaced, one at a time behind the
+    // frontend, with no request lost.
+    let before: std::collections::BTreeSet<String> = p
+        .ok(&["ps", "-q", "php"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let dockerfile = std::fs::read_to_string(p.dir.join("php/Dockerfile")).unwrap_or_default();
+    p.write("php/Dockerfile", &format!("{dockerfile}LABEL edited=yes\n"));
+    let mut hosts = std::collections::BTreeSet::new();
+    let mut odd = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while hosts.len() < 2 {
+        match http_get(port) {
+            Some(body) if body.contains("visits: ") => {
+                let host = visits(&body).1;
+                if !before.iter().any(|id| id.starts_with(&host)) {
+                    hosts.insert(host);
+                }
+            }
+            other => odd.push(other),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{runtime}: the rebuilt replicas do not both answer: {hosts:?}\n{}",
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (ok, failures) = load.finish();
     let _ = Command::new("kill")
         .args(["-INT", &watcher.id().to_string()])
         .status();
     let _ = watcher.wait();
     eprintln!(
-        "{runtime}: the workshop under load, index.php edited 3 times under watch: {ok} requests succeeded, {} failed",
+        "{runtime}: the workshop under load, index.php edited 3 times and the Dockerfile once under watch: {ok} requests succeeded, {} failed",
         failures.len()
     );
     assert!(
-        failures.is_empty(),
-        "{runtime}: failed requests while watching: {failures:?}\n{}",
+        failures.is_empty() && odd.is_empty(),
+        "{runtime}: failed requests while watching: {failures:?} {odd:?}\n{}",
         output()
     );
     assert!(
         output().contains("Syncing service \"php\" after 1 changes were detected"),
+        "{}",
+        output()
+    );
+    assert!(
+        output().contains("service(s) [\"php\"] successfully built"),
         "{}",
         output()
     );
@@ -2254,7 +2289,9 @@ fn watch_demo(runtime: &'static str) {
          - path: ./src\n          target: /srv\n          action: sync\n          \
            ignore: [node_modules/]\n          initial_sync: true\n        \
          - path: ./conf\n          target: /etc/app\n          action: sync+exec\n          \
-           exec:\n            command: sh -c \"cat /etc/app/c.conf > /tmp/ran\"\n        \
+           exec:\n            command: sh -c \"cat c.conf > /tmp/ran; echo $$(id -u) $$WHO >> /tmp/ran\"\n            \
+             user: nobody\n            working_dir: /etc/app\n            \
+             environment: [WHO=watcher]\n        \
          - path: ./restart.txt\n          target: /srv/restart.txt\n          action: sync+restart\n        \
          - path: ./app/Dockerfile\n          action: rebuild\n        \
          - path: ./restart-only.txt\n          action: restart\n  \
@@ -2330,8 +2367,9 @@ fn watch_demo(runtime: &'static str) {
     assert!(!exists("/srv/.b.txt.swp"), "an editor's file was synced");
 
     p.write("conf/c.conf", "c2\n");
+    // As its user, in its directory, with its environment.
     eventually("the sync+exec command ran", || {
-        cat("/tmp/ran").as_deref() == Some("c2\n")
+        cat("/tmp/ran").as_deref() == Some("c2\n65534 watcher\n")
     });
 
     p.write("restart.txt", "1\n");
@@ -2379,6 +2417,44 @@ fn watch_demo(runtime: &'static str) {
     }
     // The containers stay up after the watch, as Compose leaves them.
     assert!(!p.ok(&["ps", "-q", "app"]).trim().is_empty());
+
+    // `up --watch`: the watch's messages among the logs, with Compose's
+    // mark (uncoloured, off a terminal).
+    let log = p.dir.join("up-watch.log");
+    let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = p
+        .command()
+        .args(["up", "--watch", "app"])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("up --watch: Watch enabled", || {
+        output().contains("        \u{29bf} Watch enabled\n")
+    });
+    p.write("src/up.txt", "under up\n");
+    eventually("up --watch: synced", || {
+        cat("/srv/up.txt").as_deref() == Some("under up\n")
+    });
+    assert!(
+        output()
+            .contains("        \u{29bf} Syncing service \"app\" after 1 changes were detected\n"),
+        "{}",
+        output()
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("up --watch did not end on SIGINT:\n{}", output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // No rules: a clear error, and nothing started.
     p.write("other/compose.yaml", "services:\n  plain:\n    image: x\n");

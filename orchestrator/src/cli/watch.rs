@@ -112,6 +112,7 @@ pub async fn watch(engine: Engine, options: LoadOptions, args: WatchArgs) -> Res
         prune: args.prune,
         quiet: args.quiet,
         no_deps: true,
+        mark: String::new(),
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -137,6 +138,19 @@ pub struct Options {
     pub quiet: bool,
     /// A rebuild leaves the service's dependencies alone.
     pub no_deps: bool,
+    /// What each message starts with: nothing for `watch`, Compose's mark
+    /// among the containers' logs under `up --watch`.
+    pub mark: String,
+}
+
+/// The mark of watch messages among the logs of `up --watch`, as Compose
+/// prints it: green on a terminal.
+pub fn log_mark(no_color: bool) -> String {
+    if no_color {
+        "        \u{29bf} ".to_string()
+    } else {
+        "\x1b[92m        \u{29bf} \x1b[0m".to_string()
+    }
 }
 
 /// Watches until `stop` completes. `hint` ends the error given when no
@@ -167,7 +181,9 @@ pub async fn run(
         options,
         shells: std::sync::Mutex::new(BTreeMap::new()),
     };
-    // The first copies, before anything is watched.
+    // The first copies, before anything is watched: every file the rule
+    // takes (as Compose since its fix ea8d9bc; v2.40 skipped the files
+    // older than the image, which are the ones the image may lack).
     let mut initial = Batch::default();
     for rule in rules
         .iter()
@@ -204,7 +220,7 @@ pub async fn run(
     for root in &roots {
         watching = watching.cover(root, &roots, &rules)?;
     }
-    println!("Watch enabled");
+    println!("{}Watch enabled", options.mark);
     tokio::pin!(stop);
     loop {
         let first = tokio::select! {
@@ -271,7 +287,7 @@ pub async fn run(
             eprintln!("WARN[0000] Error handling changed files: {e:#}");
         }
     }
-    println!("Watch disabled");
+    println!("{}Watch disabled", options.mark);
     Ok(())
 }
 
@@ -505,7 +521,8 @@ impl Applier<'_> {
         }
         for (service, copies) in &batch.sync {
             println!(
-                "Syncing service {service:?} after {} changes were detected",
+                "{}Syncing service {service:?} after {} changes were detected",
+                self.options.mark,
                 copies.len()
             );
             self.sync(service, copies).await?;
@@ -530,7 +547,11 @@ impl Applier<'_> {
             if !outcome.success() {
                 bail!("restarting {}", watch::quoted(&batch.restart));
             }
-            println!("service(s) {} restarted", watch::quoted(&batch.restart));
+            println!(
+                "{}service(s) {} restarted",
+                self.options.mark,
+                watch::quoted(&batch.restart)
+            );
         }
         for (service, indexes) in &batch.exec {
             for index in indexes {
@@ -559,7 +580,8 @@ impl Applier<'_> {
 
     async fn rebuild(&self, services: &BTreeSet<String>) -> Result<()> {
         println!(
-            "Rebuilding service(s) {} after changes were detected...",
+            "{}Rebuilding service(s) {} after changes were detected...",
+            self.options.mark,
             watch::quoted(services)
         );
         let names: Vec<String> = services.iter().cloned().collect();
@@ -576,10 +598,20 @@ impl Applier<'_> {
             now: super::now_seconds(),
             ..BuildOptions::default()
         };
+        // The replicas running now are replaced, as many as there are
+        // (Compose goes back to the file's count, undoing a `scale`).
+        let scale = names
+            .iter()
+            .filter_map(|name| {
+                let n = before.service_containers(name).count();
+                Some((name.clone(), u32::try_from(n).ok().filter(|n| *n > 0)?))
+            })
+            .collect();
         let up = UpOptions {
             services: names.clone(),
             no_deps: self.options.no_deps,
             recreate: Recreate::Force,
+            scale,
             env_files: self.engine.env_files.clone(),
             ..UpOptions::default()
         };
@@ -602,18 +634,26 @@ impl Applier<'_> {
         .await?;
         if !built.success() {
             println!(
-                "Build failed. Error: the build of {} failed",
+                "{}Build failed. Error: the build of {} failed",
+                self.options.mark,
                 watch::quoted(services)
             );
             bail!("the build failed");
         }
-        println!("service(s) {} successfully built", watch::quoted(services));
+        println!(
+            "{}service(s) {} successfully built",
+            self.options.mark,
+            watch::quoted(services)
+        );
         // Shells of the replaced containers are gone with them.
         if let Ok(mut m) = self.shells.lock() {
             m.clear();
         }
         if !ran.success() {
-            println!("Application failed to start after update.");
+            println!(
+                "{}Application failed to start after update.",
+                self.options.mark
+            );
         }
         if self.options.prune {
             // The images the rebuild replaced, unless something still uses
