@@ -677,10 +677,13 @@ impl Applier<'_> {
     async fn sync(&self, service: &str, copies: &BTreeSet<Copy>) -> Result<()> {
         let copies: Vec<Copy> = copies.iter().cloned().collect();
         let nonce = format!("{:08x}", fastrand::u32(..));
-        let staged = tokio::task::spawn_blocking(move || archive(&copies, &nonce))
-            .await
-            .map_err(|e| anyhow!("{e}"))??;
-        let containers = self.containers(service).await?;
+        // The files are read while the engine lists the containers.
+        let (staged, containers) = tokio::join!(
+            tokio::task::spawn_blocking(move || archive(&copies, &nonce)),
+            self.containers(service)
+        );
+        let staged = staged.map_err(|e| anyhow!("{e}"))??;
+        let containers = containers?;
         if containers.is_empty() {
             eprintln!("WARN[0000] service {service:?} has no container: nothing synced");
             return Ok(());
