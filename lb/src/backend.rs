@@ -28,7 +28,7 @@ pub struct Endpoint {
     /// What provides it (a container's id, say), when the feeder knows: a
     /// drain or removal that names another instance leaves it alone, so
     /// that late news of a container that has gone cannot take out the
-    /// new one given the same address.
+    /// new one given the same address. An empty name is no name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
 }
@@ -74,7 +74,8 @@ pub enum Change {
         backend: String,
         /// The endpoint's id.
         id: String,
-        /// Only if this instance provides it (see [`Endpoint::instance`]).
+        /// Only if this instance provides it; empty: only if no known
+        /// instance does (see [`Endpoint::instance`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instance: Option<String>,
     },
@@ -84,7 +85,8 @@ pub enum Change {
         backend: String,
         /// The endpoint's id.
         id: String,
-        /// Only if this instance provides it (see [`Endpoint::instance`]).
+        /// Only if this instance provides it; empty: only if no known
+        /// instance does (see [`Endpoint::instance`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instance: Option<String>,
     },
@@ -176,7 +178,7 @@ impl Replica {
             id: endpoint.id.clone(),
             addr: endpoint.addr,
             weight: AtomicU32::new(endpoint.weight),
-            instance: std::sync::Mutex::new(endpoint.instance.clone()),
+            instance: std::sync::Mutex::new(endpoint.instance.clone().filter(|i| !i.is_empty())),
             added: Instant::now(),
             state: AtomicU8::new(ACTIVE),
             probing: AtomicBool::new(false),
@@ -210,12 +212,17 @@ impl Replica {
         }
     }
 
-    /// Whether a change naming `instance` is about this replica: unless
-    /// both name one, and different ones.
+    /// Whether a drain or removal naming `instance` is about this replica:
+    /// none names any; an empty name only a replica whose instance is not
+    /// known (a feeder that found it without one, by DNS say, and judges
+    /// it gone, leaves alone the container announced there meanwhile);
+    /// another name, unless the replica is known to be another instance.
     fn is_instance(&self, instance: Option<&str>) -> bool {
         match (instance, self.instance()) {
+            (None, _) => true,
+            (Some(""), mine) => mine.is_none(),
             (Some(wanted), Some(mine)) => wanted == mine,
-            _ => true,
+            (Some(_), None) => true,
         }
     }
 
@@ -524,16 +531,14 @@ impl BackendState {
         let mut added = None;
         let mut replaced = None;
         self.replace(|list| {
+            let instance = endpoint.instance.as_deref().filter(|i| !i.is_empty());
             if let Some(i) = list.iter().position(|r| r.id == endpoint.id) {
                 let r = &list[i];
-                if r.addr == endpoint.addr
-                    && !r.is_draining()
-                    && r.is_instance(endpoint.instance.as_deref())
-                {
+                if r.addr == endpoint.addr && !r.is_draining() && r.is_instance(instance) {
                     r.weight.store(endpoint.weight, Relaxed);
-                    if endpoint.instance.is_some() {
+                    if let Some(instance) = instance {
                         if let Ok(mut i) = r.instance.lock() {
-                            i.clone_from(&endpoint.instance);
+                            *i = Some(instance.to_string());
                         }
                     }
                     return;
@@ -971,6 +976,41 @@ mod tests {
             instance: Some("newer".into()),
         });
         assert!(b.stats().endpoints.is_empty());
+    }
+
+    #[test]
+    fn news_of_an_endpoint_found_without_instance_leaves_an_announced_one_alone() {
+        let b = backend(Policy::RoundRobin);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let remove = || Change::Remove {
+            backend: "web".into(),
+            id: "a".into(),
+            instance: Some(String::new()),
+        };
+        // Found by DNS (no instance), then announced by rcompose.
+        b.apply(&Change::Add {
+            backend: "web".into(),
+            endpoint: Endpoint::new("a", addr),
+        });
+        b.apply(&Change::Add {
+            backend: "web".into(),
+            endpoint: Endpoint::new("a", addr).of_instance("new"),
+        });
+        // DNS, judging from its earlier view, says the one it found is gone.
+        b.apply(&remove());
+        assert_eq!(b.stats().endpoints[0].instance.as_deref(), Some("new"));
+        // What only DNS knows of goes.
+        b.apply(&Change::Add {
+            backend: "web".into(),
+            endpoint: Endpoint::new("b", addr).of_instance(""),
+        });
+        assert_eq!(b.stats().endpoints.len(), 2);
+        b.apply(&Change::Remove {
+            backend: "web".into(),
+            id: "b".into(),
+            instance: Some(String::new()),
+        });
+        assert_eq!(b.stats().endpoints.len(), 1);
     }
 
     fn picks(b: &BackendState, n: usize, hints: impl Fn(usize) -> Hints<'static>) -> Vec<String> {

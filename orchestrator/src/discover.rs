@@ -339,12 +339,13 @@ pub fn dns_changes(
             let ips: BTreeSet<IpAddr> = found.iter().map(SocketAddr::ip).collect();
             for e in held {
                 if !ips.contains(&e.addr.ip()) {
-                    // Only the instance the answers were judged against: a
-                    // container given the address meanwhile stays.
+                    // Only the instance the answers were judged against
+                    // (none known: only a replica with none): a container
+                    // announced at the address meanwhile stays.
                     changes.push(lb::Change::Remove {
                         backend: backend.name.clone(),
                         id: e.id.clone(),
-                        instance: e.instance.clone(),
+                        instance: Some(e.instance.clone().unwrap_or_default()),
                     });
                 }
             }
@@ -455,5 +456,26 @@ mod tests {
             .map(describe)
             .collect();
         assert_eq!(text, ["web: 10.0.0.2:80 gone"]);
+    }
+
+    #[test]
+    fn a_removal_names_the_instance_judged_gone() {
+        let mut web = held("web", &["10.0.0.2:80", "10.0.0.3:80"]);
+        web.endpoints[1].instance = Some("c3".into());
+        let before = lb::Snapshot {
+            frontends: Vec::new(),
+            backends: vec![web],
+        };
+        let answers = BTreeMap::from([("web".to_string(), ips(&[]))]);
+        let instances: Vec<Option<String>> =
+            dns_changes(&spec(), &before, &answers, &mut BTreeSet::new())
+                .into_iter()
+                .filter_map(|c| match c {
+                    lb::Change::Remove { instance, .. } => Some(instance),
+                    _ => None,
+                })
+                .collect();
+        // Found without one: only a replica still without one goes.
+        assert_eq!(instances, [Some(String::new()), Some("c3".to_string())]);
     }
 }
