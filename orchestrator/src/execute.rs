@@ -185,8 +185,9 @@ async fn run(
         Action::WaitHealthy {
             container,
             require_healthcheck,
+            limit,
             ..
-        } => wait_healthy(rt, container, *require_healthcheck, options).await,
+        } => wait_healthy(rt, container, *require_healthcheck, *limit, options).await,
         Action::Announce {
             container,
             balancer,
@@ -241,14 +242,21 @@ async fn forward(
     Ok(())
 }
 
-/// Polls a container until it is healthy (or running, without a health check).
+/// Polls a container until it is healthy (or running, without a health
+/// check), for at most `limit` and `--wait-timeout`; with a `limit`, a
+/// container restarting by its policy has failed.
 async fn wait_healthy(
     rt: &dyn Runtime,
     container: &str,
     require_healthcheck: bool,
+    limit: Option<Duration>,
     options: ExecuteOptions,
 ) -> Result<(), RuntimeError> {
     let start = tokio::time::Instant::now();
+    let limit = match (limit, options.wait_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let mut delay = Duration::from_millis(50);
     loop {
         let d = rt.inspect_container(container).await?;
@@ -271,9 +279,15 @@ async fn wait_healthy(
                     d.exit_code
                 )))
             }
+            (ContainerState::Restarting, _) if limit.is_some() => {
+                return Err(RuntimeError::Engine(format!(
+                    "container {container} is restarting ({})",
+                    d.exit_code
+                )))
+            }
             _ => {}
         }
-        if let Some(limit) = options.wait_timeout {
+        if let Some(limit) = limit {
             if start.elapsed() > limit {
                 return Err(RuntimeError::Engine(format!(
                     "timeout waiting for container {container} to be healthy"

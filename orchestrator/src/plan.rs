@@ -129,6 +129,10 @@ pub enum Action {
         /// A container without a health check is an error (`service_healthy`),
         /// rather than healthy once running (`--wait`).
         require_healthcheck: bool,
+        /// Set for a replica replaced one at a time behind a balancer: how
+        /// long its health may take (past it, and restarting by its
+        /// policy, it failed, and the replicas after it stay as they are).
+        limit: Option<std::time::Duration>,
     },
     /// Wait until a container has exited with status 0.
     WaitCompleted {
@@ -515,11 +519,11 @@ impl Plan {
                     continue;
                 }
             };
-            let checked = project
+            let healthcheck = project
                 .services
                 .get(service)
-                .and_then(|s| s.healthcheck.as_ref())
-                .is_some_and(|h| !h.disable && !h.test.is_empty());
+                .and_then(|s| s.healthcheck.as_ref());
+            let checked = is_checked(healthcheck);
             let fed = feeds(service);
             // Whether the container comes back after going out of rotation
             // (a recreate, a restart): the service's next drain waits for it.
@@ -556,14 +560,16 @@ impl Plan {
                 continue;
             }
             let mut ready = index[i];
-            if checked {
-                // The next replica waits for this one's healthcheck.
+            if checked || returns {
+                // The next replica waits for this one's healthcheck (the
+                // file's or the image's), or for it to run.
                 ready = ops.len();
                 ops.push(Op {
                     action: Action::WaitHealthy {
                         service: service.clone(),
                         container: container.clone(),
                         require_healthcheck: false,
+                        limit: returns.then(|| health_limit(healthcheck)),
                     },
                     reason: "replicas behind a balancer are replaced one at a time".into(),
                     after: vec![index[i]],
@@ -592,12 +598,12 @@ impl Plan {
         // the file declares none, and no engine to ask) it knows at once.
         for (t, start) in &starting {
             for m in &t.spec.members {
-                let checked = project
-                    .services
-                    .get(&m.service)
-                    .and_then(|s| s.healthcheck.as_ref())
-                    .is_some_and(|h| !h.disable && !h.test.is_empty());
-                if checked {
+                if is_checked(
+                    project
+                        .services
+                        .get(&m.service)
+                        .and_then(|s| s.healthcheck.as_ref()),
+                ) {
                     continue;
                 }
                 let mut members: Vec<(String, Vec<usize>)> = Vec::new();
@@ -1198,6 +1204,7 @@ impl UpPlanner<'_> {
                     service: dep.to_string(),
                     container,
                     require_healthcheck: true,
+                    limit: None,
                 }
             } else {
                 Action::WaitCompleted {
@@ -1654,6 +1661,29 @@ fn plan_down_all(project: &Project, observed: &Observed, options: &DownOptions) 
     plan
 }
 
+/// Whether the file gives a service a healthcheck of its own.
+fn is_checked(healthcheck: Option<&crate::model::Healthcheck>) -> bool {
+    healthcheck.is_some_and(|h| !h.disable && !h.test.is_empty())
+}
+
+/// How long a container may take to become healthy: its start period,
+/// then a check failing by timeout as many times as it may (the engine's
+/// defaults where the file says nothing, the image's healthcheck being
+/// unknown here), and one more.
+fn health_limit(healthcheck: Option<&crate::model::Healthcheck>) -> std::time::Duration {
+    use std::time::Duration;
+    let given = |d: Option<crate::model::Duration>, default: u64| {
+        d.and_then(|d| u64::try_from(d.nanos).ok())
+            .map_or(Duration::from_secs(default), Duration::from_nanos)
+    };
+    let h = healthcheck.filter(|h| !h.disable);
+    let interval = given(h.and_then(|h| h.interval), 30);
+    let timeout = given(h.and_then(|h| h.timeout), 30);
+    let start = given(h.and_then(|h| h.start_period), 0);
+    let retries = h.and_then(|h| h.retries).unwrap_or(3).min(100);
+    start + (interval + timeout) * (retries as u32 + 1)
+}
+
 /// Plans `up --wait`: every container of the services (all when none are
 /// named) healthy, or running when it has no health check.
 pub fn plan_wait(project: &Project, observed: &Observed, services: &[String]) -> Plan {
@@ -1668,6 +1698,7 @@ pub fn plan_wait(project: &Project, observed: &Observed, services: &[String]) ->
                 service,
                 container: c.name.clone(),
                 require_healthcheck: false,
+                limit: None,
             },
             "--wait".to_string(),
             vec![],

@@ -376,7 +376,6 @@ async fn replicas_behind_a_balancer_are_announced_and_drained() {
         .unwrap_or_else(|e| panic!("{e}"));
     let plan = plan_up(&p, &observed, &options);
     log.push_str(&format!("== recreate web, scaling it to 2\n{plan}"));
-    options.scale.insert("web".into(), 3);
     options.recreate = Recreate::Diverged;
     options.services.clear();
     options.scale.insert("web".into(), 1);
