@@ -1235,27 +1235,19 @@ impl NativeRuntime {
             }
             return Ok((ip, file));
         }
-        // In turn, after the last address given (as Docker's and
-        // netavark's allocators do), not the lowest free one: a container
-        // made again would get its predecessor's address at once, which
-        // its peers (a balancer) still have in their neighbour caches for
-        // the interface that is gone, and their connections stall.
+        // In turn, after the last address given (as netavark's allocator
+        // does), not the lowest free one: a container made again would get
+        // its predecessor's address at once, which its peers (a balancer)
+        // still have in their neighbour caches for the interface that is
+        // gone, and their connections stall. The cursor and the stale
+        // reservations taken over are the network's, under its lock.
+        let _lock = super::volumes::lock(&dir.join("lock"))?;
         let range = Subnet::parse(&net.ip_range).unwrap_or(*subnet);
         let cursor = dir.join("last");
-        let size = (1u64 << (32 - subnet.prefix)).saturating_sub(2).max(1);
         let last = fs::read_to_string(&cursor)
             .ok()
-            .and_then(|s| s.trim().parse::<std::net::Ipv4Addr>().ok())
-            .filter(|ip| subnet.contains(*ip))
-            .map_or(0, |ip| u64::from(u32::from(ip) - u32::from(subnet.base)));
-        for step in 1..=size {
-            let Ok(n) = u32::try_from((last + step - 1) % size + 1) else {
-                continue;
-            };
-            let Some(ip) = subnet.nth(n) else { continue };
-            if ip == gateway || !range.contains(ip) {
-                continue;
-            }
+            .and_then(|s| s.trim().parse::<std::net::Ipv4Addr>().ok());
+        for ip in in_turn(subnet, &range, gateway, last) {
             let file = dir.join(ip.to_string());
             if self.take(&file, id) {
                 let _ = fs::write(&cursor, ip.to_string());
@@ -1767,9 +1759,85 @@ pub(super) fn random_id() -> String {
     s
 }
 
+/// The addresses of `range` (the part of it in `subnet`, the network's and
+/// broadcast addresses and the gateway left out) in turn after `last`, from
+/// its first when `last` is not in it.
+fn in_turn(
+    subnet: &Subnet,
+    range: &Subnet,
+    gateway: std::net::Ipv4Addr,
+    last: Option<std::net::Ipv4Addr>,
+) -> impl Iterator<Item = std::net::Ipv4Addr> {
+    let subnet = *subnet;
+    let offset =
+        |ip: std::net::Ipv4Addr| u64::from(u32::from(ip).wrapping_sub(u32::from(subnet.base)));
+    let size = 1u64 << (32 - subnet.prefix);
+    let (lo, hi) = if subnet.contains(range.base) {
+        let start = offset(range.base);
+        (
+            start.max(1),
+            (start + (1u64 << (32 - range.prefix)) - 1).min(size - 2),
+        )
+    } else {
+        (1, size - 2)
+    };
+    let count = (hi + 1).saturating_sub(lo);
+    let first = last
+        .filter(|ip| subnet.contains(*ip))
+        .map(offset)
+        .filter(|n| (lo..=hi).contains(n))
+        .map_or(0, |n| n - lo + 1);
+    (0..count)
+        .filter_map(move |k| u32::try_from(lo + (first + k) % count).ok())
+        .filter_map(move |n| subnet.nth(n))
+        .filter(move |ip| *ip != gateway)
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_given_in_turn_within_the_range() {
+        let subnet = Subnet::parse("10.1.0.0/16").unwrap();
+        let gateway = "10.1.0.1".parse().unwrap();
+        let ips = |range: &Subnet, last: Option<&str>| -> Vec<String> {
+            in_turn(&subnet, range, gateway, last.map(|l| l.parse().unwrap()))
+                .map(|ip| ip.to_string())
+                .take(3)
+                .collect()
+        };
+        // From the start (past the gateway), and after the last given.
+        assert_eq!(ips(&subnet, None), ["10.1.0.2", "10.1.0.3", "10.1.0.4"]);
+        assert_eq!(
+            ips(&subnet, Some("10.1.0.7")),
+            ["10.1.0.8", "10.1.0.9", "10.1.0.10"]
+        );
+        // Round past the broadcast address, back to the first.
+        assert_eq!(
+            ips(&subnet, Some("10.1.255.253")),
+            ["10.1.255.254", "10.1.0.2", "10.1.0.3"]
+        );
+        // A range: only its addresses, wrapping within it; a cursor outside
+        // it (or not an address of the subnet) starts at its first.
+        let range = Subnet::parse("10.1.4.0/30").unwrap();
+        let all: Vec<String> = in_turn(&subnet, &range, gateway, Some("10.1.4.2".parse().unwrap()))
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(all, ["10.1.4.3", "10.1.4.0", "10.1.4.1", "10.1.4.2"]);
+        assert_eq!(
+            ips(&range, Some("10.1.9.9")),
+            ["10.1.4.0", "10.1.4.1", "10.1.4.2"]
+        );
+        assert_eq!(
+            ips(&range, Some("192.168.0.1")),
+            ["10.1.4.0", "10.1.4.1", "10.1.4.2"]
+        );
+        // A range outside the subnet counts as none.
+        let elsewhere = Subnet::parse("10.2.0.0/24").unwrap();
+        assert_eq!(ips(&elsewhere, None), ["10.1.0.2", "10.1.0.3", "10.1.0.4"]);
+    }
 
     #[test]
     fn sizes_are_read_as_docker_writes_them() {
