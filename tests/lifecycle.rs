@@ -336,6 +336,16 @@ fn attached_up_streams_prefixed_logs_and_returns_the_exit_code() {
         "still running: {:?}",
         p.containers(false)
     );
+    // Up again: only this run's output, laid out as Compose lays it out
+    // (names padded one past the longest, the exit on a line of its own).
+    let o = p.rc(&["up", "--exit-code-from", "tester"]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("tester-1")).collect();
+    assert_eq!(
+        lines,
+        ["tester-1  | testing", "tester-1 exited with code 7"],
+        "{out}"
+    );
 }
 
 #[test]

@@ -2419,7 +2419,8 @@ fn watch_demo(runtime: &'static str) {
     assert!(!p.ok(&["ps", "-q", "app"]).trim().is_empty());
 
     // `up --watch`: the watch's messages among the logs, with Compose's
-    // mark (uncoloured, off a terminal).
+    // mark under the logs' `|` (names padded to `#watch` and one more;
+    // uncoloured, off a terminal).
     let log = p.dir.join("up-watch.log");
     let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
     let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
@@ -2432,7 +2433,9 @@ fn watch_demo(runtime: &'static str) {
         .unwrap_or_else(|e| panic!("{e}"));
     let output = || std::fs::read_to_string(&log).unwrap_or_default();
     eventually("up --watch: Watch enabled", || {
-        output().contains("        \u{29bf} Watch enabled\n")
+        output()
+            .lines()
+            .any(|l| l == "        \u{29bf} Watch enabled")
     });
     p.write("src/up.txt", "under up\n");
     eventually("up --watch: synced", || {
@@ -2440,7 +2443,8 @@ fn watch_demo(runtime: &'static str) {
     });
     assert!(
         output()
-            .contains("        \u{29bf} Syncing service \"app\" after 1 changes were detected\n"),
+            .lines()
+            .any(|l| l == "        \u{29bf} Syncing service \"app\" after 1 changes were detected"),
         "{}",
         output()
     );

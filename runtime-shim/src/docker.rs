@@ -1122,6 +1122,24 @@ fn log_line(out: bollard::container::LogOutput) -> LogLine {
     }
 }
 
+/// A line the engine gave with its time: kept if logged at `from` or later
+/// (nanoseconds since the epoch), its time taken off unless `stamped`.
+fn logged_from(line: LogLine, from: i128, stamped: bool) -> Option<LogLine> {
+    let (time, text) = line.text.split_once(' ')?;
+    let t = time.parse::<jiff::Timestamp>().ok()?;
+    if t.as_nanosecond() < from {
+        return None;
+    }
+    Some(LogLine {
+        text: if stamped {
+            line.text.clone()
+        } else {
+            text.to_string()
+        },
+        ..line
+    })
+}
+
 /// A container event in rcompose's terms; `None` for what rcompose does
 /// not follow (exec sessions, attaches, archive copies ...).
 fn event_from(e: m::EventMessage) -> Option<ContainerEvent> {
@@ -2074,23 +2092,39 @@ impl Logs for DockerRuntime {
             .inspect_container(id, None)
             .await
             .map_err(err("container", id))?;
+        // The engine counts in whole seconds: a finer start is asked for
+        // from its second, with each line's time to judge it by.
+        let from = options.from_nanos;
+        let from_second = from.map(|n| i64::try_from(n.div_euclid(1_000_000_000)).unwrap_or(0));
+        let since = options.since.max(from_second);
         let opts = q::LogsOptions {
             follow: options.follow,
             stdout: true,
             stderr: true,
-            since: to_i32(options.since.unwrap_or(0), "log start time")?,
+            since: to_i32(since.unwrap_or(0), "log start time")?,
             until: to_i32(options.until.unwrap_or(0), "log end time")?,
-            timestamps: options.timestamps,
+            timestamps: options.timestamps || from.is_some(),
             tail: options
                 .tail
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "all".into()),
         };
         let name = id.to_string();
-        let lines = self.docker.logs(id, Some(opts)).map(move |item| {
-            item.map(log_line)
-                .map_err(|e| convert_error(e, "container", &name, On409::Refused))
-        });
+        let stamped = options.timestamps;
+        let lines = self
+            .docker
+            .logs(id, Some(opts))
+            .map(move |item| {
+                item.map(log_line)
+                    .map_err(|e| convert_error(e, "container", &name, On409::Refused))
+            })
+            .filter_map(move |item| {
+                let kept = match (item, from) {
+                    (Ok(line), Some(from)) => logged_from(line, from, stamped).map(Ok),
+                    (item, _) => Some(item),
+                };
+                std::future::ready(kept)
+            });
         Ok(Box::pin(lines))
     }
 

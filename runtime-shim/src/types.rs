@@ -709,6 +709,9 @@ pub struct LogOptions {
     pub since: Option<i64>,
     /// Only output until this time (seconds since the epoch).
     pub until: Option<i64>,
+    /// Only output from this instant on (nanoseconds since the epoch): a
+    /// finer `since`, for output since a command began.
+    pub from_nanos: Option<i128>,
 }
 
 /// One line (or chunk) of container output.

@@ -661,6 +661,9 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     let wait = ExecuteOptions {
         wait_timeout: args.wait_timeout.map(Duration::from_secs),
     };
+    // The logs attached to are those from now on, as Compose attaches
+    // before it starts the containers.
+    let since = now_nanos();
     let (built, ran) = converge(&engine, &rt, &project, &build, &up_options, wait).await?;
     if !built.success() || !ran.success() || engine.dry_run {
         return Ok(exit_code(&[&built, &ran]));
@@ -675,7 +678,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         return Ok(ExitCode::SUCCESS);
     }
     if !args.watch {
-        return attach(&engine, &rt, &project, &args).await;
+        return attach(&engine, &rt, &project, &args, since).await;
     }
     // Logs and the watch side by side; the watch ends with the attachment.
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
@@ -683,11 +686,14 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         prune: false,
         quiet: false,
         no_deps: args.no_deps,
-        mark: watch::log_mark(
-            args.no_color
-                || std::env::var_os("NO_COLOR").is_some()
-                || !std::io::IsTerminal::is_terminal(&std::io::stdout()),
-        ),
+        // Where the logs' `|` is, as Compose puts it.
+        mark: if args.no_log_prefix {
+            String::new()
+        } else {
+            let observed = observe(rt.as_ref(), &project).await?;
+            let containers = orchestrator::plan::target_containers(&observed, &args.services);
+            watch::log_mark(log_width(&project, &containers, true), plain(args.no_color))
+        },
     };
     let watching = watch::run(
         &engine,
@@ -701,7 +707,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         "see https://docs.docker.com/compose/how-tos/file-watch/",
     );
     let attached = async {
-        let code = attach(&engine, &rt, &project, &args).await;
+        let code = attach(&engine, &rt, &project, &args, since).await;
         let _ = done.send(());
         code
     };
@@ -722,6 +728,7 @@ async fn attach(
     rt: &Arc<dyn runtime_shim::Engine>,
     project: &Project,
     args: &UpArgs,
+    since: i128,
 ) -> Result<ExitCode> {
     let observed = observe(rt.as_ref(), project).await?;
     let containers: Vec<Container> =
@@ -739,31 +746,24 @@ async fn attach(
     );
     let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, i64)>();
-    let width = containers
-        .iter()
-        .map(|c| short_name(project, c).len())
-        .max()
-        .unwrap_or(0);
+    let refs: Vec<&Container> = containers.iter().collect();
+    let width = log_width(project, &refs, args.watch);
     // A container followed again (restarted under `--watch`) shows its
     // output from then on.
     let follow = |c: &Container,
                   i: usize,
-                  since: Option<i64>,
+                  from: i128,
                   tx: tokio::sync::mpsc::UnboundedSender<(String, String, i64)>| {
         let rt = rt.clone();
         let name = c.id.clone();
         let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
-        let prefix = log_prefix(
-            &short_name(project, c),
-            width,
-            i,
-            args.no_color,
-            args.no_log_prefix,
-        );
+        let short = short_name(project, c);
+        let prefix = log_prefix(&short, width, i, args.no_color, args.no_log_prefix);
+        let status = log_status(&short, i, args.no_color);
         tokio::spawn(async move {
             let opts = LogOptions {
                 follow: true,
-                since,
+                from_nanos: Some(from),
                 ..LogOptions::default()
             };
             if let Ok(mut stream) = rt.logs(&name, &opts).await {
@@ -772,12 +772,12 @@ async fn attach(
                 }
             }
             let code = rt.wait_container(&name).await.unwrap_or(-1);
-            println!("{prefix}exited with code {code}");
+            println!("{}", status(&format!("exited with code {code}")));
             let _ = tx.send((name, service, code));
         });
     };
     for (i, c) in containers.iter().enumerate() {
-        follow(c, i, None, tx.clone());
+        follow(c, i, since, tx.clone());
     }
     // Under `--watch`, containers come and go (a rebuild recreates them,
     // a restart ends their log): the new ones are followed too, and the
@@ -803,7 +803,7 @@ async fn attach(
                         .collect::<Vec<_>>();
                     for c in running {
                         followed.insert(c.id.clone());
-                        follow(&c, followed.len(), Some(now_seconds()), tx.clone());
+                        follow(&c, followed.len(), i128::from(now_seconds()) * 1_000_000_000, tx.clone());
                     }
                 }
             }
@@ -846,21 +846,51 @@ fn short_name(project: &Project, c: &Container) -> String {
         .to_string()
 }
 
+/// The width of the names before the logs' `|`, as Compose pads them:
+/// the longest container name (and under `--watch` the watch's, Compose's
+/// `#watch`), and one more.
+fn log_width(project: &Project, containers: &[&Container], watching: bool) -> usize {
+    containers
+        .iter()
+        .map(|c| short_name(project, c).len())
+        .chain(watching.then_some("#watch".len()))
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// Each log color, in turn, as Compose gives them.
+const LOG_COLORS: [u8; 10] = [36, 33, 32, 35, 34, 96, 93, 92, 95, 94];
+
+/// A line about a container among its logs (its exit), as Compose writes
+/// it: its name and the news, in its color, on a line of its own.
+fn log_status(name: &str, index: usize, no_color: bool) -> impl Fn(&str) -> String {
+    let color = (!plain(no_color)).then(|| LOG_COLORS[index % LOG_COLORS.len()]);
+    let name = name.to_string();
+    move |news| match color {
+        Some(c) => format!("\r\x1b[K\x1b[{c}m{name} {news}\x1b[0m"),
+        None => format!("{name} {news}"),
+    }
+}
+
+/// Whether the logs go without colors: off a terminal, when asked, and
+/// when NO_COLOR is set (to anything but nothing).
+fn plain(no_color: bool) -> bool {
+    no_color
+        || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+        || !std::io::IsTerminal::is_terminal(&std::io::stdout())
+}
+
 fn log_prefix(name: &str, width: usize, index: usize, no_color: bool, none: bool) -> String {
     if none {
         return String::new();
     }
-    // Colors only on a terminal, and never when NO_COLOR is set.
-    let no_color = no_color
-        || std::env::var_os("NO_COLOR").is_some()
-        || !std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let colors = [36, 33, 32, 35, 34, 96, 93, 92, 95, 94];
-    if no_color {
+    if plain(no_color) {
         format!("{name:<width$} | ")
     } else {
         format!(
             "\x1b[{}m{name:<width$} | \x1b[0m",
-            colors[index % colors.len()]
+            LOG_COLORS[index % LOG_COLORS.len()]
         )
     }
 }
@@ -1108,6 +1138,12 @@ fn human_ago(secs: i64) -> String {
     format!("{} ago", human_duration(now_seconds() - secs))
 }
 
+fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
 pub(crate) fn now_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1346,12 +1382,8 @@ pub async fn logs(options: LoadOptions, named: bool, args: LogsArgs) -> Result<E
                 .filter(|c| !followed.contains(&c.id))
                 .cloned()
                 .collect();
-        let width = observed
-            .containers
-            .iter()
-            .map(|c| short_name(&project, c).len())
-            .max()
-            .unwrap_or(0);
+        let all: Vec<&Container> = observed.containers.iter().collect();
+        let width = log_width(&project, &all, false);
         for c in containers {
             followed.insert(c.id.clone());
             let rt = rt.clone();
@@ -1369,6 +1401,7 @@ pub async fn logs(options: LoadOptions, named: bool, args: LogsArgs) -> Result<E
                 timestamps: args.timestamps,
                 since,
                 until: None,
+                from_nanos: None,
             };
             tasks.spawn(async move {
                 if let Ok(mut stream) = rt.logs(&c.id, &opts).await {

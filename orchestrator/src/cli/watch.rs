@@ -144,12 +144,14 @@ pub struct Options {
 }
 
 /// The mark of watch messages among the logs of `up --watch`, as Compose
-/// prints it: green on a terminal.
-pub fn log_mark(no_color: bool) -> String {
+/// prints it: under the logs' `|` (their names `width` wide), green on a
+/// terminal.
+pub fn log_mark(width: usize, no_color: bool) -> String {
+    let pad = " ".repeat(width + 1);
     if no_color {
-        "        \u{29bf} ".to_string()
+        format!("{pad}\u{29bf} ")
     } else {
-        "\x1b[92m        \u{29bf} \x1b[0m".to_string()
+        format!("\x1b[92m{pad}\u{29bf} \x1b[0m")
     }
 }
 

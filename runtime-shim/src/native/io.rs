@@ -58,7 +58,13 @@ impl NativeRuntime {
         std::thread::spawn(move || {
             let keep = |e: &Entry| {
                 let t = entry_time(e);
-                options.since.is_none_or(|s| t >= s) && options.until.is_none_or(|u| t <= u)
+                options.since.is_none_or(|s| t >= s)
+                    && options.until.is_none_or(|u| t <= u)
+                    && options.from_nanos.is_none_or(|from| {
+                        e.time
+                            .parse::<jiff::Timestamp>()
+                            .is_ok_and(|t| t.as_nanosecond() >= from)
+                    })
             };
             // The rotated files, then the current one through the follower
             // that goes on reading it.
