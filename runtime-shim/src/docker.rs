@@ -162,7 +162,6 @@ impl DockerRuntime {
         self.api.to_string()
     }
 
-    /// A client whose calls may take `secs` seconds.
     /// Connects a created container to one more network.
     async fn connect_network(&self, container: &str, attachment: &NetworkAttachment) -> Result<()> {
         let network = attachment.network.as_str();
@@ -182,6 +181,23 @@ impl DockerRuntime {
             .map_err(err("network", network))
     }
 
+    /// Whether every endpoint that network `name` still counts belongs to
+    /// a container that no longer exists (the engine has yet to release
+    /// it). False when the network cannot be read.
+    async fn endpoints_are_of_gone_containers(&self, name: &str) -> bool {
+        let Ok(network) = self.docker.inspect_network(name, None).await else {
+            return false;
+        };
+        for id in network.containers.unwrap_or_default().into_keys() {
+            match self.docker.inspect_container(&id, None).await {
+                Err(e) if is_not_found(&e) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// A client whose calls may take `secs` seconds.
     fn patient(&self, secs: u64) -> Docker {
         self.docker.clone().with_timeout(Duration::from_secs(secs))
     }
@@ -1858,10 +1874,26 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove_network(&self, name: &str) -> Result<()> {
-        self.docker
-            .remove_network(name)
-            .await
-            .map_err(err("network", name))
+        // The engine releases a stopped container's endpoint as it handles
+        // the exit, which can come after the container's removal has been
+        // answered: for a short while the network still counts an endpoint
+        // of a container that is gone. Only that is waited out; an endpoint
+        // of a container that exists is the engine's refusal, at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = match self.docker.remove_network(name).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let releasing = matches!(&e, BollardError::DockerResponseServerError { message, .. }
+                if message.contains("active endpoints"))
+                && tokio::time::Instant::now() < deadline
+                && self.endpoints_are_of_gone_containers(name).await;
+            if !releasing {
+                return Err(convert_error(e, "network", name, On409::Refused));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn inspect_volume(&self, name: &str) -> Result<Option<Volume>> {
