@@ -27,32 +27,35 @@ struct Cli {
     command: Command,
 }
 
-/// Flags shared by every command, with Docker Compose's names.
+/// The project's flags, with Docker Compose's names. As in Compose they come
+/// before the subcommand (whose own `-f` and `-p` mean other things: `logs
+/// -f` follows, `run -p` publishes); only `--dry-run` and `--runtime` may also
+/// come after it.
 #[derive(Args, Debug)]
 struct GlobalArgs {
     /// Compose configuration files
-    #[arg(short = 'f', long = "file", global = true)]
+    #[arg(short = 'f', long = "file")]
     file: Vec<PathBuf>,
     /// Project name
-    #[arg(short = 'p', long = "project-name", global = true)]
+    #[arg(short = 'p', long = "project-name")]
     project_name: Option<String>,
     /// Specify an alternate working directory (default: the path of the first compose file)
-    #[arg(long = "project-directory", global = true)]
+    #[arg(long = "project-directory")]
     project_directory: Option<PathBuf>,
     /// Specify an alternate environment file
-    #[arg(long = "env-file", global = true)]
+    #[arg(long = "env-file")]
     env_file: Vec<PathBuf>,
     /// Specify a profile to enable
-    #[arg(long = "profile", global = true)]
+    #[arg(long = "profile")]
     profile: Vec<String>,
     /// Execute command in dry run mode
     #[arg(long = "dry-run", global = true)]
     dry_run: bool,
     /// Set type of progress output (auto, tty, plain, json, quiet)
-    #[arg(long = "progress", global = true)]
+    #[arg(long = "progress")]
     progress: Option<String>,
     /// Produce monochrome output
-    #[arg(long = "ansi", global = true)]
+    #[arg(long = "ansi")]
     ansi: Option<String>,
     /// The runtime to drive (default: the Docker Engine when it answers, the native runtime otherwise)
     #[arg(long = "runtime", global = true, env = "RCOMPOSE_RUNTIME", value_enum)]
@@ -215,7 +218,7 @@ fn main() -> ExitCode {
     if !std::env::args_os().any(|a| a == "balancer") {
         let _ = rustix::thread::disable_transparent_huge_pages(true);
     }
-    let cli = Cli::parse_from(short_flags_of_subcommands(std::env::args_os().collect()));
+    let cli = Cli::parse();
     if !matches!(cli.command, Command::Balancer(_)) {
         return_freed_memory_at_once();
     }
@@ -226,131 +229,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Global options that take a value (what follows them is no subcommand).
-const GLOBAL_VALUES: [&str; 8] = [
-    "-f",
-    "--file",
-    "-p",
-    "--project-name",
-    "--project-directory",
-    "--env-file",
-    "--profile",
-    "--progress",
-];
-
-/// The subcommands' own short flags that are also global ones (`-f` is
-/// `--file`, `-p` is `--project-name`): (subcommand, short, long, whether
-/// it takes a value, whether the flags end at the first argument).
-const OWN_SHORT_FLAGS: [(&[&str], char, &str, bool, bool); 6] = [
-    (&["logs"], 'f', "--follow", false, false),
-    (&["rm"], 'f', "--force", false, false),
-    (&["image", "rm"], 'f', "--force", false, false),
-    (&["image", "prune"], 'f', "--force", false, false),
-    (&["run"], 'p', "--publish", true, true),
-    (&["commit"], 'p', "--pause", false, false),
-];
-
-/// As in Docker Compose, `-f` and `-p` are the global options before the
-/// subcommand and the subcommand's own flags after it: `logs -f` follows,
-/// `rm -f` forces, `run -p` publishes. clap cannot give one short name to
-/// two flags, so the subcommand's are spelled out long before parsing.
-fn short_flags_of_subcommands(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut words = args.into_iter();
-    out.extend(words.next());
-    let mut path: Vec<String> = Vec::new();
-    let mut takes_value = false;
-    let mut own: Option<(char, &str, bool, bool)> = None;
-    // `run`'s flags that take a value: their value is no service.
-    const RUN_VALUES: [&str; 16] = [
-        "-e",
-        "--env",
-        "-l",
-        "--label",
-        "-u",
-        "--user",
-        "-w",
-        "--workdir",
-        "-v",
-        "--volume",
-        "--name",
-        "--entrypoint",
-        "--env-from-file",
-        "--pull",
-        "--cap-add",
-        "--cap-drop",
-    ];
-    let mut value_next = false;
-    while let Some(word) = words.next() {
-        let text = word.to_string_lossy().into_owned();
-        if text == "--" {
-            out.push(word);
-            out.extend(words);
-            break;
-        }
-        let Some((short, long, with_value, stops)) = own else {
-            if takes_value {
-                takes_value = false;
-            } else if path.is_empty() {
-                takes_value = GLOBAL_VALUES.contains(&text.as_str())
-                    || text == "--ansi"
-                    || text == "--runtime";
-                if !text.starts_with('-') {
-                    path.push(text.clone());
-                }
-            } else if path.len() == 1 && path[0] == "image" && !text.starts_with('-') {
-                path.push(text.clone());
-            }
-            own = OWN_SHORT_FLAGS
-                .iter()
-                .find(|(p, ..)| {
-                    *p == path
-                        .iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>()
-                        .as_slice()
-                })
-                .map(|(_, short, long, value, stops)| (*short, *long, *value, *stops));
-            out.push(word);
-            continue;
-        };
-        if std::mem::take(&mut value_next) {
-            out.push(word);
-            continue;
-        }
-        value_next = RUN_VALUES.contains(&text.as_str());
-        let Some(cluster) = text.strip_prefix('-').filter(|c| !c.starts_with('-')) else {
-            if stops && !text.starts_with('-') {
-                // The service: what follows is the container's command.
-                out.push(word);
-                out.extend(words);
-                break;
-            }
-            out.push(word);
-            continue;
-        };
-        if with_value {
-            match cluster.strip_prefix(short) {
-                Some("") => {
-                    out.push(long.into());
-                    value_next = true;
-                }
-                Some(value) => out.push(format!("{long}={value}").into()),
-                None => out.push(word),
-            }
-        } else if !cluster.contains('=') && cluster.contains(short) {
-            out.push(long.into());
-            let rest: String = cluster.chars().filter(|c| *c != short).collect();
-            if !rest.is_empty() {
-                out.push(format!("-{rest}").into());
-            }
-        } else {
-            out.push(word);
-        }
-    }
-    out
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -640,51 +518,81 @@ fn lines<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
 mod tests {
     use super::*;
 
-    fn rewrite(line: &str) -> String {
-        short_flags_of_subcommands(line.split(' ').map(Into::into).collect())
-            .iter()
-            .map(|w| w.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
+    fn parse(line: &str) -> Cli {
+        Cli::try_parse_from(line.split(' ')).expect(line)
     }
 
     #[test]
-    fn a_subcommands_f_is_its_own_flag_and_the_global_one_before_it() {
-        assert_eq!(
-            rewrite("rcompose logs -f web"),
-            "rcompose logs --follow web"
-        );
-        assert_eq!(
-            rewrite("rcompose -f x.yaml logs"),
-            "rcompose -f x.yaml logs"
-        );
-        assert_eq!(
-            rewrite("rcompose -f logs logs -ft"),
-            "rcompose -f logs logs --follow -t"
-        );
-        assert_eq!(
-            rewrite("rcompose rm -fsv web"),
-            "rcompose rm --force -sv web"
-        );
-        assert_eq!(
-            rewrite("rcompose image rm -f a"),
-            "rcompose image rm --force a"
-        );
-        assert_eq!(rewrite("rcompose up -d"), "rcompose up -d");
-        assert_eq!(
-            rewrite("rcompose exec web ls -f"),
-            "rcompose exec web ls -f"
-        );
-        assert_eq!(rewrite("rcompose logs -- -f"), "rcompose logs -- -f");
-        assert_eq!(
-            rewrite("rcompose run -p 80:80 -p8080:80 web ls -p"),
-            "rcompose run --publish 80:80 --publish=8080:80 web ls -p"
-        );
-        assert_eq!(
-            rewrite("rcompose -p x commit -p web"),
-            "rcompose -p x commit --pause web"
-        );
+    fn a_subcommands_short_flags_are_its_own_and_the_projects_come_before_it() {
+        let cli = parse("rcompose -f x.yaml logs -ft web");
+        assert_eq!(cli.global.file, [PathBuf::from("x.yaml")]);
+        let Command::Logs(logs) = cli.command else {
+            panic!("not logs")
+        };
+        assert!(logs.follow && logs.timestamps);
+        assert_eq!(logs.services, ["web"]);
+
+        let Command::Rm(rm) = parse("rcompose rm -fsv web").command else {
+            panic!("not rm")
+        };
+        assert!(rm.force && rm.stop && rm.volumes);
+
+        let cli = parse("rcompose -p x run -p 80:80 -T web ls -p");
+        assert_eq!(cli.global.project_name.as_deref(), Some("x"));
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.publish, ["80:80"]);
+        assert_eq!(run.command, ["ls", "-p"]);
+
+        // exec's flag as Compose spells it, and the earlier spelling.
+        for line in [
+            "rcompose exec -T web ls",
+            "rcompose exec --no-tty web ls",
+            "rcompose exec --no-TTY web ls",
+        ] {
+            let Command::Exec(exec) = parse(line).command else {
+                panic!("not exec")
+            };
+            assert!(exec.no_tty, "{line}");
+        }
+        let Command::Commit(commit) = parse("rcompose commit --pause=false web").command else {
+            panic!("not commit")
+        };
+        assert!(!commit.pause);
+        let Command::Commit(commit) = parse("rcompose commit -p web").command else {
+            panic!("not commit")
+        };
+        assert!(commit.pause && commit.service == "web");
+        // A project flag after the subcommand is refused, as Compose does;
+        // --dry-run may come anywhere.
+        assert!(Cli::try_parse_from(["rcompose", "up", "--profile", "x"]).is_err());
+        assert!(parse("rcompose up --dry-run -d").global.dry_run);
         // clap's own checks of the whole command line (unique short names).
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_the_subcommands_short_flags() {
+        let mut cli = <Cli as clap::CommandFactory>::command();
+        for (path, flag) in [
+            (&["logs"][..], "-f, --follow"),
+            (&["rm"], "-f, --force"),
+            (&["exec"], "-T, --no-tty"),
+            (&["run"], "-p, --publish"),
+            (&["image", "rm"], "-f, --force"),
+        ] {
+            let mut cmd = &mut cli;
+            for word in path {
+                cmd = cmd.find_subcommand_mut(word).expect(word);
+            }
+            let help = cmd.render_help().to_string();
+            assert!(help.contains(flag), "{path:?}:\n{help}");
+            // exec's earlier spelling is accepted, not shown (run's is
+            // Compose's own spelling there).
+            if path == ["exec"] {
+                assert!(!help.contains("--no-TTY"), "{help}");
+            }
+        }
     }
 }

@@ -95,7 +95,7 @@ enum ImageCommand {
     #[command(alias = "remove")]
     Rm {
         /// Remove the image even when it has several names
-        #[arg(long)]
+        #[arg(short, long)]
         force: bool,
         /// Images, by name or id
         #[arg(required = true)]
@@ -107,7 +107,7 @@ enum ImageCommand {
         #[arg(short, long)]
         all: bool,
         /// Do not prompt for confirmation
-        #[arg(long)]
+        #[arg(short, long)]
         force: bool,
     },
 }

@@ -35,7 +35,7 @@ pub struct ExecArgs {
     #[arg(short = 'u', long)]
     pub user: Option<String>,
     /// Disable pseudo-TTY allocation. By default a TTY is allocated when attached to one
-    #[arg(short = 'T', long = "no-TTY")]
+    #[arg(short = 'T', long = "no-tty", alias = "no-TTY")]
     pub no_tty: bool,
     /// Index of the container if service has multiple replicas
     #[arg(long, default_value_t = 1)]
@@ -80,8 +80,8 @@ pub struct RunArgs {
     /// Don't start linked services
     #[arg(long = "no-deps")]
     pub no_deps: bool,
-    /// Publish a container's port(s) to the host (-p)
-    #[arg(long = "publish")]
+    /// Publish a container's port(s) to the host
+    #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
     /// Run command with the service's ports enabled and mapped to the host
     #[arg(short = 'P', long = "service-ports")]
@@ -142,8 +142,16 @@ pub struct CommitArgs {
     /// Commit message
     #[arg(short = 'm', long)]
     pub message: Option<String>,
-    /// Pause container during commit (-p)
-    #[arg(long, default_value_t = true)]
+    /// Pause container during commit (`--pause=false` not to)
+    #[arg(
+        short = 'p',
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     pub pause: bool,
     /// Index of the container if service has multiple replicas
     #[arg(long, default_value_t = 1)]
@@ -417,17 +425,10 @@ pub async fn exec(options: LoadOptions, named: bool, args: ExecArgs) -> Result<E
     ))
 }
 
+/// Twelve hex digits, as Compose names a one-off container
+/// (`project-web-run-0a1b2c3d4e5f`): only unlikely to clash.
 fn random_slug() -> String {
-    // A one-off container's name only needs to be unlikely to clash.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mixed = nanos ^ (u128::from(std::process::id()) << 64);
-    format!(
-        "{:012x}",
-        (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16) & 0xffff_ffff_ffff
-    )
+    format!("{:012x}", fastrand::u64(..1 << 48))
 }
 
 /// `run`: a one-off container of a service, its dependencies started first.

@@ -425,8 +425,8 @@ pub struct KillArgs {
 /// `rm` flags.
 #[derive(Args, Debug)]
 pub struct RmArgs {
-    /// Don't ask to confirm removal (-f)
-    #[arg(long)]
+    /// Don't ask to confirm removal
+    #[arg(short = 'f', long)]
     pub force: bool,
     /// Stop the containers, if required, before removing
     #[arg(short = 's', long)]
@@ -457,8 +457,8 @@ pub struct BuildArgs {
 /// `logs` flags.
 #[derive(Args, Debug)]
 pub struct LogsArgs {
-    /// Follow log output (-f)
-    #[arg(long)]
+    /// Follow log output
+    #[arg(short = 'f', long)]
     pub follow: bool,
     /// Number of lines to show from the end of the logs for each container
     #[arg(short = 'n', long, default_value = "all")]
