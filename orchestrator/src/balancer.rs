@@ -128,12 +128,8 @@ pub fn prepared_spec(service: &Service) -> Option<BalancerSpec> {
 }
 
 fn is_dockercloud_image(image: &str) -> bool {
-    let name = image.split('@').next().unwrap_or(image);
-    // Drop a tag (a colon after the last slash) and a registry prefix.
-    let name = match name.rfind(':') {
-        Some(colon) if !name[colon..].contains('/') => &name[..colon],
-        _ => name,
-    };
+    // Under any registry (a mirror's), by any tag or digest.
+    let name = runtime_shim::reference::split(image).repository;
     name == "dockercloud/haproxy" || name.ends_with("/dockercloud/haproxy")
 }
 
@@ -1317,11 +1313,7 @@ pub fn endpoints_of(
     let Some(service) = c.labels.get(crate::convert::labels::SERVICE) else {
         return Vec::new();
     };
-    if c.labels
-        .get(crate::convert::labels::ONEOFF)
-        .map(String::as_str)
-        == Some("True")
-    {
+    if crate::convert::labels::is_oneoff(&c.labels) {
         return Vec::new();
     }
     let address = spec

@@ -41,6 +41,12 @@ pub mod labels {
     pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
     /// The version of the tool that created the resource.
     pub const VERSION: &str = "com.docker.compose.version";
+
+    /// Whether a container with these labels is a one-off (`run`), not a
+    /// replica of its service.
+    pub fn is_oneoff(labels: &std::collections::BTreeMap<String, String>) -> bool {
+        labels.get(ONEOFF).map(String::as_str) == Some("True")
+    }
 }
 
 /// rcompose's own label: the configuration hash of the service without its

@@ -72,7 +72,7 @@ pub async fn follow_engine(rt: Arc<dyn Runtime>, spec: BalancerSpec, handle: lb:
 }
 
 fn is_member(spec: &BalancerSpec, labels_of: &BTreeMap<String, String>) -> bool {
-    labels_of.get(labels::ONEOFF).map(String::as_str) != Some("True")
+    !labels::is_oneoff(labels_of)
         && labels_of
             .get(labels::SERVICE)
             .is_some_and(|s| spec.members.iter().any(|m| &m.service == s))

@@ -34,7 +34,7 @@ impl Observed {
     ) -> impl Iterator<Item = &'a Container> + 'a {
         self.containers.iter().filter(move |c| {
             c.labels.get(labels::SERVICE).map(String::as_str) == Some(name)
-                && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+                && !labels::is_oneoff(&c.labels)
         })
     }
 }
@@ -71,7 +71,7 @@ pub async fn observe_limits(
         .filter(|c| {
             c.labels
                 .contains_key(crate::convert::CONFIG_HASH_WITHOUT_LIMITS)
-                && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+                && !labels::is_oneoff(&c.labels)
         })
         .map(|c| c.name.clone())
         .collect();

@@ -1095,7 +1095,7 @@ impl UpPlanner<'_> {
             .observed
             .containers
             .iter()
-            .filter(|c| c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+            .filter(|c| !labels::is_oneoff(&c.labels))
             .filter(|c| {
                 !known(
                     c.labels
@@ -1558,7 +1558,7 @@ fn plan_down_all(project: &Project, observed: &Observed, options: &DownOptions) 
     containers.sort_by_key(|c| rank(c));
     for c in containers {
         let service = c.labels.get(labels::SERVICE).cloned().unwrap_or_default();
-        let oneoff = c.labels.get(labels::ONEOFF).map(String::as_str) == Some("True");
+        let oneoff = labels::is_oneoff(&c.labels);
         if !known(&service) && !oneoff && !options.remove_orphans {
             plan.notes
                 .push(format!("orphan container {} left in place", c.name));
@@ -1747,7 +1747,7 @@ pub fn target_containers<'a>(observed: &'a Observed, services: &[String]) -> Vec
     let mut out: Vec<&Container> = observed
         .containers
         .iter()
-        .filter(|c| c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+        .filter(|c| !labels::is_oneoff(&c.labels))
         .filter(|c| {
             services.is_empty()
                 || c.labels

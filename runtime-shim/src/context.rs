@@ -42,7 +42,9 @@ pub struct IgnoreMatcher {
     patterns: Vec<IgnorePattern>,
 }
 
-/// A path cleaned as Go's `filepath.Clean` does.
+/// A slash-separated path cleaned lexically as Go's `path.Clean` does:
+/// `.` and empty parts dropped, `..` taking a part back (never above a
+/// leading `/`), `.` for nothing at all.
 pub fn clean_path(p: &str) -> String {
     let rooted = p.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
@@ -535,6 +537,9 @@ mod tests {
         assert_eq!(clean_path("a/../../b"), "../b");
         assert_eq!(clean_path("/../a"), "/a");
         assert_eq!(clean_path("./"), ".");
+        assert_eq!(clean_path("/a/b/"), "/a/b");
+        assert_eq!(clean_path("/a/../b"), "/b");
+        assert_eq!(clean_path("/.."), "/");
     }
 
     #[test]

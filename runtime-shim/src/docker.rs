@@ -53,6 +53,7 @@ use futures_util::{stream, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::context::{plan_context, write_context};
+use crate::reference;
 use crate::{
     Archives, BoxStream, BuildSpec, CommitSpec, Container, ContainerDetails, ContainerEvent,
     ContainerSpec, ContainerState, Device, EventKind, Exec, ExecSpec, ExtraHost, Health,
@@ -391,75 +392,9 @@ fn label_filters(filter: &[LabelFilter]) -> HashMap<String, Vec<String>> {
 /// Seconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00.5+02:00`),
 /// with its nanoseconds.
 fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let mut rest = s.get(19..)?;
-    let mut nanos: u32 = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let mut n: u32 = 0;
-        for (i, c) in frac.bytes().take(digits).enumerate() {
-            if i < 9 {
-                n = n * 10 + u32::from(c - b'0');
-            }
-        }
-        for _ in digits..9 {
-            n *= 10;
-        }
-        nanos = n;
-        rest = &frac[digits..];
-    }
-    let offset = match rest.as_bytes() {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), ..] if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let h: i64 = rest.get(1..3)?.parse().ok()?;
-            let m: i64 = rest.get(4..6)?.parse().ok()?;
-            let off = h * 3600 + m * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    Some((
-        days * 86_400 + hour * 3600 + minute * 60 + second - offset,
-        nanos,
-    ))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t: jiff::Timestamp = s.parse().ok()?;
+    let nanos = u32::try_from(t.subsec_nanosecond()).ok()?;
+    Some((t.as_second(), nanos))
 }
 
 fn epoch_seconds(time: Option<&str>) -> i64 {
@@ -1306,17 +1241,14 @@ impl Write for ChannelWriter {
     }
 }
 
-/// `application/x-www-form-urlencoded` escaping of a query value.
+/// A query value escaped: everything but letters, digits and `-._~`.
 fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// The query parameters of a build that bollard's options cannot carry:
@@ -1375,22 +1307,6 @@ fn build_message_lines(info: m::BuildInfo, lines: &mut LineSplitter) -> Result<V
 
 // ---------------------------------------------------------------------------
 // Exec, stats, archives, commit and pull
-
-/// Splits an image reference into its repository and its tag or digest:
-/// `reg:5000/app:1` is `("reg:5000/app", Some("1"))`, `app@sha256:..` is
-/// `("app", Some("sha256:.."))`, and `reg:5000/app` has no tag (the colon
-/// is the registry's port).
-fn split_reference(reference: &str) -> (&str, Option<&str>) {
-    if let Some((name, digest)) = reference.split_once('@') {
-        return (name, Some(digest));
-    }
-    match reference.rfind(':') {
-        Some(colon) if !reference[colon + 1..].contains('/') => {
-            (&reference[..colon], Some(&reference[colon + 1..]))
-        }
-        _ => (reference, None),
-    }
-}
 
 /// One line of pull progress (`id: status current/total`), `None` for a
 /// message without a status, or the pull's error.
@@ -2088,7 +2004,8 @@ impl Runtime for DockerRuntime {
     }
 
     async fn pull_image(&self, reference: &str) -> Result<BoxStream<String>> {
-        let (name, tag) = split_reference(reference);
+        let parts = reference::split(reference);
+        let (name, tag) = (parts.repository, parts.tag_or_digest());
         let options = q::CreateImageOptions {
             from_image: Some(name.to_string()),
             tag: Some(tag.unwrap_or("latest").to_string()),
@@ -2277,7 +2194,8 @@ impl Archives for DockerRuntime {
         let (repo, tag) = if spec.reference.is_empty() {
             (None, None)
         } else {
-            let (repo, tag) = split_reference(&spec.reference);
+            let parts = reference::split(&spec.reference);
+            let (repo, tag) = (parts.repository, parts.tag_or_digest());
             (Some(repo.to_string()), tag.map(str::to_string))
         };
         let options = q::CommitContainerOptions {
@@ -2471,7 +2389,8 @@ impl Images for DockerRuntime {
     ) -> Result<String> {
         let (repo, tag) = match reference {
             Some(r) => {
-                let (name, tag) = split_reference(r);
+                let parts = reference::split(r);
+                let (name, tag) = (parts.repository, parts.tag_or_digest());
                 (
                     Some(name.to_string()),
                     Some(tag.unwrap_or("latest").to_string()),
@@ -2503,7 +2422,8 @@ impl Images for DockerRuntime {
     }
 
     async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
-        let (repo, tag) = split_reference(target);
+        let parts = reference::split(target);
+        let (repo, tag) = (parts.repository, parts.tag_or_digest());
         let options = q::TagImageOptions {
             repo: Some(repo.to_string()),
             tag: Some(tag.unwrap_or("latest").to_string()),
@@ -2537,7 +2457,8 @@ impl Images for DockerRuntime {
     }
 
     async fn push_image(&self, reference: &str) -> Result<BoxStream<String>> {
-        let (name, tag) = split_reference(reference);
+        let parts = reference::split(reference);
+        let (name, tag) = (parts.repository, parts.tag_or_digest());
         let options = q::PushImageOptions {
             tag: Some(tag.unwrap_or("latest").to_string()),
             ..Default::default()
@@ -2577,21 +2498,6 @@ mod tests {
 
     const OLD: ApiVersion = ApiVersion(1, 41);
     const NEW: ApiVersion = ApiVersion(1, 48);
-
-    #[test]
-    fn splits_references_into_repository_and_tag() {
-        assert_eq!(split_reference("app"), ("app", None));
-        assert_eq!(split_reference("app:1.2"), ("app", Some("1.2")));
-        assert_eq!(split_reference("reg:5000/app"), ("reg:5000/app", None));
-        assert_eq!(
-            split_reference("reg:5000/team/app:v1"),
-            ("reg:5000/team/app", Some("v1"))
-        );
-        assert_eq!(
-            split_reference("app@sha256:abc"),
-            ("app", Some("sha256:abc"))
-        );
-    }
 
     #[test]
     fn computes_stats_as_the_cli_does() {

@@ -604,12 +604,7 @@ impl Runtime for FakeRuntime {
         let s = self.lock();
         Ok(s.images
             .iter()
-            .filter(|(reference, _)| {
-                reference
-                    .rsplit_once(':')
-                    .map_or(reference.as_str(), |(r, _)| r)
-                    == repository
-            })
+            .filter(|(name, _)| crate::reference::split(name).repository == repository)
             .map(|(_, image)| image.clone())
             .collect())
     }
@@ -818,5 +813,28 @@ impl Images for FakeRuntime {
                     name: reference.to_string(),
                 })?;
         Ok(serde_json::json!({"Id": image.id, "RepoTags": image.tags, "Size": image.size}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn images_are_listed_by_repository_a_registry_port_included() {
+        let rt = FakeRuntime::new();
+        rt.add_image("reg:5000/app");
+        rt.add_image("reg:5000/app:2");
+        rt.add_image("app:1");
+        let tags = |images: Vec<Image>| {
+            let mut tags: Vec<String> = images.into_iter().flat_map(|i| i.tags).collect();
+            tags.sort();
+            tags
+        };
+        assert_eq!(
+            tags(rt.list_images("reg:5000/app").await.unwrap()),
+            ["reg:5000/app", "reg:5000/app:2"]
+        );
+        assert_eq!(tags(rt.list_images("app").await.unwrap()), ["app:1"]);
     }
 }

@@ -272,22 +272,61 @@ pub fn parse(name: &str) -> Result<Reference> {
     })
 }
 
+/// A name as written, in its parts: the repository (with its registry, if
+/// any), the tag and the digest. A colon before the last slash is a
+/// registry's port, not a tag: `reg:5000/app` has none. Nothing is checked
+/// or implied; [`parse`] reads a name whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts<'a> {
+    /// `reg:5000/app` in `reg:5000/app:1`.
+    pub repository: &'a str,
+    /// `1` in `reg:5000/app:1`.
+    pub tag: Option<&'a str>,
+    /// `sha256:…` after an `@`.
+    pub digest: Option<&'a str>,
+}
+
+impl<'a> Parts<'a> {
+    /// The tag, else the digest: what the engine's pull and push take as
+    /// their `tag`.
+    pub fn tag_or_digest(&self) -> Option<&'a str> {
+        self.tag.or(self.digest)
+    }
+}
+
+/// Splits a name into its [`Parts`].
+pub fn split(name: &str) -> Parts<'_> {
+    let (named, digest) = match name.split_once('@') {
+        Some((named, digest)) => (named, Some(digest)),
+        None => (name, None),
+    };
+    let (repository, tag) = match named.rfind(':') {
+        Some(i) if !named[i..].contains('/') => (&named[..i], Some(&named[i + 1..])),
+        _ => (named, None),
+    };
+    Parts {
+        repository,
+        tag,
+        digest,
+    }
+}
+
 /// How Docker shows a full name: `docker.io/library/` left out, and the
 /// repository and tag apart (`("redis", "7")`). A name by digest has the
 /// tag `<none>`.
 pub fn familiar(full: &str) -> (String, String) {
-    let (name, tag) = match full.split_once('@') {
-        Some((name, _)) => (name, "<none>".to_string()),
-        None => match full.rfind(':') {
-            Some(i) if !full[i..].contains('/') => (&full[..i], full[i + 1..].to_string()),
-            _ => (full, "latest".to_string()),
-        },
+    let parts = split(full);
+    let tag = match (parts.tag, parts.digest) {
+        (_, Some(_)) => "<none>",
+        (Some(tag), None) => tag,
+        (None, None) => "latest",
     };
+    let name = parts.repository;
     let name = name
         .strip_prefix("docker.io/library/")
         .or_else(|| name.strip_prefix("docker.io/"))
         .unwrap_or(name);
-    (name.to_string(), tag)
+    (name.to_string(), tag.to_string())
 }
 
 /// `repository@digest` as Docker shows it (`redis@sha256:…`).
@@ -310,6 +349,31 @@ pub fn familiar_tagged(full: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_split_into_repository_tag_and_digest() {
+        let parts = |repository, tag, digest| Parts {
+            repository,
+            tag,
+            digest,
+        };
+        assert_eq!(split("app"), parts("app", None, None));
+        assert_eq!(split("app:1.2"), parts("app", Some("1.2"), None));
+        assert_eq!(split("reg:5000/app"), parts("reg:5000/app", None, None));
+        assert_eq!(
+            split("reg:5000/team/app:v1"),
+            parts("reg:5000/team/app", Some("v1"), None)
+        );
+        assert_eq!(
+            split("app@sha256:abc"),
+            parts("app", None, Some("sha256:abc"))
+        );
+        assert_eq!(
+            split("reg:5000/app:1@sha256:abc"),
+            parts("reg:5000/app", Some("1"), Some("sha256:abc"))
+        );
+        assert_eq!(split("app@sha256:abc").tag_or_digest(), Some("sha256:abc"));
+    }
 
     #[test]
     fn names_are_normalized_as_docker_does() {

@@ -337,9 +337,7 @@ fn build_dir() -> Result<tempfile::TempDir> {
 /// balancer of another project, even stopped) is refused by the engine and
 /// stays; nothing here is worth failing for.
 async fn prune_older_images(rt: &dyn Runtime, tag: &str) {
-    let Some((repository, _)) = tag.split_once(':') else {
-        return;
-    };
+    let repository = runtime_shim::reference::split(tag).repository;
     let Ok(images) = rt.list_images(repository).await else {
         return;
     };

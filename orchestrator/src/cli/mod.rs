@@ -1258,7 +1258,7 @@ pub async fn ps(options: LoadOptions, named: bool, args: PsArgs) -> Result<ExitC
     let mut containers: Vec<&Container> = observed
         .containers
         .iter()
-        .filter(|c| args.all || c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
+        .filter(|c| args.all || !labels::is_oneoff(&c.labels))
         .filter(|c| {
             args.service_names.is_empty()
                 || c.labels
@@ -1458,10 +1458,16 @@ pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Re
         .map(String::from)
         .to_vec()];
     for c in orchestrator::plan::target_containers(&observed, &args.services) {
-        let (repo, tag) = match c.image.rsplit_once(':') {
-            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
-            _ => (c.image.clone(), "latest".to_string()),
-        };
+        let parts = runtime_shim::reference::split(&c.image);
+        let (repo, tag) = (
+            parts.repository.to_string(),
+            match (parts.tag, parts.digest) {
+                (Some(tag), _) => tag,
+                (None, Some(_)) => "<none>",
+                (None, None) => "latest",
+            }
+            .to_string(),
+        );
         let (id, size) = match rt.inspect_image(&c.image).await? {
             Some(i) => (
                 i.id.trim_start_matches("sha256:")

@@ -406,33 +406,9 @@ fn is_file_path(source: &str) -> bool {
     matches!((chars.next(), chars.next()), (Some(d), Some(':')) if d.is_alphabetic())
 }
 
-/// Lexically cleans a slash-separated path as Go's `path.Clean` does.
-pub fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
-}
+/// Lexically cleans a slash-separated path as Go's `path.Clean` does (the
+/// build context's rules use the same).
+pub use runtime_shim::context::clean_path;
 
 fn canonical_ports(value: &mut Value, path: &YamlPath, errors: &mut Vec<CanonicalError>) {
     let Value::Sequence(items) = value else {
@@ -612,17 +588,5 @@ mod tests {
         assert!(parse_volume("/a:/b:ro:extra").is_err());
         assert!(parse_volume("/a::/b").is_err());
         assert!(parse_volume("").is_err());
-    }
-
-    #[test]
-    fn clean_paths() {
-        for (input, want) in [
-            ("/a/b/", "/a/b"),
-            ("/a/../b", "/b"),
-            ("a/./b", "a/b"),
-            ("/..", "/"),
-        ] {
-            assert_eq!(clean_path(input), want);
-        }
     }
 }

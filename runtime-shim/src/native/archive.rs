@@ -258,21 +258,14 @@ pub fn load(store: &Store, input: impl Read) -> Result<Vec<Loaded>> {
 
 /// `target` relative to the directory `base` (both archive paths).
 fn resolve(base: &str, target: &str) -> String {
-    let mut parts: Vec<&str> = if target.starts_with('/') {
-        vec![]
+    let whole = if target.starts_with('/') {
+        target.to_string()
     } else {
-        base.split('/').filter(|p| !p.is_empty()).collect()
+        format!("/{base}/{target}")
     };
-    for p in target.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
+    crate::context::clean_path(&whole)
+        .trim_start_matches('/')
+        .to_string()
 }
 
 /// Writes the images to `out` as an archive both `docker load` and OCI
@@ -714,5 +707,7 @@ mod tests {
     fn links_resolve_inside_the_archive() {
         assert_eq!(resolve("abc", "../def/layer.tar"), "def/layer.tar");
         assert_eq!(resolve("", "blobs/sha256/x"), "blobs/sha256/x");
+        assert_eq!(resolve("a/b", "/c/../d"), "d");
+        assert_eq!(resolve("a", "../../x"), "x");
     }
 }
