@@ -158,28 +158,11 @@ fn hostname_of(container: &str) -> String {
 
 fn started_at(container: &str) -> SystemTime {
     let text = docker(&["inspect", "-f", "{{.State.StartedAt}}", container]);
-    parse_rfc3339(text.trim()).unwrap_or_else(|| panic!("cannot read StartedAt {text:?}"))
-}
-
-/// Reads `2026-12-01T03:33:11.535387123Z` (UTC, as the engine writes it).
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    let nanos: u32 = format!("{frac:0<9}")[..9].parse().ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos))
+    let time: jiff::Timestamp = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("cannot read StartedAt {text:?}: {e}"));
+    SystemTime::from(time)
 }
 
 #[test]
@@ -305,6 +288,23 @@ impl Load {
         Load { threads, ..load }
     }
 
+    /// Waits until `n` more requests than now have been answered (well or
+    /// not), so that each step of a test is seen under load however fast
+    /// the machine is; `after` names the step in the failure.
+    fn answered(&self, n: u64, after: &str) {
+        let count = || self.ok.load(Relaxed) + self.failed.load(Relaxed);
+        let target = count() + n;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} requests answered in 60 s after {after}",
+                n + count() - target
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn finish(self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Relaxed);
         for t in self.threads {
@@ -325,26 +325,22 @@ fn scaling_and_a_killed_replica_fail_no_request_under_load() {
     let addr = published(&p, "frontend", "80");
     wait_served(&addr);
 
+    // Each step is taken with requests in flight, and followed by enough
+    // of them to meet whatever it left behind.
     let load = Load::start(&addr, 4);
-    std::thread::sleep(Duration::from_millis(500));
-    scale_telling_the_balancer(&p, "web=4");
-    std::thread::sleep(Duration::from_millis(500));
-    scale_telling_the_balancer(&p, "web=1");
-    std::thread::sleep(Duration::from_millis(500));
-    scale_telling_the_balancer(&p, "web=2");
-    std::thread::sleep(Duration::from_millis(500));
+    load.answered(50, "the start");
+    for step in ["web=4", "web=1", "web=2"] {
+        scale_telling_the_balancer(&p, step);
+        load.answered(200, &format!("scale {step}"));
+    }
     // A crash that rcompose did not cause.
     docker(&["kill", "-s", "KILL", &format!("{}-web-2", p.name)]);
-    std::thread::sleep(Duration::from_millis(500));
+    load.answered(200, "the kill");
     scale_telling_the_balancer(&p, "web=1");
-    std::thread::sleep(Duration::from_millis(500));
+    load.answered(200, "scale web=1");
     let (ok, failed, failures) = load.finish();
     eprintln!("under load, scaling 1 -> 4 -> 1 -> 2, SIGKILL of a replica, -> 1: {ok} requests succeeded, {failed} failed");
     assert_eq!(failed, 0, "failed requests: {failures:?}");
-    assert!(
-        ok > 50,
-        "too few requests went through to prove anything: {ok}"
-    );
 }
 
 /// Runs `rcompose scale`, which must have told the balancer (it says so on

@@ -12,15 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rcompose_tests::{engine_ready, rcompose_bin, require, stderr, stdout, IMAGE};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
+use rcompose_tests::{engine_ready, is_root, rcompose_bin, require, stderr, stdout, IMAGE};
 
 /// A native state root of one test, and the files it makes.
 struct Native {

@@ -15,49 +15,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use rcompose_tests::{docker_available, rcompose_bin, stderr, stdout};
+use rcompose_tests::{docker_available, is_root, rcompose_bin, require, stderr, stdout};
 
 /// Whether the native runtime can run containers here; says why not
 /// (and fails under CI, where it must).
 fn native_ready() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let runc = Command::new("runc").arg("--version").output().is_ok();
-    let netavark = Path::new("/usr/lib/podman/netavark").exists();
-    let busybox = Path::new("/bin/busybox").exists();
-    for (ok, what) in [
-        (root, "root"),
-        (runc, "runc"),
-        (netavark, "netavark"),
-        (busybox, "/bin/busybox"),
-    ] {
-        if !ok {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{what} is missing on the CI machine"
-            );
-            eprintln!("SKIPPED: {what} is not available here");
-            return false;
-        }
-    }
-    true
+    require(is_root(), "root")
+        && require(
+            Command::new("runc").arg("--version").output().is_ok(),
+            "runc",
+        )
+        && require(Path::new("/usr/lib/podman/netavark").exists(), "netavark")
+        && require(Path::new("/bin/busybox").exists(), "/bin/busybox")
 }
 
 /// Whether the Docker Engine and busybox (for the test images) are here;
 /// says why not (and fails under CI, where they must be).
 fn docker_ready() -> bool {
-    if docker_available() && Path::new("/bin/busybox").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the Docker Engine or busybox is missing on CI"
-    );
-    eprintln!("SKIPPED: the Docker Engine or /bin/busybox is not available");
-    false
+    require(docker_available(), "the Docker Engine")
+        && require(Path::new("/bin/busybox").exists(), "/bin/busybox")
 }
 
 /// A project on the native runtime with a state root of its own; `down`
@@ -717,12 +693,10 @@ fn the_security_demos_hold_natively() {
     if !native_ready() {
         return;
     }
-    if !Path::new("/usr/bin/keyctl").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "keyctl missing on CI"
-        );
-        eprintln!("SKIPPED: keyctl (Debian's keyutils) is not installed");
+    if !require(
+        Path::new("/usr/bin/keyctl").exists(),
+        "keyctl (Debian's keyutils)",
+    ) {
         return;
     }
     security_demos("native");
@@ -730,15 +704,12 @@ fn the_security_demos_hold_natively() {
 
 #[test]
 fn the_security_demos_hold_on_docker() {
-    if !docker_available()
-        || !Path::new("/usr/bin/keyctl").exists()
-        || !Path::new("/bin/busybox").exists()
+    if !docker_ready()
+        || !require(
+            Path::new("/usr/bin/keyctl").exists(),
+            "keyctl (Debian's keyutils)",
+        )
     {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Docker Engine, keyctl or busybox is missing on CI"
-        );
-        eprintln!("SKIPPED: the Docker Engine, keyctl (keyutils) or /bin/busybox is not available");
         return;
     }
     security_demos("docker");
@@ -916,12 +887,10 @@ fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_natively() {
     if !native_ready() {
         return;
     }
-    if dockremap().is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no dockremap range in /etc/subuid on CI (the README's test command writes one)"
-        );
-        eprintln!("SKIPPED: no dockremap range in /etc/subuid and /etc/subgid");
+    if !require(
+        dockremap().is_some(),
+        "a dockremap range in /etc/subuid and /etc/subgid",
+    ) {
         return;
     }
     let p = Project::new("remap-native", "native").with_env("RCOMPOSE_USERNS_REMAP", "default");
@@ -1016,19 +985,16 @@ impl Drop for RemapDaemon {
 
 #[test]
 fn a_user_namespace_remap_maps_root_to_an_unprivileged_id_on_docker() {
-    let dockerd = Command::new("dockerd").arg("--version").output().is_ok();
-    if !docker_available()
-        || !dockerd
-        || !Path::new("/bin/busybox").exists()
-        || dockremap().is_none()
+    if !docker_ready()
+        || !require(
+            Command::new("dockerd").arg("--version").output().is_ok(),
+            "dockerd",
+        )
+        || !require(
+            dockremap().is_some(),
+            "a dockremap range in /etc/subuid and /etc/subgid",
+        )
     {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "dockerd, busybox or a dockremap range is missing on CI"
-        );
-        eprintln!(
-            "SKIPPED: dockerd, /bin/busybox or a dockremap range in /etc/subuid is not available"
-        );
         return;
     }
     let docker0 = || Path::new("/sys/class/net/docker0").exists();

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use rcompose_tests::{docker_available, is_root, require};
 use runtime_shim::docker::DockerRuntime;
 use runtime_shim::fake::FakeRuntime;
 use runtime_shim::{
@@ -33,7 +34,6 @@ use runtime_shim::{
 use tokio::io::AsyncWriteExt;
 use tokio::time::{timeout, Instant};
 
-const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const BUSYBOX: &str = "/bin/busybox";
 /// How long anything a case waits for may take.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -1402,40 +1402,41 @@ async fn fake() {
     conform("fake", Arc::new(FakeRuntime::new()), false).await;
 }
 
+/// Says on standard output that a runtime's suite did not run, and why
+/// (which fails under CI=true, where everything it needs is there).
+fn skipped(runtime: &str, why: &str) {
+    let _ = writeln!(std::io::stdout(), "conformance: {runtime} SKIPPED: {why}");
+    require(false, why);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker() {
-    let say = |why: &str| {
-        let _ = writeln!(std::io::stdout(), "conformance: docker SKIPPED: {why}");
-    };
-    if !Path::new(DOCKER_SOCKET).exists() {
-        return say("no engine socket at /var/run/docker.sock");
+    if !docker_available() {
+        return skipped("docker", "the Docker Engine");
     }
     if !Path::new(BUSYBOX).exists() {
-        return say("no /bin/busybox (Debian's busybox-static package provides it)");
+        return skipped("docker", "/bin/busybox (Debian's busybox-static)");
     }
-    match DockerRuntime::connect_to("unix:///var/run/docker.sock").await {
-        Ok(rt) => conform("docker", Arc::new(rt), true).await,
-        Err(e) => say(&format!("the engine does not answer: {e}")),
-    }
+    let rt = DockerRuntime::connect()
+        .await
+        .expect("the engine answers the docker client but not the runtime");
+    conform("docker", Arc::new(rt), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native() {
-    let say = |why: &str| {
-        let _ = writeln!(std::io::stdout(), "conformance: native SKIPPED: {why}");
-    };
-    if !rustix_is_root() {
-        return say("not root (the native runtime needs root)");
+    if !is_root() {
+        return skipped("native", "root (the native runtime needs it)");
     }
     if std::process::Command::new("runc")
         .arg("--version")
         .output()
         .is_err()
     {
-        return say("no runc (Debian's runc package provides it)");
+        return skipped("native", "runc (Debian's runc)");
     }
     if !Path::new(BUSYBOX).exists() {
-        return say("no /bin/busybox (Debian's busybox-static package provides it)");
+        return skipped("native", "/bin/busybox (Debian's busybox-static)");
     }
     std::env::set_var("RCOMPOSE_SHIM", env!("CARGO_BIN_EXE_rcompose-shim"));
     let root = std::env::temp_dir().join(format!("rcs-native-{}", std::process::id()));
@@ -1454,12 +1455,4 @@ async fn native() {
     if let Err(e) = result {
         std::panic::resume_unwind(e.into_panic());
     }
-}
-
-fn rustix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }

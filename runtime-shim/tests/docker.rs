@@ -1,8 +1,10 @@
-//! The Docker runtime against the real engine at `/var/run/docker.sock`.
+//! The Docker runtime against the real engine (at `DOCKER_HOST`, by default
+//! `/var/run/docker.sock`).
 //!
 //! Nothing can be pulled here, so the tests build their image locally from
 //! the static busybox of Debian's `busybox-static` package (`/bin/busybox`).
-//! Without the engine or busybox they print `SKIPPED:` and pass. Every test
+//! Without the engine or busybox they print `SKIPPED:` and pass, except
+//! under `CI=true`, where they fail. Every test
 //! names what it makes after the process id and removes it on the way out,
 //! even when an assertion fails.
 
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use rcompose_tests::{docker_available, require};
 use runtime_shim::docker::DockerRuntime;
 use runtime_shim::{
     Archives, BuildSpec, CommitSpec, ContainerSpec, ContainerState, LogOptions, Logs, Mount,
@@ -28,21 +31,19 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The engine, or `None` (after saying why) when the tests cannot run.
 async fn engine() -> Option<DockerRuntime> {
-    if !Path::new(SOCKET).exists() {
-        println!("SKIPPED: docker engine not available");
+    if !require(docker_available(), "the Docker Engine")
+        || !require(
+            Path::new(BUSYBOX).exists(),
+            "/bin/busybox (Debian's busybox-static)",
+        )
+    {
         return None;
     }
-    if !Path::new(BUSYBOX).exists() {
-        println!("SKIPPED: {BUSYBOX} not found (Debian's busybox-static package provides it)");
-        return None;
-    }
-    match DockerRuntime::connect_to(HOST).await {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            println!("SKIPPED: docker engine not available ({e})");
-            None
-        }
-    }
+    Some(
+        DockerRuntime::connect()
+            .await
+            .expect("the engine answers the docker client but not the runtime"),
+    )
 }
 
 /// A unique name for something a test makes.
@@ -95,7 +96,7 @@ impl Drop for Cleanup {
                 return;
             };
             rt.block_on(async {
-                if let Ok(d) = DockerRuntime::connect_to(HOST).await {
+                if let Ok(d) = DockerRuntime::connect().await {
                     for c in &todo.containers {
                         let _ = d.remove_container(c, true, true).await;
                     }

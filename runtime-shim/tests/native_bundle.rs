@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rcompose_tests::{is_root, require};
 use runtime_shim::native::archive;
 use runtime_shim::native::bundle::{mount_rootfs, runtime_spec, unmount_rootfs};
 use runtime_shim::native::store::Store;
@@ -19,20 +20,12 @@ use runtime_shim::reference;
 use runtime_shim::ContainerSpec;
 
 fn ready() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    let runc = Command::new("runc").arg("--version").output().is_ok();
-    let busybox = Path::new("/bin/busybox").exists();
-    for (ok, what) in [(root, "root"), (runc, "runc"), (busybox, "/bin/busybox")] {
-        if !ok {
-            println!("SKIPPED: {what} is not available here");
-            return false;
-        }
-    }
-    true
+    require(is_root(), "root")
+        && require(
+            Command::new("runc").arg("--version").output().is_ok(),
+            "runc",
+        )
+        && require(Path::new("/bin/busybox").exists(), "/bin/busybox")
 }
 
 /// A state root, removed (after unmounting what is under it) when dropped.

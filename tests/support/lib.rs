@@ -78,18 +78,46 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Skips the calling test, saying why, when `ok` is false. Returns `ok`.
+/// Whether this is a CI run (`CI=true`, as `.ci/run` sets it): the README's
+/// test command has installed and started everything the tests use.
+pub fn on_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Skips the calling test when `ok` is false, saying what is missing, and
+/// returns `ok`. Under CI a missing resource fails the test instead: the
+/// test runner hides what a passing test prints, so a skip there would
+/// pass for a test that ran.
 pub fn require(ok: bool, what: &str) -> bool {
+    gate(ok, what, on_ci())
+}
+
+fn gate(ok: bool, what: &str, ci: bool) -> bool {
     if !ok {
+        assert!(
+            !ci,
+            "{what} is not available, and under CI=true every test must run (the README's test command provides it)"
+        );
         eprintln!("SKIPPED: {what} is not available here");
     }
     ok
 }
 
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 /// The local test image: `FROM scratch` with a static busybox.
 pub const IMAGE: &str = "local/busybox:latest";
 
-/// Whether the Docker Engine answers.
+/// Whether the Docker Engine answers: the one test of it, through the
+/// `docker` client, so at `DOCKER_HOST` when that is set (where rcompose
+/// and the Docker runtime connect too).
 pub fn docker_available() -> bool {
     Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
@@ -266,5 +294,22 @@ impl Drop for TestProject {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gate;
+
+    #[test]
+    fn a_missing_resource_skips_outside_ci() {
+        assert!(gate(true, "x", true));
+        assert!(!gate(false, "x", false));
+    }
+
+    #[test]
+    #[should_panic(expected = "x is not available, and under CI=true every test must run")]
+    fn a_missing_resource_fails_under_ci() {
+        gate(false, "x", true);
     }
 }
