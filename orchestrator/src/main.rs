@@ -519,7 +519,7 @@ mod tests {
     use super::*;
 
     fn parse(line: &str) -> Cli {
-        Cli::try_parse_from(line.split(' ')).expect(line)
+        Cli::try_parse_from(line.split(' ')).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
     #[test]
@@ -584,7 +584,9 @@ mod tests {
         ] {
             let mut cmd = &mut cli;
             for word in path {
-                cmd = cmd.find_subcommand_mut(word).expect(word);
+                cmd = cmd
+                    .find_subcommand_mut(word)
+                    .unwrap_or_else(|| panic!("no {word}"));
             }
             let help = cmd.render_help().to_string();
             assert!(help.contains(flag), "{path:?}:\n{help}");

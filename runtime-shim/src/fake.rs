@@ -817,6 +817,7 @@ impl Images for FakeRuntime {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
