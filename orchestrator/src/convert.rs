@@ -414,7 +414,7 @@ pub fn container_spec(
     };
     let (log_driver, log_opts) = match &service.logging {
         Some(l) => (l.driver.clone(), l.options.0.clone()),
-        None => (service.log_driver.clone(), service.log_opt.0.clone()),
+        None => Default::default(),
     };
     let tmpfs = service
         .tmpfs

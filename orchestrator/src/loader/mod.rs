@@ -44,7 +44,7 @@ pub use diagnostic::{Diagnostic, LoadError};
 pub use files::{normalize_project_name, valid_project_name};
 
 use crate::model::Project;
-use path::YamlPath;
+use path::{Segment, YamlPath};
 
 /// Where the compose files come from and how to read them.
 #[derive(Debug, Clone, Default)]
@@ -317,8 +317,14 @@ fn sort_keys(v: &mut serde_json::Value) {
 }
 
 fn load_in(ctx: &mut Ctx<'_>) -> Option<Project> {
-    let (plan, name, tree) = merged_tree(ctx)?;
+    let (plan, name, mut tree) = merged_tree(ctx)?;
+    let mut unnamed = Default::default();
+    if !ctx.options.no_normalize {
+        normalize::default_dockerfiles(&mut tree);
+        unnamed = normalize::written_empty_names(&tree);
+    }
     let mut project = normalize::decode(ctx, tree)?;
+    project.unnamed = unnamed;
     project.name = name;
     project.working_dir = plan.working_dir.display().to_string();
     project.config_files = plan.files.iter().map(|f| f.display().to_string()).collect();
@@ -389,6 +395,54 @@ pub(crate) fn load_file(
     merged
 }
 
+/// What a plain YAML timestamp (`2001-12-14`) becomes, as in Compose, which
+/// reads it as a time: under an `x-` key, the time as Go writes it
+/// (`2001-12-14T00:00:00Z`); as a label, an error; anywhere else (where
+/// Compose wants a string and takes the text), the text as written.
+fn resolve_timestamps(ctx: &mut Ctx<'_>, file: &Path, tree: &mut Value) {
+    fn walk(v: &mut Value, path: &mut Vec<String>, faults: &mut Vec<YamlPath>) {
+        match v {
+            Value::Tagged(t) if t.tag == serde_yaml::value::Tag::new(yaml::TIMESTAMP) => {
+                let text = t.value.as_str().unwrap_or_default().to_string();
+                let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+                if keys.iter().any(|k| k.starts_with("x-")) {
+                    *v = Value::String(yaml::timestamp(&text).unwrap_or(text));
+                } else if matches!(keys.as_slice(), ["services", _, "labels", _]) {
+                    faults.push(YamlPath(path.iter().cloned().map(Segment::Key).collect()));
+                    *v = Value::String(text);
+                } else {
+                    *v = Value::String(text);
+                }
+            }
+            Value::Tagged(t) => walk(&mut t.value, path, faults),
+            Value::Mapping(m) => {
+                for (k, child) in m.iter_mut() {
+                    path.push(k.as_str().unwrap_or_default().to_string());
+                    walk(child, path, faults);
+                    path.pop();
+                }
+            }
+            Value::Sequence(items) => {
+                for item in items {
+                    path.push(String::new());
+                    walk(item, path, faults);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut faults = Vec::new();
+    walk(tree, &mut Vec::new(), &mut faults);
+    for at in faults {
+        ctx.error_at(
+            file,
+            at,
+            "a plain date or time is a timestamp to Compose, not a string: quote it",
+        );
+    }
+}
+
 /// Interpolates, includes, canonicalizes and extends one parsed file.
 fn process_file(
     ctx: &mut Ctx<'_>,
@@ -401,8 +455,11 @@ fn process_file(
         ctx.error(Some(file), "top-level object must be a mapping");
         return None;
     }
+    resolve_timestamps(ctx, file, &mut tree);
     interpolate_tree(ctx, file, &mut tree);
-    for (path, message) in validate::unique_items(&tree) {
+    let duplicates = validate::unique_items(&tree);
+    let written_once = duplicates.is_empty();
+    for (path, message) in duplicates.into_iter().chain(validate::schema_faults(&tree)) {
         ctx.error_at(file, path, message);
     }
     let mut errors = Vec::new();
@@ -412,6 +469,13 @@ fn process_file(
     }
     // Compose v2.40 resolves extends before include.
     extends::apply_extends(ctx, file, &mut tree);
+    // As the reference checks the schema again once extends are resolved:
+    // an item that a base service brings twice is refused too.
+    if written_once {
+        for (path, message) in validate::unique_items(&tree) {
+            ctx.error_at(file, path, message);
+        }
+    }
     included.push(file.to_path_buf());
     files::apply_include(ctx, file, working_dir, &mut tree, included);
     included.pop();

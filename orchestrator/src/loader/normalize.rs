@@ -154,7 +154,12 @@ pub(crate) fn resolve_relative_paths(tree: &mut Value, base: &Path, home: Option
             if let Some(Value::Mapping(opts)) = vol.get_mut("driver_opts") {
                 if opts.get("o").and_then(Value::as_str) == Some("bind") {
                     if let Some(dev) = opts.get_mut("device") {
-                        rewrite_str(dev, abs);
+                        // An empty device is the project directory itself,
+                        // as Compose joins it.
+                        rewrite_str(dev, |d| match d {
+                            "" => base.display().to_string(),
+                            d => abs(d),
+                        });
                     }
                 }
             }
@@ -401,7 +406,39 @@ pub(crate) fn apply_defaults(project: &mut Project) {
             }
         }
         device_request_defaults(&mut service.gpus);
+        if let Some(provider) = &mut service.provider {
+            provider_options_as_lists(provider);
+        }
     }
+}
+
+/// A provider's options are lists of strings to Compose (each is passed
+/// as `--name value`, as many times as it has values): a single value is a
+/// list of one, and numbers and booleans are their text.
+fn provider_options_as_lists(provider: &mut Value) {
+    let Some(Value::Mapping(options)) = provider.get_mut("options") else {
+        return;
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    for (_, value) in options.iter_mut() {
+        // Anything else is left for validation to refuse.
+        let items: Option<Vec<String>> = match &*value {
+            Value::Sequence(items) => items.iter().map(text).collect(),
+            other => text(other).map(|t| vec![t]),
+        };
+        if let Some(items) = items {
+            *value = Value::Sequence(items.into_iter().map(Value::String).collect());
+        }
+    }
+    // Printed in the order of their names, as Go prints a map.
+    let mut sorted: Vec<(Value, Value)> = std::mem::take(options).into_iter().collect();
+    sorted.sort_by(|a, b| a.0.as_str().cmp(&b.0.as_str()));
+    options.extend(sorted);
 }
 
 /// Device requests without `count` or `device_ids` ask for all devices (-1).
@@ -433,9 +470,6 @@ pub(crate) fn normalize(ctx: &mut Ctx<'_>, project: &mut Project) {
         if let Some(build) = &mut service.build {
             if build.context.is_empty() {
                 build.context = ".".into();
-            }
-            if build.dockerfile.is_empty() && build.dockerfile_inline.is_empty() {
-                build.dockerfile = "Dockerfile".into();
             }
             let args = std::mem::take(&mut build.args.0);
             build.args = MappingWithEquals(
@@ -730,7 +764,44 @@ fn dependency_entry(restart: bool) -> Value {
 
 /// Compose's defaults and normalization applied to the plain tree, for
 /// `config --no-interpolate`, which prints the model before it is typed.
+/// `Dockerfile` for a build that names no Dockerfile. Compose decides this on
+/// the tree, before the values are read: a `dockerfile` given as an empty
+/// string (an unset variable) stays empty, is printed as absent, and the
+/// builder reads `Dockerfile` anyway.
+pub(crate) fn default_dockerfiles(tree: &mut Value) {
+    let Some(Value::Mapping(services)) = tree.get_mut("services") else {
+        return;
+    };
+    for (_, svc) in services.iter_mut() {
+        if let Some(Value::Mapping(build)) = svc.get_mut("build") {
+            if !build.contains_key("dockerfile") && !build.contains_key("dockerfile_inline") {
+                build.insert("dockerfile".into(), "Dockerfile".into());
+            }
+        }
+    }
+}
+
+/// The networks, volumes, secrets and configs whose `name` is an empty
+/// string: Compose gives a name only to those that have none written.
+pub(crate) fn written_empty_names(tree: &Value) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for kind in ["networks", "volumes", "secrets", "configs"] {
+        let Some(Value::Mapping(items)) = tree.get(kind) else {
+            continue;
+        };
+        for (key, item) in items {
+            if item.get("name").and_then(Value::as_str) == Some("") {
+                if let Some(key) = key.as_str() {
+                    out.insert((kind.to_string(), key.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
 pub(crate) fn normalize_tree(ctx: &Ctx<'_>, tree: &mut Value, project: &str) {
+    default_dockerfiles(tree);
     let env = &ctx.environment;
     let Value::Mapping(top) = tree else { return };
     let mut uses_default = false;
@@ -757,11 +828,6 @@ pub(crate) fn normalize_tree(ctx: &Ctx<'_>, tree: &mut Value, project: &str) {
                         let target = format!("/run/secrets/{src}");
                         r.insert("target".into(), target.into());
                     }
-                }
-            }
-            if let Some(Value::Mapping(build)) = svc.get_mut("build") {
-                if !build.contains_key("dockerfile") && !build.contains_key("dockerfile_inline") {
-                    build.insert("dockerfile".into(), "Dockerfile".into());
                 }
             }
             if let Some(Value::Sequence(items)) = svc.get_mut("environment") {

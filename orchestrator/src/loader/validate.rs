@@ -65,6 +65,9 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
                 ));
             }
         }
+        if let Some(provider) = &s.provider {
+            check_provider(provider, at.key("provider"), &mut out);
+        }
         if let Some(target) = s.network_mode.strip_prefix("service:") {
             if !project.services.contains_key(target) {
                 out.push(Diagnostic::at(
@@ -391,6 +394,139 @@ fn find_cycle(project: &Project) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// Whether a container name passes the compose-spec's pattern,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, which the schema does not anchor: some
+/// letter or digit followed by a letter, digit, `_`, `.` or `-`. (The
+/// engine refuses the rest of what it lets through.)
+fn is_container_name(name: &str) -> bool {
+    name.as_bytes().windows(2).any(|w| {
+        w[0].is_ascii_alphanumeric() && (w[1].is_ascii_alphanumeric() || b"_.-".contains(&w[1]))
+    })
+}
+
+/// The keys of the compose-spec's top level.
+const TOP_LEVEL: [&str; 9] = [
+    "version", "name", "include", "services", "networks", "volumes", "secrets", "configs", "models",
+];
+
+/// Keys of a service that the typed model shares between two places while
+/// the compose-spec allows them in one only: (where, key).
+const NOT_HERE: [(&[&str], &str); 3] = [
+    (&["deploy", "resources", "limits"], "devices"),
+    (&["deploy", "resources", "limits"], "generic_resources"),
+    (&["deploy", "resources", "reservations"], "pids"),
+];
+
+/// What one file (interpolated) has that the compose-spec schema refuses
+/// and the typed model cannot tell, as the reference checks each file: a
+/// top-level key of no meaning (even empty), a key of a sibling object
+/// (`pids` of a reservation, `content` of a secret, `driver` of a
+/// config), a `container_name` that breaks its pattern (an empty one
+/// included).
+pub(crate) fn schema_faults(tree: &serde_yaml::Value) -> Vec<(YamlPath, String)> {
+    use serde_yaml::Value;
+    let mut out = Vec::new();
+    let unknown = |key: &str| format!("additional property {key:?} is not allowed");
+    if let Value::Mapping(top) = tree {
+        for key in top.keys().filter_map(Value::as_str) {
+            if !TOP_LEVEL.contains(&key) && !key.starts_with("x-") {
+                out.push((YamlPath::root().key(key), unknown(key)));
+            }
+        }
+    }
+    // Secrets may have no `content`; configs no `driver` or `driver_opts`.
+    for (kind, refused) in [
+        ("secrets", &["content"][..]),
+        ("configs", &["driver", "driver_opts"]),
+    ] {
+        if let Some(Value::Mapping(items)) = tree.get(kind) {
+            for (name, item) in items {
+                let Some(name) = name.as_str() else { continue };
+                for key in refused.iter().filter(|k| item.get(**k).is_some()) {
+                    out.push((YamlPath::root().key(kind).key(name).key(*key), unknown(key)));
+                }
+            }
+        }
+    }
+    let Some(Value::Mapping(services)) = tree.get("services") else {
+        return out;
+    };
+    for (name, service) in services {
+        let Some(name) = name.as_str() else { continue };
+        for (path, key) in NOT_HERE {
+            let node = path.iter().try_fold(service, |n, k| n.get(*k));
+            if node.and_then(|n| n.get(key)).is_some() {
+                let at = path.iter().fold(service_path(name), |at, k| at.key(*k));
+                out.push((at.key(key.to_string()), unknown(key)));
+            }
+        }
+        if let Some(Value::String(c)) = service.get("container_name") {
+            if !is_container_name(c) {
+                out.push((
+                    service_path(name).key("container_name"),
+                    format!("{c:?} is not a valid container name: it needs a letter or digit followed by a letter, digit, '_', '.' or '-'"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A provider as the compose-spec has it: a `type`, and `options` whose
+/// values are strings (lists of them once loaded).
+fn check_provider(provider: &serde_yaml::Value, at: YamlPath, out: &mut Vec<Diagnostic>) {
+    use serde_yaml::Value;
+    let Value::Mapping(m) = provider else {
+        out.push(Diagnostic::at(None, at, "provider must be a mapping"));
+        return;
+    };
+    for key in m.keys() {
+        let key = key.as_str().unwrap_or_default();
+        if !matches!(key, "type" | "options") {
+            out.push(Diagnostic::at(
+                None,
+                at.key(key),
+                format!("additional property {key:?} is not allowed"),
+            ));
+        }
+    }
+    match m.get("type") {
+        Some(Value::String(_)) => {}
+        Some(_) => out.push(Diagnostic::at(
+            None,
+            at.key("type"),
+            "type must be a string",
+        )),
+        None => out.push(Diagnostic::at(
+            None,
+            at.clone(),
+            "missing property \"type\"",
+        )),
+    }
+    match m.get("options") {
+        None => {}
+        Some(Value::Mapping(options)) => {
+            for (key, value) in options {
+                let ok = matches!(value, Value::Sequence(items)
+                    if items.iter().all(|i| matches!(i, Value::String(_))));
+                if !ok {
+                    let key = key.as_str().unwrap_or_default();
+                    out.push(Diagnostic::at(
+                        None,
+                        at.key("options").key(key),
+                        "must be a boolean, number or string",
+                    ));
+                }
+            }
+        }
+        Some(_) => out.push(Diagnostic::at(
+            None,
+            at.key("options"),
+            "options must be a mapping",
+        )),
+    }
 }
 
 /// Service lists whose items the compose-spec schema requires to be unique

@@ -122,8 +122,19 @@ impl Builder {
                 }
                 Event::Scalar(value, style, anchor, tag) => {
                     let tag = tag.map(|t| tag_name(&t));
-                    let v = scalar(&value, style, tag.as_deref())
+                    let mut v = scalar(&value, style, tag.as_deref())
                         .map_err(|m| YamlError::at(m, &span))?;
+                    let is_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
+                    if style == ScalarStyle::Plain
+                        && tag.is_none()
+                        && !is_key
+                        && timestamp(&value).is_some()
+                    {
+                        v = Value::Tagged(Box::new(TaggedValue {
+                            tag: ValueTag::new(TIMESTAMP),
+                            value: v,
+                        }));
+                    }
                     self.finish(v, anchor, &span)?;
                 }
                 Event::SequenceStart(anchor, tag) => {
@@ -254,6 +265,77 @@ fn tagged(tag: &str, value: Value) -> Value {
         tag: ValueTag::new(tag),
         value,
     }))
+}
+
+/// The tag on a plain scalar that go-yaml reads as a time (`2001-12-14`):
+/// the loader decides what it becomes where it lies
+/// ([`super::resolve_timestamps`]).
+pub const TIMESTAMP: &str = "!!timestamp";
+
+/// A plain scalar that go-yaml v3 decodes as a time, in the form Go's JSON
+/// writes it (RFC 3339 with nanoseconds, trailing zeros dropped): four
+/// digits and a dash, then a date alone (midnight UTC), a date and a time
+/// with a zone after `T` or `t`, or a date and a time without one after a
+/// space (UTC).
+pub fn timestamp(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    if b.len() < 10 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
+        return None;
+    }
+    let date: jiff::civil::Date = s.get(..10)?.parse().ok()?;
+    let rest = &s[10..];
+    let instant = if rest.is_empty() {
+        date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
+    } else if let Some(time) = rest.strip_prefix(' ') {
+        let time: jiff::civil::Time = time.parse().ok()?;
+        date.to_datetime(time)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+    } else if rest.starts_with(['T', 't']) {
+        let whole = format!("{}T{}", &s[..10], &rest[1..]);
+        let instant: jiff::Timestamp = whole.parse().ok()?;
+        // The written offset is kept, as Go keeps it.
+        let zone = match whole.get(whole.len().saturating_sub(6)..) {
+            Some(o) if o.starts_with(['+', '-']) && o.as_bytes()[3] == b':' => {
+                let hours: i32 = o[1..3].parse().ok()?;
+                let minutes: i32 = o[4..].parse().ok()?;
+                let seconds = (hours * 60 + minutes) * 60;
+                let seconds = if o.starts_with('-') {
+                    -seconds
+                } else {
+                    seconds
+                };
+                jiff::tz::TimeZone::fixed(jiff::tz::Offset::from_seconds(seconds).ok()?)
+            }
+            _ => jiff::tz::TimeZone::UTC,
+        };
+        return Some(go_rfc3339(&instant.to_zoned(zone)));
+    } else {
+        return None;
+    };
+    Some(go_rfc3339(&instant.to_zoned(jiff::tz::TimeZone::UTC)))
+}
+
+/// Go's `time.RFC3339Nano`: `Z` for UTC, else `±hh:mm`; fractional
+/// seconds without trailing zeros.
+fn go_rfc3339(t: &jiff::Zoned) -> String {
+    let mut out = t.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    let nanos = t.subsec_nanosecond();
+    if nanos != 0 {
+        let digits = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    let offset = t.offset().seconds();
+    if offset == 0 {
+        out.push('Z');
+    } else {
+        let sign = if offset < 0 { '-' } else { '+' };
+        let m = offset.unsigned_abs() / 60;
+        out.push_str(&format!("{sign}{:02}:{:02}", m / 60, m % 60));
+    }
+    out
 }
 
 /// A scalar as go-yaml reads it.
@@ -469,7 +551,6 @@ mod tests {
             ("12:30", "\"12:30\""),
             ("0x", "\"0x\""),
             ("1e", "\"1e\""),
-            ("2001-12-14", "\"2001-12-14\""),
             ("!!str 12", "\"12\""),
             ("!!float 3", "3.0"),
             ("!!int \"7\"", "7"),
@@ -477,6 +558,40 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(json(&one(text)), want, "{text}");
         }
+    }
+
+    #[test]
+    fn plain_dates_and_times_are_timestamps_as_go_yaml_reads_them() {
+        for (text, want) in [
+            ("2001-12-14", Some("2001-12-14T00:00:00Z")),
+            (
+                "2001-12-14t21:59:43.10-05:00",
+                Some("2001-12-14T21:59:43.1-05:00"),
+            ),
+            ("2001-12-14T21:59:43Z", Some("2001-12-14T21:59:43Z")),
+            ("2001-12-14 21:59:43.5", Some("2001-12-14T21:59:43.5Z")),
+            ("2001-12-14 21:59:43.10 -5", None),
+            ("2001-13-14", None),
+            ("12001-12-14", None),
+            ("2001-12-14x", None),
+        ] {
+            assert_eq!(timestamp(text).as_deref(), want, "{text}");
+        }
+        // Only a plain value is one: not a key, not a quoted or tagged one.
+        let v = one("2001-12-14: 2001-12-14\nq: \"2001-12-14\"\ns: !!str 2001-12-14\n");
+        let Some(m) = v.as_mapping() else {
+            panic!("not a mapping: {v:?}")
+        };
+        let Some((key, value)) = m.iter().next() else {
+            panic!("no entry")
+        };
+        assert_eq!(key.as_str(), Some("2001-12-14"));
+        assert!(
+            matches!(value, Value::Tagged(t) if t.tag == ValueTag::new(TIMESTAMP) && t.value.as_str() == Some("2001-12-14")),
+            "{value:?}"
+        );
+        assert_eq!(m.get("q").and_then(Value::as_str), Some("2001-12-14"));
+        assert_eq!(m.get("s").and_then(Value::as_str), Some("2001-12-14"));
     }
 
     #[test]

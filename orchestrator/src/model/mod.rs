@@ -71,6 +71,11 @@ pub struct Project {
     /// keeps them and prints them in YAML, never in JSON.
     #[serde(skip)]
     pub nested_extensions: Vec<NestedExtensions>,
+    /// Networks, volumes, secrets and configs whose `name` was written as
+    /// an empty string (an unset variable), as (kind, key): they run under
+    /// the default name, and are printed with none, as Compose prints them.
+    #[serde(skip)]
+    pub unnamed: std::collections::BTreeSet<(String, String)>,
 }
 
 /// The `x-` keys of one object below the top level.
@@ -223,9 +228,6 @@ pub struct Service {
     /// DNS search domains.
     #[serde(default, skip_serializing_if = "StringList::is_empty")]
     pub dns_search: StringList,
-    /// Legacy dockerfile field.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub dockerfile: String,
     /// Domain name.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domainname: String,
@@ -305,12 +307,6 @@ pub struct Service {
     /// Logging driver and options.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Logging>,
-    /// Legacy logging driver.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub log_driver: String,
-    /// Legacy logging options.
-    #[serde(default, skip_serializing_if = "Mapping::is_empty")]
-    pub log_opt: Mapping,
     /// Memory limit.
     #[serde(default, skip_serializing_if = "values::no_bytes")]
     pub mem_limit: Option<Bytes>,
@@ -329,9 +325,6 @@ pub struct Service {
     /// Models used by the service, kept as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Value>,
-    /// Legacy `net`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub net: String,
     /// Network mode (`host`, `none`, `service:x`, `container:x`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub network_mode: String,
@@ -378,6 +371,10 @@ pub struct Service {
     /// When to pull the image.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pull_policy: String,
+    /// How old a pulled image may be before `pull_policy: refresh` pulls it
+    /// again. Compose v2.40 reads it and does not print it.
+    #[serde(default, skip_serializing)]
+    pub pull_refresh_after: String,
     /// Read-only root filesystem.
     #[serde(
         default,
@@ -459,9 +456,6 @@ pub struct Service {
     /// UTS namespace.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uts: String,
-    /// Default volume driver.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub volume_driver: String,
     /// Mounts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
@@ -471,9 +465,6 @@ pub struct Service {
     /// Working directory inside the container.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub working_dir: String,
-    /// Commands run in the container before it starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pre_start: Vec<Hook>,
     /// Commands run in the container after it starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post_start: Vec<Hook>,
@@ -541,9 +532,6 @@ pub struct Build {
         deserialize_with = "lenient_bool"
     )]
     pub no_cache: bool,
-    /// Stages not to cache.
-    #[serde(default, skip_serializing_if = "StringList::is_empty")]
-    pub no_cache_filter: StringList,
     /// Named additional contexts.
     #[serde(default, skip_serializing_if = "Mapping::is_empty")]
     pub additional_contexts: Mapping,

@@ -2,6 +2,7 @@
 
 mod yaml;
 
+use std::collections::BTreeMap;
 use std::io;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -16,6 +17,10 @@ pub enum RenderError {
     /// The model could not be turned into JSON.
     #[error("rendering json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A value that JSON cannot hold (an infinite number in an extension),
+    /// refused in the reference's words.
+    #[error("json: unsupported value: {0}")]
+    Unsupported(String),
 }
 
 /// The project as a JSON tree for the YAML writer, with every `x-` key
@@ -37,6 +42,11 @@ fn yaml_tree(project: &Project) -> Result<Json, RenderError> {
                         svc.insert(k.clone(), serde_json::to_value(SortedKeys(ext))?);
                     }
                 }
+            }
+        }
+        for (kind, key) in &project.unnamed {
+            if let Some(Json::Object(item)) = top.get_mut(kind).and_then(|k| k.get_mut(key)) {
+                item.remove("name");
             }
         }
         sort_object(top);
@@ -115,11 +125,60 @@ fn escape_dollars(v: &mut Json) {
 /// The project is serialized straight into the text, with no JSON tree in
 /// between: on a large project that tree was most of the memory `config` used.
 pub fn to_json(project: &Project, options: RenderOptions) -> Result<String, RenderError> {
+    // serde_json would write `null`; Go's encoder refuses.
+    for (key, value) in &project.extensions {
+        if let Some(n) = non_finite(value) {
+            return Err(RenderError::Unsupported(format!("{n} (in {key})")));
+        }
+    }
     let mut out = Vec::with_capacity(64 * 1024);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter::new(options));
     TopLevel(project).serialize(&mut ser)?;
     // The formatter writes only what serde_json hands it and ASCII escapes.
     Ok(String::from_utf8(out).unwrap_or_default())
+}
+
+/// The first number that JSON cannot hold in `v`, as Go names it (`+Inf`).
+fn non_finite(v: &serde_yaml::Value) -> Option<String> {
+    use serde_yaml::Value;
+    match v {
+        Value::Number(n) => n.as_f64().filter(|f| !f.is_finite()).map(|f| {
+            if f.is_nan() {
+                "NaN".to_string()
+            } else if f > 0.0 {
+                "+Inf".to_string()
+            } else {
+                "-Inf".to_string()
+            }
+        }),
+        Value::Sequence(items) => items.iter().find_map(non_finite),
+        Value::Mapping(m) => m.values().find_map(non_finite),
+        Value::Tagged(t) => non_finite(&t.value),
+        _ => None,
+    }
+}
+
+/// A project's networks, volumes, secrets or configs (`kind`), those whose
+/// name was written empty printed without one.
+struct Named<'a, T>(&'a BTreeMap<String, T>, &'a str, &'a Project);
+
+impl<T: Serialize> Serialize for Named<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Named(items, kind, project) = self;
+        let mut m = s.serialize_map(Some(items.len()))?;
+        for (key, item) in *items {
+            if project.unnamed.contains(&(kind.to_string(), key.clone())) {
+                let mut v = serde_json::to_value(item).map_err(serde::ser::Error::custom)?;
+                if let Json::Object(fields) = &mut v {
+                    fields.remove("name");
+                }
+                m.serialize_entry(key, &v)?;
+            } else {
+                m.serialize_entry(key, item)?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// The top level as Compose prints it in JSON: its keys sorted, extensions
@@ -131,20 +190,20 @@ impl Serialize for TopLevel<'_> {
         let p = self.0;
         let mut m = s.serialize_map(None)?;
         if !p.configs.is_empty() {
-            m.serialize_entry("configs", &p.configs)?;
+            m.serialize_entry("configs", &Named(&p.configs, "configs", p))?;
         }
         if !p.name.is_empty() {
             m.serialize_entry("name", &p.name)?;
         }
         if !p.networks.is_empty() {
-            m.serialize_entry("networks", &p.networks)?;
+            m.serialize_entry("networks", &Named(&p.networks, "networks", p))?;
         }
         if !p.secrets.is_empty() {
-            m.serialize_entry("secrets", &p.secrets)?;
+            m.serialize_entry("secrets", &Named(&p.secrets, "secrets", p))?;
         }
         m.serialize_entry("services", &p.services)?;
         if !p.volumes.is_empty() {
-            m.serialize_entry("volumes", &p.volumes)?;
+            m.serialize_entry("volumes", &Named(&p.volumes, "volumes", p))?;
         }
         for (k, v) in &p.extensions {
             m.serialize_entry(k, &SortedKeys(v))?;

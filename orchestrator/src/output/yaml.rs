@@ -118,7 +118,8 @@ fn resolves_to_non_string(s: &str) -> bool {
     {
         return true;
     }
-    is_base60_float(t)
+    // `2001-12-14`: a timestamp to go-yaml.
+    is_base60_float(t) || crate::loader::yaml::timestamp(s).is_some()
 }
 
 /// Go's YAML writer quotes what YAML 1.1 read as a sexagesimal number: digits,
@@ -261,6 +262,14 @@ mod tests {
         check(
             r#"{"user":"1000:1000","t":"1:20"}"#,
             "user: 1000:1000\nt: \"1:20\"\n",
+        );
+    }
+
+    #[test]
+    fn text_that_reads_as_a_timestamp_is_quoted() {
+        check(
+            r#"{"day":"2001-12-14","not":"2001-12-14 21:59:43.10 -5"}"#,
+            "day: \"2001-12-14\"\nnot: 2001-12-14 21:59:43.10 -5\n",
         );
     }
 }
