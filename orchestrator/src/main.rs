@@ -564,6 +564,10 @@ mod tests {
             panic!("not commit")
         };
         assert!(commit.pause && commit.service == "web");
+        let Command::Version(version) = parse("rcompose version -f json").command else {
+            panic!("not version")
+        };
+        assert_eq!(version.format, Some(cli::VersionFormat::Json));
         // A project flag after the subcommand is refused, as Compose does;
         // --dry-run may come anywhere.
         assert!(Cli::try_parse_from(["rcompose", "up", "--profile", "x"]).is_err());
@@ -581,6 +585,7 @@ mod tests {
             (&["exec"], "-T, --no-tty"),
             (&["run"], "-p, --publish"),
             (&["image", "rm"], "-f, --force"),
+            (&["version"], "-f, --format"),
         ] {
             let mut cmd = &mut cli;
             for word in path {

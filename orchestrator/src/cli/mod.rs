@@ -511,9 +511,21 @@ pub struct LsArgs {
 /// `version` flags.
 #[derive(Args, Debug)]
 pub struct VersionArgs {
+    /// Format the output. Values: [pretty | json]. (Default: pretty)
+    #[arg(short = 'f', long, value_enum)]
+    pub format: Option<VersionFormat>,
     /// Shows only rcompose's version number
     #[arg(long)]
     pub short: bool,
+}
+
+/// `version --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VersionFormat {
+    /// `rcompose version vX.Y.Z`.
+    Pretty,
+    /// `{"version":"vX.Y.Z"}`, as Compose prints it.
+    Json,
 }
 
 fn parse_scale(pairs: &[String]) -> Result<BTreeMap<String, u32>> {
@@ -1594,6 +1606,11 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode> {
 pub async fn version(args: VersionArgs) -> Result<ExitCode> {
     if args.short {
         println!("{}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.format == Some(VersionFormat::Json) {
+        let version = serde_json::json!({ "version": format!("v{}", env!("CARGO_PKG_VERSION")) });
+        println!("{version}");
         return Ok(ExitCode::SUCCESS);
     }
     println!("rcompose version v{}", env!("CARGO_PKG_VERSION"));

@@ -436,6 +436,26 @@ pub(crate) fn schema_faults(tree: &serde_yaml::Value) -> Vec<(YamlPath, String)>
             }
         }
     }
+    // Services, volumes, secrets and configs are named by the schema's
+    // `^[a-zA-Z0-9._-]+$` (networks by anything).
+    for kind in ["services", "volumes", "secrets", "configs"] {
+        if let Some(Value::Mapping(items)) = tree.get(kind) {
+            for name in items.keys().filter_map(Value::as_str) {
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !valid {
+                    out.push((
+                        YamlPath::root().key(kind).key(name),
+                        format!(
+                            "{name:?} is not a valid name: use letters, digits, '.', '_' and '-'"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     // Secrets may have no `content`; configs no `driver` or `driver_opts`.
     for (kind, refused) in [
         ("secrets", &["content"][..]),
