@@ -34,7 +34,7 @@ pub mod labels {
     /// The env files given with `--env-file`.
     pub const ENVIRONMENT_FILE: &str = "com.docker.compose.project.environment_file";
     /// `True` for `run` containers.
-    pub const ONEOFF: &str = "com.docker.compose.oneoff";
+    pub const ONEOFF: &str = runtime_shim::ONEOFF_LABEL;
     /// The image id a container was created from.
     pub const IMAGE: &str = "com.docker.compose.image";
     /// The service's dependencies, `name:condition:restart,...`.
@@ -42,11 +42,7 @@ pub mod labels {
     /// The version of the tool that created the resource.
     pub const VERSION: &str = "com.docker.compose.version";
 
-    /// Whether a container with these labels is a one-off (`run`), not a
-    /// replica of its service.
-    pub fn is_oneoff(labels: &std::collections::BTreeMap<String, String>) -> bool {
-        labels.get(ONEOFF).map(String::as_str) == Some("True")
-    }
+    pub use runtime_shim::is_oneoff;
 }
 
 /// rcompose's own label: the configuration hash of the service without its

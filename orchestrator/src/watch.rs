@@ -121,8 +121,13 @@ pub fn rules(
             Some(build) if !build.context.contains("://") => {
                 let root = PathBuf::from(&build.context);
                 let mut files = vec![root.join(".dockerignore")];
-                if !build.dockerfile.is_empty() {
-                    files.insert(0, root.join(format!("{}.dockerignore", build.dockerfile)));
+                // An empty dockerfile (an unset variable) is the default one.
+                let dockerfile = match build.dockerfile.as_str() {
+                    "" if build.dockerfile_inline.is_empty() => "Dockerfile",
+                    d => d,
+                };
+                if !dockerfile.is_empty() {
+                    files.insert(0, root.join(format!("{dockerfile}.dockerignore")));
                 }
                 let read = files
                     .into_iter()

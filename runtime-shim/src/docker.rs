@@ -393,8 +393,12 @@ fn label_filters(filter: &[LabelFilter]) -> HashMap<String, Vec<String>> {
 /// with its nanoseconds.
 fn parse_rfc3339(s: &str) -> Option<(i64, u32)> {
     let t: jiff::Timestamp = s.parse().ok()?;
-    let nanos = u32::try_from(t.subsec_nanosecond()).ok()?;
-    Some((t.as_second(), nanos))
+    // Whole seconds down, so that the nanoseconds are never negative
+    // (before 1970 jiff counts both toward zero).
+    let total = t.as_nanosecond();
+    let seconds = i64::try_from(total.div_euclid(1_000_000_000)).ok()?;
+    let nanos = u32::try_from(total.rem_euclid(1_000_000_000)).ok()?;
+    Some((seconds, nanos))
 }
 
 fn epoch_seconds(time: Option<&str>) -> i64 {
@@ -2681,6 +2685,10 @@ mod tests {
             Some((1_714_564_800, 500_000_000))
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(
+            parse_rfc3339("1969-12-31T23:59:59.5Z"),
+            Some((-1, 500_000_000))
+        );
     }
 
     #[test]

@@ -20,6 +20,16 @@ use futures_core::Stream;
 
 pub use types::*;
 
+/// Compose's label on a one-off container (`run`), `True` there and
+/// `False` on a service's replicas.
+pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+
+/// Whether a container with these labels is a one-off (`run`), not a
+/// replica of its service.
+pub fn is_oneoff(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(ONEOFF_LABEL).map(String::as_str) == Some("True")
+}
+
 /// Why a runtime call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {

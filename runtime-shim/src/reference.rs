@@ -287,10 +287,11 @@ pub struct Parts<'a> {
 }
 
 impl<'a> Parts<'a> {
-    /// The tag, else the digest: what the engine's pull and push take as
-    /// their `tag`.
+    /// The digest, else the tag: what the engine's pull and push take as
+    /// their `tag` (a name pinned by both is pulled by its digest, as the
+    /// docker client asks it).
     pub fn tag_or_digest(&self) -> Option<&'a str> {
-        self.tag.or(self.digest)
+        self.digest.or(self.tag)
     }
 }
 
@@ -373,6 +374,11 @@ mod tests {
             parts("reg:5000/app", Some("1"), Some("sha256:abc"))
         );
         assert_eq!(split("app@sha256:abc").tag_or_digest(), Some("sha256:abc"));
+        assert_eq!(
+            split("reg:5000/app:1@sha256:abc").tag_or_digest(),
+            Some("sha256:abc")
+        );
+        assert_eq!(split("reg:5000/app:1").tag_or_digest(), Some("1"));
     }
 
     #[test]

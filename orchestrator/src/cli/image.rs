@@ -307,9 +307,10 @@ pub(crate) async fn list(rt: &dyn runtime_shim::Engine, quiet: bool) -> Result<(
         } else {
             i.tags
                 .iter()
-                .map(|t| match t.rsplit_once(':') {
-                    Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
-                    _ => (t.clone(), "<none>".to_string()),
+                .map(|t| {
+                    let parts = runtime_shim::reference::split(t);
+                    let tag = parts.tag.unwrap_or("<none>");
+                    (parts.repository.to_string(), tag.to_string())
                 })
                 .collect()
         };

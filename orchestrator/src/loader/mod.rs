@@ -397,35 +397,40 @@ pub(crate) fn load_file(
 
 /// What a plain YAML timestamp (`2001-12-14`) becomes, as in Compose, which
 /// reads it as a time: under an `x-` key, the time as Go writes it
-/// (`2001-12-14T00:00:00Z`); as a label, an error; anywhere else (where
-/// Compose wants a string and takes the text), the text as written.
+/// (`2001-12-14T00:00:00Z`); anywhere else (where the schema wants a string
+/// or a number), an error. An `x-` key among user data (a label named
+/// `x-built`) is no extension.
 fn resolve_timestamps(ctx: &mut Ctx<'_>, file: &Path, tree: &mut Value) {
-    fn walk(v: &mut Value, path: &mut Vec<String>, faults: &mut Vec<YamlPath>) {
+    fn walk(
+        v: &mut Value,
+        path: &mut Vec<Segment>,
+        extension: bool,
+        free: bool,
+        faults: &mut Vec<YamlPath>,
+    ) {
         match v {
             Value::Tagged(t) if t.tag == serde_yaml::value::Tag::new(yaml::TIMESTAMP) => {
                 let text = t.value.as_str().unwrap_or_default().to_string();
-                let keys: Vec<&str> = path.iter().map(String::as_str).collect();
-                if keys.iter().any(|k| k.starts_with("x-")) {
-                    *v = Value::String(yaml::timestamp(&text).unwrap_or(text));
-                } else if matches!(keys.as_slice(), ["services", _, "labels", _]) {
-                    faults.push(YamlPath(path.iter().cloned().map(Segment::Key).collect()));
-                    *v = Value::String(text);
-                } else {
-                    *v = Value::String(text);
+                if !extension {
+                    faults.push(YamlPath(path.clone()));
                 }
+                *v = Value::String(yaml::timestamp(&text).filter(|_| extension).unwrap_or(text));
             }
-            Value::Tagged(t) => walk(&mut t.value, path, faults),
+            Value::Tagged(t) => walk(&mut t.value, path, extension, free, faults),
             Value::Mapping(m) => {
                 for (k, child) in m.iter_mut() {
-                    path.push(k.as_str().unwrap_or_default().to_string());
-                    walk(child, path, faults);
+                    let key = k.as_str().unwrap_or_default();
+                    let child_extension = extension || (!free && key.starts_with("x-"));
+                    let child_free = normalize::FREE_FORM.contains(&key);
+                    path.push(Segment::Key(key.to_string()));
+                    walk(child, path, child_extension, child_free, faults);
                     path.pop();
                 }
             }
             Value::Sequence(items) => {
-                for item in items {
-                    path.push(String::new());
-                    walk(item, path, faults);
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.push(Segment::Index(i));
+                    walk(item, path, extension, false, faults);
                     path.pop();
                 }
             }
@@ -433,12 +438,12 @@ fn resolve_timestamps(ctx: &mut Ctx<'_>, file: &Path, tree: &mut Value) {
         }
     }
     let mut faults = Vec::new();
-    walk(tree, &mut Vec::new(), &mut faults);
+    walk(tree, &mut Vec::new(), false, false, &mut faults);
     for at in faults {
         ctx.error_at(
             file,
             at,
-            "a plain date or time is a timestamp to Compose, not a string: quote it",
+            "a plain date or time is a timestamp to Compose, not text: quote it",
         );
     }
 }

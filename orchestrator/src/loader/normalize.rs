@@ -14,7 +14,7 @@ use crate::model::{
 };
 
 /// Mappings whose keys are user data, where `x-` is an ordinary key.
-const FREE_FORM: [&str; 16] = [
+pub(crate) const FREE_FORM: [&str; 16] = [
     "environment",
     "labels",
     "args",
@@ -419,11 +419,10 @@ fn provider_options_as_lists(provider: &mut Value) {
     let Some(Value::Mapping(options)) = provider.get_mut("options") else {
         return;
     };
+    // As Go's fmt prints them: `1`, not `1.0`.
     let text = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+        Value::Tagged(_) => None,
+        v => crate::model::values::scalar_to_string(v),
     };
     for (_, value) in options.iter_mut() {
         // Anything else is left for validation to refuse.

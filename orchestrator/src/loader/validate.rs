@@ -536,7 +536,7 @@ fn check_provider(provider: &serde_yaml::Value, at: YamlPath, out: &mut Vec<Diag
                     out.push(Diagnostic::at(
                         None,
                         at.key("options").key(key),
-                        "must be a boolean, number or string",
+                        "must be a boolean, number or string, or a list of them",
                     ));
                 }
             }

@@ -273,48 +273,117 @@ fn tagged(tag: &str, value: Value) -> Value {
 pub const TIMESTAMP: &str = "!!timestamp";
 
 /// A plain scalar that go-yaml v3 decodes as a time, in the form Go's JSON
-/// writes it (RFC 3339 with nanoseconds, trailing zeros dropped): four
-/// digits and a dash, then a date alone (midnight UTC), a date and a time
-/// with a zone after `T` or `t`, or a date and a time without one after a
-/// space (UTC).
+/// writes it (RFC 3339 with nanoseconds, trailing zeros dropped). go-yaml
+/// tries Go's layouts `2006-1-2T15:4:5.999999999Z07:00` (also with `t`),
+/// `2006-1-2 15:4:5.999999999` (UTC) and `2006-1-2` (midnight UTC): a
+/// four-digit year, one or two digits for the other fields, seconds
+/// required, a fraction after `.` or `,` (cut at nanoseconds), and a zone
+/// of `Z` or `±hh:mm` in the first layout only.
 pub fn timestamp(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    if b.len() < 10 || !b[..4].iter().all(u8::is_ascii_digit) || b[4] != b'-' {
+    let mut text = Cursor(s);
+    let year = text.number(4, 4)?;
+    text.expect(b'-')?;
+    let month = text.number(1, 2)?;
+    text.expect(b'-')?;
+    let day = text.number(1, 2)?;
+    let date = jiff::civil::Date::new(
+        i16::try_from(year).ok()?,
+        i8::try_from(month).ok()?,
+        i8::try_from(day).ok()?,
+    )
+    .ok()?;
+    let zoned = |time: jiff::civil::Time, offset: jiff::tz::Offset| {
+        date.to_datetime(time)
+            .to_zoned(jiff::tz::TimeZone::fixed(offset))
+            .ok()
+    };
+    let Some(separator) = text.next() else {
+        return Some(go_rfc3339(&zoned(
+            jiff::civil::Time::midnight(),
+            jiff::tz::Offset::UTC,
+        )?));
+    };
+    let with_zone = match separator {
+        b'T' | b't' => true,
+        b' ' => false,
+        _ => return None,
+    };
+    let hour = text.number(1, 2)?;
+    text.expect(b':')?;
+    let minute = text.number(1, 2)?;
+    text.expect(b':')?;
+    let second = text.number(1, 2)?;
+    let mut nanos = 0;
+    if text.0.starts_with(['.', ',']) {
+        text.next();
+        let digits = text.0.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let (fraction, after) = text.0.split_at(digits);
+        text.0 = after;
+        let kept = &fraction[..digits.min(9)];
+        nanos = format!("{kept:0<9}").parse::<i32>().ok()?;
+    }
+    let offset = if with_zone {
+        match text.next()? {
+            b'Z' => jiff::tz::Offset::UTC,
+            sign @ (b'+' | b'-') => {
+                let hours = text.number(2, 2)?;
+                text.expect(b':')?;
+                let minutes = text.number(2, 2)?;
+                let seconds = i32::try_from((hours * 60 + minutes) * 60).ok()?;
+                jiff::tz::Offset::from_seconds(if sign == b'-' { -seconds } else { seconds })
+                    .ok()?
+            }
+            _ => return None,
+        }
+    } else {
+        jiff::tz::Offset::UTC
+    };
+    if !text.0.is_empty() {
         return None;
     }
-    let date: jiff::civil::Date = s.get(..10)?.parse().ok()?;
-    let rest = &s[10..];
-    let instant = if rest.is_empty() {
-        date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
-    } else if let Some(time) = rest.strip_prefix(' ') {
-        let time: jiff::civil::Time = time.parse().ok()?;
-        date.to_datetime(time)
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .ok()?
-            .timestamp()
-    } else if rest.starts_with(['T', 't']) {
-        let whole = format!("{}T{}", &s[..10], &rest[1..]);
-        let instant: jiff::Timestamp = whole.parse().ok()?;
-        // The written offset is kept, as Go keeps it.
-        let zone = match whole.get(whole.len().saturating_sub(6)..) {
-            Some(o) if o.starts_with(['+', '-']) && o.as_bytes()[3] == b':' => {
-                let hours: i32 = o[1..3].parse().ok()?;
-                let minutes: i32 = o[4..].parse().ok()?;
-                let seconds = (hours * 60 + minutes) * 60;
-                let seconds = if o.starts_with('-') {
-                    -seconds
-                } else {
-                    seconds
-                };
-                jiff::tz::TimeZone::fixed(jiff::tz::Offset::from_seconds(seconds).ok()?)
-            }
-            _ => jiff::tz::TimeZone::UTC,
-        };
-        return Some(go_rfc3339(&instant.to_zoned(zone)));
-    } else {
-        return None;
-    };
-    Some(go_rfc3339(&instant.to_zoned(jiff::tz::TimeZone::UTC)))
+    let time = jiff::civil::Time::new(
+        i8::try_from(hour).ok()?,
+        i8::try_from(minute).ok()?,
+        i8::try_from(second).ok()?,
+        nanos,
+    )
+    .ok()?;
+    Some(go_rfc3339(&zoned(time, offset)?))
+}
+
+/// The text of a timestamp not read yet.
+struct Cursor<'a>(&'a str);
+
+impl Cursor<'_> {
+    /// A number of `min` to `max` digits.
+    fn number(&mut self, min: usize, max: usize) -> Option<i64> {
+        let n = self
+            .0
+            .bytes()
+            .take(max)
+            .take_while(u8::is_ascii_digit)
+            .count();
+        if n < min {
+            return None;
+        }
+        let (digits, rest) = self.0.split_at(n);
+        self.0 = rest;
+        digits.parse().ok()
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.0.as_bytes().first()?;
+        // Not past the first byte of a longer character: no timestamp.
+        self.0 = self.0.get(1..)?;
+        Some(c)
+    }
 }
 
 /// Go's `time.RFC3339Nano`: `Z` for UTC, else `±hh:mm`; fractional
@@ -571,6 +640,18 @@ mod tests {
             ("2001-12-14T21:59:43Z", Some("2001-12-14T21:59:43Z")),
             ("2001-12-14 21:59:43.5", Some("2001-12-14T21:59:43.5Z")),
             ("2001-12-14 21:59:43.10 -5", None),
+            ("2001-1-2", Some("2001-01-02T00:00:00Z")),
+            ("2001-12-14 1:2:3", Some("2001-12-14T01:02:03Z")),
+            (
+                "2001-12-14T1:2:3.1234567891Z",
+                Some("2001-12-14T01:02:03.123456789Z"),
+            ),
+            ("2001-12-14T10:00:00,5Z", Some("2001-12-14T10:00:00.5Z")),
+            ("2001-12-14 10:00", None),
+            ("2001-12-14T10:00:00z", None),
+            ("2001-12-14T10:00:00+0500", None),
+            ("2001-12-14 10:00:00Z", None),
+            ("2001-02-30", None),
             ("2001-13-14", None),
             ("12001-12-14", None),
             ("2001-12-14x", None),

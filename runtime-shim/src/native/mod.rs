@@ -352,11 +352,9 @@ impl Runtime for NativeRuntime {
             .iter()
             .map(Self::summary)
             .filter(|i| {
-                wanted.as_ref().is_none_or(|w| {
-                    i.tags
-                        .iter()
-                        .any(|t| t.rsplit_once(':').is_some_and(|(r, _)| r == w))
-                })
+                wanted
+                    .as_ref()
+                    .is_none_or(|w| i.tags.iter().any(|t| reference::split(t).repository == w))
             })
             .collect())
     }

@@ -448,7 +448,7 @@ pub async fn push(
         &lines,
         format!(
             "The push refers to repository [{}]",
-            full.rsplit_once(':').map(|(r, _)| r).unwrap_or(&full)
+            reference::split(&full).repository
         ),
     );
     client

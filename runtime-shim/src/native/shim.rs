@@ -856,11 +856,7 @@ impl Monitor {
         // Nobody asked for this end of a service's container: balancers
         // get a moment to follow the names before the address goes. Not
         // for a one-off of `run`, whose end its command waits for.
-        let oneoff = self
-            .config
-            .labels
-            .get("com.docker.compose.oneoff")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let oneoff = crate::is_oneoff(&self.config.labels);
         let grace = if self.waiting.is_empty() && !oneoff {
             super::network::CRASH_GRACE
         } else {
