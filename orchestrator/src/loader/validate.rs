@@ -24,6 +24,16 @@ pub(crate) fn validate(ctx: &mut Ctx<'_>, project: &mut Project) {
         }
     }
     let project = &*project;
+    // Required of the merged model (an override file may give a part).
+    for (name, model) in &project.models {
+        if model.get("model").is_none() {
+            out.push(Diagnostic::at(
+                None,
+                YamlPath::root().key("models").key(name),
+                "missing property \"model\"",
+            ));
+        }
+    }
     for (name, s) in &project.services {
         let at = service_path(name);
         if let Some(b) = &s.build {
@@ -396,6 +406,116 @@ fn find_cycle(project: &Project) -> Option<Vec<String>> {
     None
 }
 
+/// The values of one service that the reference's schema (and its checks
+/// right after it) refuse: required keys of long-syntax items, values out
+/// of an enumeration, `pull_policy` out of its pattern, a `host_ip` that is
+/// no address.
+fn value_faults(service: &serde_yaml::Value, at: &YamlPath, out: &mut Vec<(YamlPath, String)>) {
+    use serde_yaml::Value;
+    let missing = |key: &str| format!("missing property {key:?}");
+    let items = |v: Option<&Value>| match v {
+        Some(Value::Sequence(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    // Items in long syntax (mappings) and the key each needs.
+    let required: [(&[&str], &str); 5] = [
+        (&["volumes"], "type"),
+        (&["devices"], "source"),
+        (
+            &["deploy", "resources", "reservations", "devices"],
+            "capabilities",
+        ),
+        (&["post_start"], "command"),
+        (&["pre_stop"], "command"),
+    ];
+    for (path, key) in required {
+        let list = path.iter().try_fold(service, |n, k| n.get(*k));
+        for (i, item) in items(list).iter().enumerate() {
+            if item.is_mapping() && item.get(key).is_none() {
+                let here = path.iter().fold(at.clone(), |a, k| a.key(*k)).index(i);
+                out.push((here, missing(key)));
+            }
+        }
+    }
+    let one_of = |value: Option<&Value>,
+                  here: YamlPath,
+                  allowed: &[&str],
+                  out: &mut Vec<(YamlPath, String)>| {
+        if let Some(Value::String(v)) = value {
+            if !allowed.contains(&v.as_str()) {
+                let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+                out.push((here, format!("{v:?} is not one of {}", allowed.join(", "))));
+            }
+        }
+    };
+    one_of(
+        service.get("cgroup"),
+        at.key("cgroup"),
+        &["host", "private"],
+        out,
+    );
+    one_of(service.get("gpus"), at.key("gpus"), &["all"], out);
+    for config in ["update_config", "rollback_config"] {
+        let order = service
+            .get("deploy")
+            .and_then(|d| d.get(config))
+            .and_then(|c| c.get("order"));
+        one_of(
+            order,
+            at.key("deploy").key(config).key("order"),
+            &["start-first", "stop-first"],
+            out,
+        );
+    }
+    for (i, volume) in items(service.get("volumes")).iter().enumerate() {
+        one_of(
+            volume.get("type"),
+            at.key("volumes").index(i).key("type"),
+            &["bind", "volume", "tmpfs", "cluster", "npipe", "image"],
+            out,
+        );
+    }
+    for (i, port) in items(service.get("ports")).iter().enumerate() {
+        if let Some(Value::String(ip)) = port.get("host_ip") {
+            if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+                out.push((
+                    at.key("ports").index(i).key("host_ip"),
+                    format!("invalid ip address: {ip}"),
+                ));
+            }
+        }
+    }
+    if let Some(Value::String(policy)) = service.get("pull_policy") {
+        if !is_pull_policy(policy) {
+            out.push((
+                at.key("pull_policy"),
+                format!("{policy:?} is not a pull policy (always, never, build, missing, refresh, daily, weekly, every_<duration>)"),
+            ));
+        }
+    }
+}
+
+/// The schema's pattern of `pull_policy`, unanchored as it is written:
+/// a policy's word, or `every_` and a duration, anywhere in the value.
+fn is_pull_policy(policy: &str) -> bool {
+    const WORDS: [&str; 8] = [
+        "always",
+        "never",
+        "build",
+        "if_not_present",
+        "missing",
+        "refresh",
+        "daily",
+        "weekly",
+    ];
+    WORDS.iter().any(|w| policy.contains(w))
+        || policy.match_indices("every_").any(|(i, m)| {
+            let after = &policy[i + m.len()..];
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            digits > 0 && after[digits..].starts_with(['w', 'd', 'h', 'm', 's'])
+        })
+}
+
 /// Whether a container name passes the compose-spec's pattern,
 /// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, which the schema does not anchor: some
 /// letter or digit followed by a letter, digit, `_`, `.` or `-`. (The
@@ -456,6 +576,22 @@ pub(crate) fn schema_faults(tree: &serde_yaml::Value) -> Vec<(YamlPath, String)>
             }
         }
     }
+    // A config comes from one of a file, a variable or its content.
+    if let Some(Value::Mapping(configs)) = tree.get("configs") {
+        for (name, config) in configs {
+            let Some(name) = name.as_str() else { continue };
+            let sources = ["file", "environment", "content"]
+                .iter()
+                .filter(|k| config.get(**k).is_some())
+                .count();
+            if sources > 1 {
+                out.push((
+                    YamlPath::root().key("configs").key(name),
+                    "file|environment|content attributes are mutually exclusive".into(),
+                ));
+            }
+        }
+    }
     // Secrets may have no `content`; configs no `driver` or `driver_opts`.
     for (kind, refused) in [
         ("secrets", &["content"][..]),
@@ -470,11 +606,70 @@ pub(crate) fn schema_faults(tree: &serde_yaml::Value) -> Vec<(YamlPath, String)>
             }
         }
     }
+    // Objects the model keeps as written: their keys are checked here.
+    fn only(node: &Value, at: YamlPath, known: &[&str], out: &mut Vec<(YamlPath, String)>) {
+        if let Value::Mapping(m) = node {
+            for key in m.keys().filter_map(Value::as_str) {
+                if !known.contains(&key) && !key.starts_with("x-") {
+                    out.push((
+                        at.key(key),
+                        format!("additional property {key:?} is not allowed"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(Value::Mapping(models)) = tree.get("models") {
+        for (name, model) in models {
+            let Some(name) = name.as_str() else { continue };
+            only(
+                model,
+                YamlPath::root().key("models").key(name),
+                &["name", "model", "context_size", "runtime_flags"],
+                &mut out,
+            );
+        }
+    }
     let Some(Value::Mapping(services)) = tree.get("services") else {
         return out;
     };
     for (name, service) in services {
         let Some(name) = name.as_str() else { continue };
+        let at = service_path(name);
+        if let Some(spec) = service.get("credential_spec") {
+            only(
+                spec,
+                at.key("credential_spec"),
+                &["config", "file", "registry"],
+                &mut out,
+            );
+        }
+        if let Some(Value::Mapping(models)) = service.get("models") {
+            for (model, uses) in models {
+                let Some(model) = model.as_str() else {
+                    continue;
+                };
+                only(
+                    uses,
+                    at.key("models").key(model),
+                    &["endpoint_var", "model_var"],
+                    &mut out,
+                );
+            }
+        }
+        if let Some(Value::Sequence(volumes)) = service.get("volumes") {
+            for (i, volume) in volumes.iter().enumerate() {
+                if let Some(image) = volume.get("image") {
+                    only(
+                        image,
+                        at.key("volumes").index(i).key("image"),
+                        &["subpath"],
+                        &mut out,
+                    );
+                }
+            }
+        }
+        value_faults(service, &at, &mut out);
         for (path, key) in NOT_HERE {
             let node = path.iter().try_fold(service, |n, k| n.get(*k));
             if node.and_then(|n| n.get(key)).is_some() {
