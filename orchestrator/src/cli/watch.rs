@@ -51,10 +51,11 @@ pub struct WatchArgs {
     pub services: Vec<String>,
 }
 
-/// How long a path must stay quiet before its change is handled (Compose
-/// waits half a second): an editor's save of several writes is one change,
-/// and a single file lands in the containers well under 100 ms.
-const QUIET: Duration = Duration::from_millis(20);
+/// How long the debouncer holds an event (Compose waits half a second):
+/// the events of an editor's save, a few writes and a rename within a
+/// millisecond or two, come out together, and a single file lands in the
+/// containers well under 100 ms. The batch is `GATHER`'s to make.
+const QUIET: Duration = Duration::from_millis(10);
 
 /// The debouncer's tick: a change waits at most this much past `QUIET`.
 /// A hundred wake-ups a second: idle, well under 1% of a core (scripts/bench-watch).
