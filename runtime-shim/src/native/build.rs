@@ -41,6 +41,11 @@ use super::store::failed;
 use super::{blocking, NativeRuntime};
 use crate::{BuildSpec, ContainerSpec, LogOptions, NetworkMode, Result, RuntimeError};
 
+/// The pins that keep the images builds made, by the owner's name's start:
+/// a build of the same steps and labels gives the same image again, as
+/// BuildKit's cache does; removing the image lets go of them.
+pub(super) const FINAL_PIN: &str = "build-final-";
+
 /// The shell of a stage that sets none.
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
@@ -950,7 +955,7 @@ impl Builder<'_> {
         // one, found by the pin of its key, creation time and all (and so
         // `up --build` recreates nothing when nothing changed).
         let labels = serde_json::to_string(&self.spec.labels).unwrap_or_default();
-        let owner = format!("build-final-{}", hash(&[&image.key, &labels]));
+        let owner = format!("{FINAL_PIN}{}", hash(&[&image.key, &labels]));
         let reuse = !self.spec.no_cache;
         image.config["created"] = json!(jiff::Timestamp::now().to_string());
         let names = self

@@ -462,6 +462,9 @@ fn remove(store: &Store, reference: &str, force: bool) -> Result<()> {
         None => {}
     }
     store.forget(&image.manifest)?;
+    // Gone as Docker's: not kept (and found by its id) for a build to give
+    // again; the build's steps stay cached.
+    store.unpin_all(build::FINAL_PIN, &image.manifest);
     store.collect_garbage()?;
     Ok(())
 }

@@ -730,6 +730,22 @@ impl Store {
         let _ = fs::remove_file(self.dir.join("pins").join(owner));
     }
 
+    /// Lets go of the pins of owners named `prefix…` that keep `manifest`.
+    pub fn unpin_all(&self, prefix: &str, manifest: &Digest) {
+        let Ok(entries) = fs::read_dir(self.dir.join("pins")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let owner = e.file_name();
+            if !owner.to_string_lossy().starts_with(prefix) {
+                continue;
+            }
+            if self.pinned_by(&owner.to_string_lossy()).as_ref() == Some(manifest) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// The manifests pinned by owners.
     pub fn pinned(&self) -> BTreeSet<Digest> {
         fs::read_dir(self.dir.join("pins"))
