@@ -2269,7 +2269,7 @@ fn watch_demo(runtime: &'static str) {
     let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
     let mut child = p
         .command()
-        .arg("watch")
+        .args(["watch", "--prune"])
         .stdout(out)
         .stderr(err)
         .spawn()
@@ -2352,11 +2352,21 @@ fn watch_demo(runtime: &'static str) {
     assert!(!listing.contains(".rcompose-sync"), "{listing}");
 
     let before = p.ok(&["ps", "-q", "app"]);
+    let built = format!("{}-app", p.name);
+    let image_id = |name: &str| -> Option<String> {
+        let o = p.rc(&["image", "inspect", name]);
+        let found: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        Some(found[0]["Id"].as_str()?.to_string())
+    };
+    let old = image_id(&built).unwrap_or_else(|| panic!("no image {built}"));
     p.write("app/Dockerfile", &format!("FROM {image}\nLABEL v=2\n"));
     eventually("the rebuild recreated the container", || {
         let now = p.ok(&["ps", "-q", "app"]);
         !now.trim().is_empty() && now != before
     });
+    // `--prune`: the image the rebuild replaced is removed.
+    assert_ne!(image_id(&built).as_deref(), Some(old.as_str()));
+    eventually("the replaced image pruned", || image_id(&old).is_none());
     let text = output();
     for expected in [
         "service \"plain\", develop.watch[0]: can't watch service \"plain\" with action rebuild without a build context, this rule is not watched",

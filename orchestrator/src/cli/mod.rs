@@ -630,6 +630,7 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     if args.pull.as_deref().is_some_and(|p| p == "always") {
         bail!("--pull always needs a registry, which rcompose does not contact");
     }
+    let mut watch_setup = None;
     if args.watch {
         if args.detach {
             bail!("--detach cannot be combined with --abort-on-container-exit, --abort-on-container-failure, --attach, --attach-dependencies or --watch");
@@ -640,14 +641,12 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         if args.no_build {
             bail!("--no-build and --watch are incompatible");
         }
-        // Before anything starts: a project with nothing to watch.
-        let setup = orchestrator::watch::rules(&project, &args.services, &|p| {
-            std::fs::read_to_string(p).ok()
-        })
-        .map_err(anyhow::Error::msg)?;
-        if setup.rules.is_empty() {
-            bail!("none of the selected services is configured for watch, see https://docs.docker.com/compose/how-tos/file-watch/");
-        }
+        // Before anything starts: a project with bad rules or nothing to watch.
+        watch_setup = Some(watch::setup(
+            &project,
+            &args.services,
+            "see https://docs.docker.com/compose/how-tos/file-watch/",
+        )?);
     }
     let rt = connect().await?;
     let up_options = UpOptions {
@@ -689,9 +688,9 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
     if args.detach || args.no_start {
         return Ok(ExitCode::SUCCESS);
     }
-    if !args.watch {
+    let Some(setup) = watch_setup else {
         return attach(&engine, &rt, &project, &args, since).await;
-    }
+    };
     // Logs and the watch side by side; the watch ends with the attachment.
     let (done, ended) = tokio::sync::oneshot::channel::<()>();
     let options = watch::Options {
@@ -702,22 +701,14 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         mark: if args.no_log_prefix {
             String::new()
         } else {
-            let observed = observe(rt.as_ref(), &project).await?;
+            let observed = observe_containers(rt.as_ref(), &project).await?;
             let containers = orchestrator::plan::target_containers(&observed, &args.services);
             watch::log_mark(log_width(&project, &containers, true), plain(args.no_color))
         },
     };
-    let watching = watch::run(
-        &engine,
-        &rt,
-        &project,
-        &args.services,
-        &options,
-        async {
-            let _ = ended.await;
-        },
-        "see https://docs.docker.com/compose/how-tos/file-watch/",
-    );
+    let watching = watch::run(&engine, &rt, &project, setup, &options, async {
+        let _ = ended.await;
+    });
     let attached = async {
         let code = attach(&engine, &rt, &project, &args, since).await;
         let _ = done.send(());

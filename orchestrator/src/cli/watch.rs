@@ -73,13 +73,7 @@ pub async fn watch(engine: Engine, options: LoadOptions, args: WatchArgs) -> Res
     let project = load_project(&options, false)?;
     check_services(&project, &args.services)?;
     // Nothing starts for a project with bad rules or none.
-    let setup = watch::rules(&project, &args.services, &|p| {
-        std::fs::read_to_string(p).ok()
-    })
-    .map_err(|e| anyhow!(e))?;
-    if setup.rules.is_empty() {
-        bail!("none of the selected services is configured for watch, {NO_RULES}");
-    }
+    let setup = setup(&project, &args.services, NO_RULES)?;
     let rt = connect().await?;
     if !args.no_up {
         // Services built for watching are built again at start, as
@@ -118,16 +112,7 @@ pub async fn watch(engine: Engine, options: LoadOptions, args: WatchArgs) -> Res
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    run(
-        &engine,
-        &rt,
-        &project,
-        &args.services,
-        &options,
-        stop,
-        NO_RULES,
-    )
-    .await?;
+    run(&engine, &rt, &project, setup, &options, stop).await?;
     Ok(ExitCode::from(130))
 }
 
@@ -156,26 +141,31 @@ pub fn log_mark(width: usize, no_color: bool) -> String {
     }
 }
 
-/// Watches until `stop` completes. `hint` ends the error given when no
-/// service has rules.
+/// The watch rules of `services` (all when empty), read before anything
+/// starts: an error for a bad rule, or when no selected service has one
+/// (`hint` ends that message).
+pub fn setup(project: &Project, services: &[String], hint: &str) -> Result<watch::Setup> {
+    let setup = watch::rules(project, services, &|p| std::fs::read_to_string(p).ok())
+        .map_err(|e| anyhow!(e))?;
+    if setup.rules.is_empty() {
+        bail!("none of the selected services is configured for watch, {hint}");
+    }
+    Ok(setup)
+}
+
+/// Watches by `setup`'s rules until `stop` completes.
 pub async fn run(
     engine: &Engine,
     rt: &Arc<dyn runtime_shim::Engine>,
     project: &Project,
-    services: &[String],
+    setup: watch::Setup,
     options: &Options,
     stop: impl std::future::Future<Output = ()>,
-    hint: &str,
 ) -> Result<()> {
-    let setup = watch::rules(project, services, &|p| std::fs::read_to_string(p).ok())
-        .map_err(|e| anyhow!(e))?;
     for w in &setup.warnings {
         eprintln!("WARN[0000] {w}");
     }
     let rules = setup.rules;
-    if rules.is_empty() {
-        bail!("none of the selected services is configured for watch, {hint}");
-    }
     let applier = Applier {
         engine,
         rt,
@@ -221,7 +211,7 @@ pub async fn run(
     let mut watching = Watching::start(tx)?;
     let roots: BTreeSet<PathBuf> = rules.iter().map(|r| r.path.clone()).collect();
     for root in &roots {
-        watching = watching.cover(root, &roots, &rules)?;
+        watching.cover(root, &roots, &rules)?;
     }
     println!("{}Watch enabled", options.mark);
     tokio::pin!(stop);
@@ -254,7 +244,7 @@ pub async fn run(
                 Err(errors) => {
                     for e in errors {
                         if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-                            watching = watching.poll(&roots, &rules)?;
+                            watching.poll(&roots, &rules)?;
                         } else {
                             eprintln!("Watch error: {e}");
                         }
@@ -275,7 +265,7 @@ pub async fn run(
                 .iter()
                 .any(|r| !r.skips_dir(p) || (r.path.starts_with(p) && r.path != *p));
             if wanted && !watching.has(p) {
-                watching = watching.cover(p, &roots, &rules)?;
+                watching.cover(p, &roots, &rules)?;
                 for rule in rules.iter().filter(|r| r.matches(p)) {
                     let _ = walk(rule, p, &mut found);
                 }
@@ -316,17 +306,18 @@ fn walk(rule: &Rule, path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()>
     Ok(())
 }
 
-/// The file watcher: inotify, or polling once inotify's watches run out.
-enum Watching {
-    Events {
-        debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
-        tx: mpsc::UnboundedSender<DebounceEventResult>,
-        watched: HashSet<PathBuf>,
-    },
-    Polling {
-        debouncer: Debouncer<notify::PollWatcher, NoCache>,
-        watched: HashSet<PathBuf>,
-    },
+/// The file watcher (inotify, or polling once inotify's watches run out)
+/// and the directories it watches.
+struct Watching {
+    watcher: Watcher,
+    /// Where the debouncer sends, kept for a polling one.
+    tx: mpsc::UnboundedSender<DebounceEventResult>,
+    watched: HashSet<PathBuf>,
+}
+
+enum Watcher {
+    Events(Debouncer<notify::RecommendedWatcher, RecommendedCache>),
+    Polling(Debouncer<notify::PollWatcher, NoCache>),
 }
 
 impl Watching {
@@ -344,36 +335,28 @@ impl Watching {
                 anyhow!("starting the file watcher: {e}")
             }
         })?;
-        Ok(Watching::Events {
-            debouncer,
+        Ok(Watching {
+            watcher: Watcher::Events(debouncer),
             tx,
             watched: HashSet::new(),
         })
     }
 
     /// `tree`, falling back to polling when inotify's watches run out.
-    fn cover(mut self, root: &Path, roots: &BTreeSet<PathBuf>, rules: &[Rule]) -> Result<Watching> {
+    fn cover(&mut self, root: &Path, roots: &BTreeSet<PathBuf>, rules: &[Rule]) -> Result<()> {
         match self.tree(root, rules) {
-            Ok(()) => Ok(self),
             Err(e) if e.downcast_ref::<WatchesExhausted>().is_some() => self.poll(roots, rules),
-            Err(e) => Err(e),
+            done => done,
         }
     }
 
     /// Drops what was watched at or under a path that is gone.
     fn forget(&mut self, gone: &Path) {
-        let watched = match self {
-            Watching::Events { watched, .. } | Watching::Polling { watched, .. } => watched,
-        };
-        watched.retain(|w| !w.starts_with(gone));
+        self.watched.retain(|w| !w.starts_with(gone));
     }
 
     fn has(&self, dir: &Path) -> bool {
-        match self {
-            Watching::Events { watched, .. } | Watching::Polling { watched, .. } => {
-                watched.contains(dir)
-            }
-        }
+        self.watched.contains(dir)
     }
 
     /// Watches `root` and the directories under it that some rule wants;
@@ -415,25 +398,16 @@ impl Watching {
     }
 
     fn one(&mut self, path: &Path) -> Result<()> {
-        let (result, watched) = match self {
-            Watching::Events {
-                debouncer, watched, ..
-            } => {
-                if watched.contains(path) {
-                    return Ok(());
-                }
-                (debouncer.watch(path, RecursiveMode::NonRecursive), watched)
-            }
-            Watching::Polling { debouncer, watched } => {
-                if watched.contains(path) {
-                    return Ok(());
-                }
-                (debouncer.watch(path, RecursiveMode::NonRecursive), watched)
-            }
+        if self.watched.contains(path) {
+            return Ok(());
+        }
+        let result = match &mut self.watcher {
+            Watcher::Events(d) => d.watch(path, RecursiveMode::NonRecursive),
+            Watcher::Polling(d) => d.watch(path, RecursiveMode::NonRecursive),
         };
         match result {
             Ok(()) => {
-                watched.insert(path.to_path_buf());
+                self.watched.insert(path.to_path_buf());
                 Ok(())
             }
             Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
@@ -450,16 +424,16 @@ impl Watching {
         }
     }
 
-    /// Falls back to polling (inotify's watches are exhausted).
-    fn poll(self, roots: &BTreeSet<PathBuf>, rules: &[Rule]) -> Result<Watching> {
-        let tx = match self {
-            Watching::Events { tx, .. } => tx,
-            polling @ Watching::Polling { .. } => return Ok(polling),
-        };
+    /// Falls back to polling (inotify's watches are exhausted): every root
+    /// watched again by the polling watcher.
+    fn poll(&mut self, roots: &BTreeSet<PathBuf>, rules: &[Rule]) -> Result<()> {
+        if matches!(self.watcher, Watcher::Polling(_)) {
+            return Ok(());
+        }
         eprintln!(
             "WARN[0000] inotify's watches are used up (fs.inotify.max_user_watches): polling the watched paths every second instead"
         );
-        let sender = tx.clone();
+        let sender = self.tx.clone();
         let config = notify::Config::default().with_poll_interval(Duration::from_secs(1));
         let debouncer = new_debouncer_opt::<_, notify::PollWatcher, NoCache>(
             QUIET,
@@ -471,14 +445,13 @@ impl Watching {
             config,
         )
         .map_err(|e| anyhow!("starting the polling watcher: {e}"))?;
-        let mut polling = Watching::Polling {
-            debouncer,
-            watched: HashSet::new(),
-        };
+        // The inotify watcher (and its watches) go with the old value.
+        self.watcher = Watcher::Polling(debouncer);
+        self.watched.clear();
         for root in roots {
-            polling.tree(root, rules)?;
+            self.tree(root, rules)?;
         }
-        Ok(polling)
+        Ok(())
     }
 }
 
@@ -588,12 +561,11 @@ impl Applier<'_> {
             watch::quoted(services)
         );
         let names: Vec<String> = services.iter().cloned().collect();
-        let before = observe(self.rt.as_ref(), self.project).await?;
-        let old: BTreeMap<String, String> = before
-            .images
-            .iter()
-            .map(|(name, image)| (name.clone(), image.id.clone()))
-            .collect();
+        let (before, old) = tokio::join!(
+            observe_containers(self.rt.as_ref(), self.project),
+            self.image_ids(services)
+        );
+        let before = before?;
         let build = BuildOptions {
             services: names.clone(),
             always: true,
@@ -661,14 +633,35 @@ impl Applier<'_> {
         if self.options.prune {
             // The images the rebuild replaced, unless something still uses
             // them.
-            let after = observe(self.rt.as_ref(), self.project).await?;
+            let after = self.image_ids(services).await;
             for (name, id) in old {
-                if after.images.get(&name).is_some_and(|i| i.id != id) {
+                if after.get(&name).is_some_and(|now| *now != id) {
                     let _ = self.rt.remove_image(&id, false).await;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The ids of the images `services` run, by name, where present.
+    async fn image_ids(&self, services: &BTreeSet<String>) -> BTreeMap<String, String> {
+        let names: BTreeSet<String> = services
+            .iter()
+            .filter_map(|name| {
+                let service = self.project.services.get(name)?;
+                Some(orchestrator::convert::image_name(
+                    self.project,
+                    name,
+                    service,
+                ))
+            })
+            .collect();
+        let found = futures_util::future::join_all(names.into_iter().map(|name| async move {
+            let image = self.rt.inspect_image(&name).await.ok().flatten()?;
+            Some((name, image.id))
+        }))
+        .await;
+        found.into_iter().flatten().collect()
     }
 
     /// Copies (and removes) files in every container of the service. A
@@ -768,16 +761,11 @@ impl Applier<'_> {
     /// archive put them, owned by root); `None` when it has no `sh` with
     /// `mv`, `rm` and `rmdir`, an error when that could not be asked.
     async fn open_shell(&self, id: &str) -> Result<Option<Shell>> {
-        let spec = ExecSpec {
-            command: vec!["sh".to_string()],
-            env: Vec::new(),
+        let root = ExecDefaults {
             user: "0:0".to_string(),
-            working_dir: String::new(),
-            tty: false,
-            stdin: true,
-            privileged: false,
-            detach: false,
+            ..ExecDefaults::default()
         };
+        let spec = root.spec(vec!["sh".to_string()], true);
         let session = match self.rt.exec(id, &spec).await {
             Ok(session) => session,
             // No `sh` to start: the runtime says so in its own words.
@@ -881,17 +869,7 @@ impl Applier<'_> {
 
     /// Runs a command in a container, its output printed; its exit code.
     async fn run_in(&self, id: &str, command: Vec<String>, d: &ExecDefaults) -> Result<i64> {
-        let spec = ExecSpec {
-            command,
-            env: d.env.clone(),
-            user: d.user.clone(),
-            working_dir: d.working_dir.clone(),
-            tty: false,
-            stdin: false,
-            privileged: d.privileged,
-            detach: false,
-        };
-        let mut session = self.rt.exec(id, &spec).await?;
+        let mut session = self.rt.exec(id, &d.spec(command, false)).await?;
         if let Some(output) = session.output.as_mut() {
             while let Some(Ok(chunk)) = output.next().await {
                 if chunk.stderr {
@@ -956,12 +934,31 @@ impl Shell {
     }
 }
 
+/// How a watch runs a command in a container (a rule's `exec`, or the
+/// shell that places synced files).
 #[derive(Default)]
 struct ExecDefaults {
     user: String,
     working_dir: String,
     privileged: bool,
     env: Vec<String>,
+}
+
+impl ExecDefaults {
+    /// `command` without a terminal, attached to its output (and its
+    /// input with `stdin`).
+    fn spec(&self, command: Vec<String>, stdin: bool) -> ExecSpec {
+        ExecSpec {
+            command,
+            env: self.env.clone(),
+            user: self.user.clone(),
+            working_dir: self.working_dir.clone(),
+            tty: false,
+            stdin,
+            privileged: self.privileged,
+            detach: false,
+        }
+    }
 }
 
 /// A batch's files as archives: `staged` puts each regular file in a
