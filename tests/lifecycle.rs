@@ -391,3 +391,70 @@ fn logs_follow_picks_up_replicas_added_later() {
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
 }
+
+/// `images` and `ls` print what Docker Compose prints of the same project:
+/// one-off containers among the images, the running ones only in `ls`
+/// unless `--all`.
+#[test]
+fn images_and_ls_print_as_docker_compose() {
+    if !engine_ready() || !require(reference_available(), "the reference docker compose v2") {
+        return;
+    }
+    let p = TestProject::new("listing", &web_stack(""));
+    p.ok(&["up", "-d"]);
+    // A one-off that has ended.
+    p.ok(&["run", "--no-deps", "db", "true"]);
+    let dc = |args: &[&str]| {
+        let o = p.dc(args);
+        assert!(
+            o.status.success(),
+            "docker compose {args:?}: {}",
+            stderr(&o)
+        );
+        stdout(&o)
+    };
+    // The same rows, the age of each image aside (the two commands run a
+    // moment apart).
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split_whitespace().take(6).map(str::to_string).collect())
+            .collect()
+    };
+    for args in [&["images"][..], &["images", "web"]] {
+        let (ours, theirs) = (p.ok(args), dc(args));
+        assert_eq!(rows(&ours), rows(&theirs), "{args:?}:\n{ours}\n{theirs}");
+        assert_eq!(ours.lines().next(), theirs.lines().next(), "{args:?}");
+        assert_eq!(ours.lines().count(), if args.len() == 1 { 4 } else { 2 });
+    }
+    assert_eq!(p.ok(&["images", "-q"]), dc(&["images", "-q"]));
+    let json = |text: &str| -> Vec<serde_json::Value> {
+        let mut list: Vec<serde_json::Value> =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        for image in &mut list {
+            // Docker's time has nanoseconds; rcompose keeps seconds.
+            let time = image["LastTagTime"].as_str().unwrap_or_default();
+            image["LastTagTime"] = serde_json::json!(time.get(..19).unwrap_or_default());
+        }
+        list.sort_by_key(|i| i["ContainerName"].to_string());
+        list
+    };
+    assert_eq!(
+        json(&p.ok(&["images", "--format", "json"])),
+        json(&dc(&["images", "--format", "json"]))
+    );
+    // Other projects may come and go meanwhile: this one's entry only.
+    let entry = |text: &str| -> Option<serde_json::Value> {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        list.into_iter().find(|e| e["Name"] == p.name.as_str())
+    };
+    for args in [
+        &["ls", "--format", "json"][..],
+        &["ls", "-a", "--format", "json"],
+    ] {
+        let (ours, theirs) = (entry(&p.ok(args)), entry(&dc(args)));
+        assert!(ours.is_some(), "{args:?}");
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+    p.ok(&["down", "-v"]);
+}

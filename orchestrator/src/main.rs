@@ -99,7 +99,7 @@ enum Command {
     /// View output from containers
     Logs(cli::LogsArgs),
     /// List images used by the created containers
-    Images(cli::ServicesArgs),
+    Images(cli::ImagesArgs),
     /// Print the public port for a port binding
     Port(cli::PortArgs),
     /// Display the running processes

@@ -1853,6 +1853,11 @@ impl Runtime for DockerRuntime {
                 tags: i.repo_tags.unwrap_or_default(),
                 size: i.size.unwrap_or(0),
                 created: epoch_seconds(i.created.as_deref()),
+                platform: Image::platform_text(
+                    i.os.as_deref().unwrap_or_default(),
+                    i.architecture.as_deref().unwrap_or_default(),
+                    i.variant.as_deref().unwrap_or_default(),
+                ),
                 last_tagged: epoch_seconds(i.metadata.and_then(|m| m.last_tag_time).as_deref()),
             })),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -1879,6 +1884,7 @@ impl Runtime for DockerRuntime {
                 tags: i.repo_tags,
                 size: i.size,
                 created: i.created,
+                platform: String::new(),
                 last_tagged: 0,
             })
             .collect())

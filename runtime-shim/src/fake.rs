@@ -127,6 +127,7 @@ impl FakeRuntime {
                 tags: vec![reference.to_string()],
                 size: 1,
                 created: 0,
+                platform: "linux/amd64".to_string(),
                 last_tagged: 0,
             },
         );

@@ -650,10 +650,29 @@ pub struct Image {
     pub size: i64,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// The platform it is for, as Docker shows it: `os/architecture`
+    /// (`/variant` when it has one), `unknown` without an os; empty where
+    /// the runtime did not say (a listing).
+    pub platform: String,
     /// When it was last given a name here (pulled, loaded, tagged), seconds
     /// since the epoch; 0 when the runtime does not know. `pull_policy:
     /// daily` and its kin measure from it.
     pub last_tagged: i64,
+}
+
+impl Image {
+    /// A platform as Docker shows it (containerd's `platforms.Format`).
+    pub fn platform_text(os: &str, architecture: &str, variant: &str) -> String {
+        if os.is_empty() {
+            return "unknown".to_string();
+        }
+        [os, architecture, variant]
+            .iter()
+            .filter(|part| !part.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/")
+    }
 }
 
 /// An image an archive held, as loaded.

@@ -392,6 +392,19 @@ pub struct ScaleArgs {
     pub scales: Vec<String>,
 }
 
+/// `images` flags.
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Format the output. Values: [table | json]
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PsFormat,
+    /// Only display IDs
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Services
+    pub services: Vec<String>,
+}
+
 /// Commands that take only service names.
 #[derive(Args, Debug)]
 pub struct ServicesArgs {
@@ -1231,9 +1244,18 @@ fn truncate_command(cmd: &str) -> String {
 }
 
 pub(crate) fn print_table(rows: &[Vec<String>]) {
+    print_table_wide(rows, 0);
+}
+
+/// [`print_table`] with columns at least `min` wide, gap included: Compose's
+/// own tables (`ls`, `images`) are 20.
+pub(crate) fn print_table_wide(rows: &[Vec<String>], min: usize) {
     let cols = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            let widest = rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+            widest.max(min.saturating_sub(3))
+        })
         .collect();
     let mut out = std::io::stdout().lock();
     for r in rows {
@@ -1441,7 +1463,7 @@ fn parse_since(s: &str) -> Result<i64> {
 }
 
 /// `images`.
-pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Result<ExitCode> {
+pub async fn images(options: LoadOptions, named: bool, args: ImagesArgs) -> Result<ExitCode> {
     let project = match load_project(&options, named) {
         Ok(p) => p,
         // Outside any project, every image of the runtime, as `image ls`.
@@ -1450,41 +1472,153 @@ pub async fn images(options: LoadOptions, named: bool, args: ServicesArgs) -> Re
                 && args.services.is_empty()
                 && format!("{e:#}").contains("no configuration file provided") =>
         {
-            image::list(connect().await?.as_ref(), false).await?;
+            image::list(connect().await?.as_ref(), args.quiet).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => return Err(e),
     };
     let rt = connect().await?;
     let observed = observe_containers(rt.as_ref(), &project).await?;
-    let mut rows = vec![["CONTAINER", "REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
-        .map(String::from)
-        .to_vec()];
-    for c in orchestrator::plan::target_containers(&observed, &args.services) {
-        let parts = runtime_shim::reference::split(&c.image);
-        let (repo, tag) = (
-            parts.repository.to_string(),
-            match (parts.tag, parts.digest) {
-                (Some(tag), _) => tag,
-                (None, Some(_)) => "<none>",
-                (None, None) => "latest",
+    // Every container of the services, one-off ones too, as Compose lists
+    // them: by name.
+    let mut containers: Vec<&Container> = observed
+        .containers
+        .iter()
+        .filter(|c| {
+            args.services.is_empty()
+                || c.labels
+                    .get(labels::SERVICE)
+                    .is_some_and(|s| args.services.contains(s))
+        })
+        .collect();
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    let inspected =
+        futures_util::future::try_join_all(containers.iter().map(|c| rt.inspect_image(&c.image)))
+            .await?;
+    let rows: Vec<ImageRow> = containers
+        .iter()
+        .zip(inspected)
+        .map(|(c, image)| ImageRow::new(c, image.unwrap_or_default()))
+        .collect();
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for row in &rows {
+            let id = row
+                .id
+                .split_once(':')
+                .map_or(row.id.as_str(), |(_, hex)| hex);
+            if seen.insert(id) {
+                println!("{id}");
             }
-            .to_string(),
-        );
-        let (id, size) = match rt.inspect_image(&c.image).await? {
-            Some(i) => (
-                i.id.trim_start_matches("sha256:")
-                    .chars()
-                    .take(12)
-                    .collect(),
-                format!("{:.1}MB", i.size as f64 / 1e6),
-            ),
-            None => (String::new(), String::new()),
-        };
-        rows.push(vec![c.name.clone(), repo, tag, id, size]);
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    print_table(&rows);
+    if args.format == PsFormat::Json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let tagged = if r.last_tagged != 0 {
+                    r.last_tagged
+                } else {
+                    r.created
+                };
+                serde_json::json!({
+                    "ID": r.id,
+                    "ContainerName": r.container,
+                    "Repository": r.repository,
+                    "Tag": r.tag,
+                    "Platform": r.platform,
+                    "Size": r.size,
+                    "LastTagTime": rfc3339(tagged),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = vec![[
+        "CONTAINER",
+        "REPOSITORY",
+        "TAG",
+        "PLATFORM",
+        "IMAGE ID",
+        "SIZE",
+        "CREATED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "<none>".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    for r in &rows {
+        let tagged = if r.last_tagged != 0 {
+            r.last_tagged
+        } else {
+            r.created
+        };
+        table.push(vec![
+            r.container.clone(),
+            or_none(&r.repository),
+            or_none(&r.tag),
+            r.platform.clone(),
+            r.id.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect(),
+            image::human_size(u64::try_from(r.size).unwrap_or(0)),
+            human_ago(tagged),
+        ]);
+    }
+    print_table_wide(&table, 20);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `images` shows of a container's image.
+struct ImageRow {
+    container: String,
+    id: String,
+    /// The name the container was made with, shortened as Docker shows it
+    /// (empty for an image id); `tag` is `latest` when it names none, empty
+    /// for a name by digest.
+    repository: String,
+    tag: String,
+    platform: String,
+    size: i64,
+    created: i64,
+    last_tagged: i64,
+}
+
+impl ImageRow {
+    fn new(c: &Container, image: runtime_shim::Image) -> ImageRow {
+        let by_id = c.image.starts_with("sha256:")
+            || (c.image.len() == 64 && c.image.bytes().all(|b| b.is_ascii_hexdigit()));
+        let (repository, tag) = match runtime_shim::reference::normalize(&c.image) {
+            Ok(full) if !by_id => {
+                let (name, tag) = runtime_shim::reference::familiar(&full);
+                (name, if tag == "<none>" { String::new() } else { tag })
+            }
+            _ => (String::new(), String::new()),
+        };
+        ImageRow {
+            container: c.name.clone(),
+            id: image.id,
+            repository,
+            tag,
+            platform: image.platform,
+            size: image.size,
+            created: image.created,
+            last_tagged: image.last_tagged,
+        }
+    }
+}
+
+/// Seconds since the epoch as RFC 3339, as Go prints a time in JSON.
+fn rfc3339(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs).map_or_else(|_| String::new(), |t| t.to_string())
 }
 
 /// `port`.
@@ -1541,8 +1675,16 @@ pub async fn top(options: LoadOptions, named: bool, args: ServicesArgs) -> Resul
 /// `ls`: projects found by their containers' labels.
 pub async fn ls(args: LsArgs) -> Result<ExitCode> {
     let rt = connect().await?;
+    // As Compose: the containers it made (those with a configuration
+    // hash), the running ones only unless --all.
     let containers = rt
-        .list_containers(&[LabelFilter::has(labels::PROJECT)], true)
+        .list_containers(
+            &[
+                LabelFilter::has(labels::PROJECT),
+                LabelFilter::has(labels::CONFIG_HASH),
+            ],
+            args.all,
+        )
         .await?;
     let mut projects: BTreeMap<String, (BTreeMap<String, usize>, String)> = BTreeMap::new();
     for c in &containers {
@@ -1554,9 +1696,6 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode> {
         if let Some(files) = c.labels.get(labels::CONFIG_FILES) {
             entry.1 = files.clone();
         }
-    }
-    if !args.all {
-        projects.retain(|_, (states, _)| states.contains_key("running"));
     }
     if args.quiet {
         for p in projects.keys() {
@@ -1586,7 +1725,7 @@ pub async fn ls(args: LsArgs) -> Result<ExitCode> {
             for (name, (states, files)) in &projects {
                 rows.push(vec![name.clone(), status(states), files.clone()]);
             }
-            print_table(&rows);
+            print_table_wide(&rows, 20);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -237,6 +237,9 @@ pub struct ConfigFile {
     /// The operating system.
     #[serde(default)]
     pub os: String,
+    /// The architecture's variant (`v8` of arm64), if any.
+    #[serde(default)]
+    pub variant: String,
     /// When the image was made (RFC 3339).
     #[serde(default)]
     pub created: Option<String>,

@@ -175,6 +175,11 @@ impl NativeRuntime {
                 .collect(),
             size: image.size as i64,
             created,
+            platform: Image::platform_text(
+                &image.config_file.os,
+                &image.config_file.architecture,
+                &image.config_file.variant,
+            ),
             last_tagged: image.named_at,
         }
     }
