@@ -458,3 +458,111 @@ fn images_and_ls_print_as_docker_compose() {
     }
     p.ok(&["down", "-v"]);
 }
+
+/// `run`'s flags that change the one-off from the service's definition,
+/// each compared with what `docker compose run` makes of the same project:
+/// `--entrypoint` without a command drops the service's command,
+/// `--cap-add`/`--cap-drop` win over the file's opposite lists, and only
+/// `--use-aliases` gives the one-off the service's network names.
+#[test]
+fn run_flags_change_the_one_off_as_docker_compose() {
+    if !engine_ready() || !require(reference_available(), "the reference docker compose v2") {
+        return;
+    }
+    let p = TestProject::new(
+        "runflags",
+        &format!(
+            "services:\n  app:\n    image: {IMAGE}\n    command: [\"echo\", \"from the service\"]\n    \
+             cap_drop: [NET_RAW]\n    networks:\n      default:\n        aliases: [other-name]\n"
+        ),
+    );
+    let both = |args: &[&str]| -> (String, String) {
+        let ours = p.rc(args);
+        let theirs = p.dc(args);
+        assert!(
+            ours.status.success(),
+            "rcompose {args:?}: {}",
+            stderr(&ours)
+        );
+        assert!(
+            theirs.status.success(),
+            "docker compose {args:?}: {}",
+            stderr(&theirs)
+        );
+        (stdout(&ours), stdout(&theirs))
+    };
+    let (ours, theirs) = both(&["run", "--rm", "-T", "--entrypoint", "echo", "app"]);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.trim(), "");
+    let caps = [
+        "run",
+        "--rm",
+        "-T",
+        "--cap-add",
+        "NET_RAW",
+        "--cap-drop",
+        "CHOWN",
+        "app",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ];
+    let (ours, theirs) = both(&caps);
+    assert_eq!(ours, theirs);
+    let (plain, _) = both(&[
+        "run",
+        "--rm",
+        "-T",
+        "app",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_ne!(ours, plain, "--cap-add/--cap-drop changed nothing");
+
+    // The names a detached one-off answers to on the project's network,
+    // its own name (and the engine's short id) aside.
+    // (`run -d` prints the one-off's name, Compose its id.)
+    let aliases = |output: &str| -> Vec<String> {
+        let printed = output.trim().lines().last().unwrap_or_default().to_string();
+        let inspect = |format: &str| {
+            let o = Command::new("docker")
+                .args(["inspect", "-f", format, &printed])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                o.status.success(),
+                "docker inspect {printed}: {}",
+                stderr(&o)
+            );
+            stdout(&o).trim().to_string()
+        };
+        let networks: serde_json::Value =
+            serde_json::from_str(&inspect("{{json .NetworkSettings.Networks}}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let name = inspect("{{.Name}}").trim_start_matches('/').to_string();
+        let id = inspect("{{.Id}}");
+        let mut found: Vec<String> = networks
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|n| n["Aliases"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .filter(|a| *a != name && !id.starts_with(a.as_str()))
+            .collect();
+        found.sort();
+        found
+    };
+    for (args, expected) in [
+        (&["run", "-d", "app", "sleep", "60"][..], vec![]),
+        (
+            &["run", "-d", "--use-aliases", "app", "sleep", "60"],
+            vec!["app".to_string(), "other-name".to_string()],
+        ),
+    ] {
+        let (ours, theirs) = both(args);
+        assert_eq!(aliases(&ours), expected, "rcompose {args:?}");
+        assert_eq!(aliases(&theirs), expected, "docker compose {args:?}");
+    }
+    p.ok(&["down", "-t", "0"]);
+}

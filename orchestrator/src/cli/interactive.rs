@@ -77,6 +77,26 @@ pub struct RunArgs {
     /// Disable pseudo-TTY allocation (default: auto-detected)
     #[arg(short = 'T', long = "no-TTY")]
     pub no_tty: bool,
+    /// Keep STDIN open even if not attached (`--interactive=false` not to)
+    #[arg(
+        short = 'i',
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub interactive: bool,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Use the service's network aliases in the network(s) the container connects to
+    #[arg(long = "use-aliases")]
+    pub use_aliases: bool,
     /// Don't start linked services
     #[arg(long = "no-deps")]
     pub no_deps: bool,
@@ -499,6 +519,19 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         svc.entrypoint = Some(ShellCommand(
             orchestrator::model::values::shell_split(ep).unwrap_or_else(|| vec![ep.clone()]),
         ));
+        // A new entrypoint runs without the service's command, as Compose's.
+        if args.command.is_empty() {
+            svc.command = Some(ShellCommand(Vec::new()));
+        }
+    }
+    // Each flag wins over the file's opposite list.
+    if !args.cap_add.is_empty() {
+        svc.cap_add.extend(args.cap_add.iter().cloned());
+        svc.cap_drop.retain(|c| !args.cap_add.contains(c));
+    }
+    if !args.cap_drop.is_empty() {
+        svc.cap_drop.extend(args.cap_drop.iter().cloned());
+        svc.cap_add.retain(|c| !args.cap_drop.contains(c));
     }
     if let Some(u) = &args.user {
         svc.user = u.clone();
@@ -541,7 +574,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
         && std::io::stdin().is_terminal()
         && std::io::stdout().is_terminal();
     svc.tty = tty;
-    svc.stdin_open = !args.detach;
+    svc.stdin_open = args.interactive && !args.detach;
     let image_id = rt
         .inspect_image(&convert::image_name(&project, &args.service, &svc))
         .await?
@@ -573,10 +606,16 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
     if spec.restart.is_none() || args.rm {
         spec.restart = Some(runtime_shim::RestartPolicy::No);
     }
-    spec.stdin_once = !args.detach;
-    // A one-off answers to its own name only, not to the service's.
+    spec.stdin_once = svc.stdin_open;
+    // A one-off answers to its own name only, unless --use-aliases: then
+    // to the service's name and aliases too (`container_spec` gave the
+    // replica's name first, then those).
     for a in &mut spec.networks {
+        let service_aliases = a.aliases.split_off(1.min(a.aliases.len()));
         a.aliases = vec![spec.name.clone()];
+        if args.use_aliases {
+            a.aliases.extend(service_aliases);
+        }
     }
     if engine.dry_run {
         println!(
@@ -594,7 +633,7 @@ pub async fn run(engine: Engine, options: LoadOptions, args: RunArgs) -> Result<
     // Input goes through an attach; output comes from the container's log,
     // which holds everything from the start and ends when the container
     // stops, whatever happens to the input side.
-    let mut session = rt.attach(&id, true, false).await?;
+    let mut session = rt.attach(&id, svc.stdin_open, false).await?;
     if let Err(e) = rt.start_container(&id).await {
         if args.rm {
             let _ = rt.remove_container(&id, true, true).await;
