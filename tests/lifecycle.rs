@@ -566,3 +566,83 @@ fn run_flags_change_the_one_off_as_docker_compose() {
     }
     p.ok(&["down", "-t", "0"]);
 }
+
+/// The attached `up`'s ways to end, against `docker compose up` on the same
+/// project: the first exit stops the rest and gives its code
+/// (--abort-on-container-exit), or the first failure does, a success going
+/// by (--abort-on-container-failure); the flags that cannot go together are
+/// refused with Compose's words.
+#[test]
+fn attached_up_aborts_and_exits_as_docker_compose() {
+    if !engine_ready() || !require(reference_available(), "the reference docker compose v2") {
+        return;
+    }
+    let compose = format!(
+        "services:\n  server:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n  \
+         fine:\n    image: {IMAGE}\n    command: [\"true\"]\n  \
+         failing:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"sleep 2; exit 3\"]\n"
+    );
+    let p = TestProject::new("abort", &compose);
+    for args in [
+        &["up", "--abort-on-container-exit"][..],
+        &["up", "--abort-on-container-failure"],
+        &[
+            "up",
+            "--abort-on-container-failure",
+            "--exit-code-from",
+            "server",
+        ],
+    ] {
+        let ours = p.rc(args);
+        let theirs = p.dc(args);
+        assert_eq!(
+            ours.status.code(),
+            theirs.status.code(),
+            "{args:?}\nrcompose:\n{}{}\ndocker compose:\n{}{}",
+            stdout(&ours),
+            stderr(&ours),
+            stdout(&theirs),
+            stderr(&theirs)
+        );
+        assert!(
+            stderr(&ours).contains("Aborting on container exit..."),
+            "{args:?}: {}",
+            stderr(&ours)
+        );
+        assert!(p.containers(false).is_empty(), "{args:?}: still running");
+    }
+    // The codes themselves: the first to exit (0), then the failure (3),
+    // then the chosen service's, stopped by the abort (SIGKILL: 137).
+    assert_eq!(
+        p.rc(&["up", "--abort-on-container-failure"]).status.code(),
+        Some(3)
+    );
+    for args in [
+        &["up", "-d", "--abort-on-container-exit"][..],
+        &["up", "--wait", "--abort-on-container-failure"],
+        &[
+            "up",
+            "--abort-on-container-exit",
+            "--abort-on-container-failure",
+        ],
+        &[
+            "up",
+            "--exit-code-from",
+            "server",
+            "--abort-on-container-exit",
+            "--abort-on-container-failure",
+        ],
+    ] {
+        let ours = p.rc(args);
+        let theirs = p.dc(args);
+        assert!(!ours.status.success(), "{args:?} was accepted");
+        let said = stderr(&theirs);
+        let said = said.trim().trim_start_matches("Error: ").to_string();
+        assert!(
+            !said.is_empty() && stderr(&ours).contains(&said),
+            "{args:?}\nrcompose: {}\ndocker compose: {said}",
+            stderr(&ours)
+        );
+    }
+    p.ok(&["down", "-t", "0"]);
+}

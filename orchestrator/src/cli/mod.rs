@@ -284,6 +284,9 @@ pub struct UpArgs {
     /// Stops all containers if any container was stopped. Incompatible with -d
     #[arg(long = "abort-on-container-exit")]
     pub abort_on_container_exit: bool,
+    /// Stops all containers if any container exited with failure. Incompatible with -d
+    #[arg(long = "abort-on-container-failure")]
+    pub abort_on_container_failure: bool,
     /// Return the exit code of the selected service container. Implies --abort-on-container-exit
     #[arg(long = "exit-code-from")]
     pub exit_code_from: Option<String>,
@@ -304,6 +307,15 @@ pub struct UpArgs {
     pub watch: bool,
     /// Services to start (with their dependencies)
     pub services: Vec<String>,
+}
+
+impl UpArgs {
+    /// Whether the first container to exit stops the others (an
+    /// --exit-code-from implies it, unless failures alone are to).
+    fn stops_on_exit(&self) -> bool {
+        self.abort_on_container_exit
+            || (self.exit_code_from.is_some() && !self.abort_on_container_failure)
+    }
 }
 
 /// `create` flags.
@@ -644,13 +656,20 @@ pub async fn up(engine: Engine, options: LoadOptions, args: UpArgs) -> Result<Ex
         bail!("--pull always needs a registry, which rcompose does not contact");
     }
     let mut watch_setup = None;
+    // Compose's checks of the attached modes, in its order.
+    if args.stops_on_exit() && args.abort_on_container_failure {
+        bail!("--abort-on-container-failure cannot be combined with --abort-on-container-exit");
+    }
+    if args.wait && args.stops_on_exit() {
+        bail!("--wait cannot be combined with --abort-on-container-exit, --attach or --attach-dependencies");
+    }
+    if (args.detach || args.wait)
+        && (args.stops_on_exit() || args.abort_on_container_failure || args.watch)
+    {
+        let flag = if args.wait { "--wait" } else { "--detach" };
+        bail!("{flag} cannot be combined with --abort-on-container-exit, --abort-on-container-failure, --attach, --attach-dependencies or --watch");
+    }
     if args.watch {
-        if args.detach {
-            bail!("--detach cannot be combined with --abort-on-container-exit, --abort-on-container-failure, --attach, --attach-dependencies or --watch");
-        }
-        if args.wait {
-            bail!("--wait cannot be combined with --abort-on-container-exit, --abort-on-container-failure, --attach, --attach-dependencies or --watch");
-        }
         if args.no_build {
             bail!("--no-build and --watch are incompatible");
         }
@@ -760,7 +779,6 @@ async fn attach(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let abort = args.abort_on_container_exit || args.exit_code_from.is_some();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, i64)>();
     let refs: Vec<&Container> = containers.iter().collect();
     let width = log_width(project, &refs, args.watch);
@@ -803,7 +821,11 @@ async fn attach(
         containers.iter().map(|c| c.id.clone()).collect();
     let keep = args.watch.then(|| tx.clone());
     drop(tx);
-    let mut exit = ExitCode::SUCCESS;
+    // The code of the container whose exit stopped the rest, and of the
+    // first container of --exit-code-from's service to exit: the latter
+    // wins, as in Compose.
+    let mut aborted: Option<i64> = None;
+    let mut chosen: Option<i64> = None;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -827,12 +849,12 @@ async fn attach(
                 match ended {
                     Some((id, service, code)) => {
                         followed.remove(&id);
-                        if let Some(from) = &args.exit_code_from {
-                            if *from == service {
-                                exit = ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1));
-                                break;
-                            }
-                        } else if abort {
+                        if chosen.is_none() && args.exit_code_from.as_ref() == Some(&service) {
+                            chosen = Some(code);
+                        }
+                        if args.stops_on_exit() || (args.abort_on_container_failure && code != 0) {
+                            aborted = Some(code);
+                            eprintln!("Aborting on container exit...");
                             break;
                         }
                     }
@@ -852,7 +874,19 @@ async fn attach(
     if !stopped.success() {
         return Ok(ExitCode::from(1));
     }
-    Ok(exit)
+    if let (Some(from), None) = (&args.exit_code_from, chosen) {
+        // Its container ended with the stop: that is its code.
+        let now = observe_containers(rt.as_ref(), project).await?;
+        let mut ended: Vec<&Container> = now.service_containers(from).collect();
+        ended.sort_by_key(|c| orchestrator::observe::container_number(c));
+        if let Some(c) = ended.first() {
+            chosen = Some(rt.inspect_container(&c.id).await?.exit_code);
+        }
+    }
+    let code = chosen.or(aborted).unwrap_or(0);
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
 }
 
 fn short_name(project: &Project, c: &Container) -> String {
