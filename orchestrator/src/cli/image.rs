@@ -329,7 +329,7 @@ pub(crate) async fn list(rt: &dyn runtime_shim::Engine, quiet: bool) -> Result<(
 }
 
 /// An image id as Docker shows it: 12 hexadecimal digits.
-fn short_id(id: &str) -> String {
+pub(crate) fn short_id(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 

@@ -1538,9 +1538,10 @@ pub async fn images(options: LoadOptions, named: bool, args: ImagesArgs) -> Resu
         let mut seen = std::collections::BTreeSet::new();
         for row in &rows {
             let id = row
+                .image
                 .id
                 .split_once(':')
-                .map_or(row.id.as_str(), |(_, hex)| hex);
+                .map_or(row.image.id.as_str(), |(_, hex)| hex);
             if seen.insert(id) {
                 println!("{id}");
             }
@@ -1551,19 +1552,14 @@ pub async fn images(options: LoadOptions, named: bool, args: ImagesArgs) -> Resu
         let list: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
-                let tagged = if r.last_tagged != 0 {
-                    r.last_tagged
-                } else {
-                    r.created
-                };
                 serde_json::json!({
-                    "ID": r.id,
+                    "ID": r.image.id,
                     "ContainerName": r.container,
                     "Repository": r.repository,
                     "Tag": r.tag,
-                    "Platform": r.platform,
-                    "Size": r.size,
-                    "LastTagTime": rfc3339(tagged),
+                    "Platform": r.image.platform,
+                    "Size": r.image.size,
+                    "LastTagTime": rfc3339(r.tagged()),
                 })
             })
             .collect();
@@ -1589,22 +1585,14 @@ pub async fn images(options: LoadOptions, named: bool, args: ImagesArgs) -> Resu
         }
     };
     for r in &rows {
-        let tagged = if r.last_tagged != 0 {
-            r.last_tagged
-        } else {
-            r.created
-        };
         table.push(vec![
             r.container.clone(),
             or_none(&r.repository),
             or_none(&r.tag),
-            r.platform.clone(),
-            r.id.trim_start_matches("sha256:")
-                .chars()
-                .take(12)
-                .collect(),
-            image::human_size(u64::try_from(r.size).unwrap_or(0)),
-            human_ago(tagged),
+            r.image.platform.clone(),
+            image::short_id(&r.image.id),
+            image::human_size(u64::try_from(r.image.size).unwrap_or(0)),
+            human_ago(r.tagged()),
         ]);
     }
     print_table_wide(&table, 20);
@@ -1614,16 +1602,12 @@ pub async fn images(options: LoadOptions, named: bool, args: ImagesArgs) -> Resu
 /// What `images` shows of a container's image.
 struct ImageRow {
     container: String,
-    id: String,
     /// The name the container was made with, shortened as Docker shows it
     /// (empty for an image id); `tag` is `latest` when it names none, empty
     /// for a name by digest.
     repository: String,
     tag: String,
-    platform: String,
-    size: i64,
-    created: i64,
-    last_tagged: i64,
+    image: runtime_shim::Image,
 }
 
 impl ImageRow {
@@ -1639,13 +1623,18 @@ impl ImageRow {
         };
         ImageRow {
             container: c.name.clone(),
-            id: image.id,
             repository,
             tag,
-            platform: image.platform,
-            size: image.size,
-            created: image.created,
-            last_tagged: image.last_tagged,
+            image,
+        }
+    }
+
+    /// When the image was last named, else made: Compose's `LastTagTime`.
+    fn tagged(&self) -> i64 {
+        if self.image.last_tagged != 0 {
+            self.image.last_tagged
+        } else {
+            self.image.created
         }
     }
 }
